@@ -1,0 +1,211 @@
+"""Datasets as uint8 image tensors plus labels, each example addressed by its index.
+
+dpt.py loads the train and test splits through `load` before any process group starts, so a
+missing or corrupt file stops the run with one line; by hand:
+
+    python -c "import data; s = data.load('fashionmnist', 'data', train=True); print(s.images.shape, s.labels[:10])"
+
+CIFAR-10/100 come through torchvision (downloaded into --data-dir when missing and the network
+is reachable). Fashion-MNIST is read from its four IDX files, gzipped or not, in torchvision's
+layout (<data-dir>/FashionMNIST/raw), flat in <data-dir>, or where Debian's package
+`dataset-fashion-mnist` installs them (/usr/share/datasets/fashion-mnist).
+"""
+import fcntl
+import gzip
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+
+class DataError(Exception):
+    """A problem with the user's data that they can fix; dpt.py prints it as a one-line error."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    num_classes: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_padding: int  # RandomCrop(size, padding=crop_padding); 0 means no crop
+    train_files: tuple[str, ...]  # what a local copy must hold, for the error message
+    test_files: tuple[str, ...]
+
+
+# Normalization and augmentation as the paper's code: CIFAR with RandomCrop(32, 4) + flip,
+# Fashion-MNIST with flip only.
+SPECS = {
+    "cifar10": Spec(10, 3, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4,
+                    tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
+                    ("cifar-10-batches-py/test_batch",)),
+    "cifar100": Spec(100, 3, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4,
+                     ("cifar-100-python/train",), ("cifar-100-python/test",)),
+    "fashionmnist": Spec(10, 1, (0.1307,), (0.3081,), 0,
+                         ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                         ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")),
+}
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+class IndexedDataset(torch.utils.data.Dataset):
+    """Map-style view of a Split for the DataLoader path. Items are addressed by the keys of
+    samplers.WorkerBatches (index, or index + N for padding) and carry their key along."""
+
+    def __init__(self, split: Split):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        i = key % len(self.split)
+        return self.split.images[i], self.split.labels[i], key
+
+
+def _cifar_class(base: type) -> type:
+    class LocalCopy(base):
+        """torchvision's reader with its md5 check replaced by a parse check: a copy that is not
+        byte-identical to the release (a subset, or a test's tiny files) still loads, and a
+        damaged file fails while parsing. Download still verifies md5 (torchvision's download)."""
+
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root, self.base_folder)
+            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            self.classes = []  # class names are not needed; labels are indices
+
+    return LocalCopy
+
+
+CIFAR = {"cifar10": _cifar_class(torchvision.datasets.CIFAR10),
+         "cifar100": _cifar_class(torchvision.datasets.CIFAR100)}
+
+
+def _download_lock(root: Path):
+    """Serialize downloads into one folder: all torchrun ranks of a node call load at once."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = open(root / ".download.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+def _missing_message(name: str, root: Path, files: tuple[str, ...], err: Exception) -> str:
+    where = f"{root}/" if name != "fashionmnist" else f"{root}/, {root}/FashionMNIST/raw/ or {DEBIAN_FASHION_MNIST}/"
+    hint = " (or: apt-get install dataset-fashion-mnist)" if name == "fashionmnist" else ""
+    return (f"{name} not found and could not be downloaded ({type(err).__name__}: {err}); "
+            f"put {', '.join(files)} under {where} and pass --data-dir{hint}")
+
+
+def _fetch(name: str, root: Path, fetch) -> None:
+    """Download into root (one process at a time), or explain what a local copy must hold."""
+    spec = SPECS[name]
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(60)  # torchvision's urllib calls wait forever by default
+    try:
+        with _download_lock(root):
+            fetch()
+    except Exception as err:
+        raise DataError(_missing_message(name, root, spec.train_files + spec.test_files, err)) from None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+def _load_cifar(name: str, root: Path, train: bool) -> Split:
+    cls, spec = CIFAR[name], SPECS[name]
+    if not all((root / f).is_file() for f in spec.train_files + spec.test_files):
+        _fetch(name, root, lambda: cls(str(root), train=train, download=True))  # md5-checked by torchvision
+    files = spec.train_files if train else spec.test_files
+    try:
+        ds = cls(str(root), train=train)
+    except Exception as err:  # unpickling, reshaping: a damaged file
+        raise DataError(f"corrupt {name} file among {', '.join(str(root / f) for f in files)} "
+                        f"({type(err).__name__}: {err}); delete it so that it is downloaded again, "
+                        f"or point --data-dir at a good copy") from None
+    images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+    labels = torch.tensor(ds.targets, dtype=torch.int64)
+    return _checked(name, images, labels, ", ".join(str(root / f) for f in files))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format), gzipped or not: magic 0x0000 0x08 (uint8) ndim, big-endian sizes."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"corrupt data file {path} ({err}); delete it or point --data-dir at a good copy") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 3:
+        raise DataError(f"corrupt data file {path}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise DataError(f"corrupt data file {path}: header says {shape} but holds {body.size} bytes (truncated?)")
+    return body.reshape(shape)
+
+
+def _find_idx(stem: str, folders: list[Path]) -> Path | None:
+    for folder in folders:
+        for candidate in (folder / f"{stem}.gz", folder / stem):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _load_fashion_mnist(root: Path, train: bool) -> Split:
+    prefix = "train" if train else "t10k"
+    folders = [root / "FashionMNIST" / "raw", root, DEBIAN_FASHION_MNIST]
+    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    paths = [_find_idx(s, folders) for s in stems]
+    if None in paths:
+        _fetch("fashionmnist", root, lambda: torchvision.datasets.FashionMNIST(str(root), train=train, download=True))
+        paths = [_find_idx(s, folders) for s in stems]
+    images, labels = (read_idx(p) for p in paths)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"corrupt data files {paths[0]}, {paths[1]}: expected N x H x W images and N labels")
+    return _checked("fashionmnist", torch.from_numpy(images.copy()).unsqueeze(1),
+                    torch.from_numpy(labels.astype(np.int64)), f"{paths[0]}, {paths[1]}")
+
+
+def _checked(name: str, images: torch.Tensor, labels: torch.Tensor, where: str) -> Split:
+    spec = SPECS[name]
+    if len(images) != len(labels) or len(labels) == 0:
+        raise DataError(f"corrupt {name} data in {where}: {len(images)} images but {len(labels)} labels")
+    if images.shape[1] != spec.channels:
+        raise DataError(f"corrupt {name} data in {where}: images have {images.shape[1]} channels, expected {spec.channels}")
+    if labels.min() < 0 or labels.max() >= spec.num_classes:
+        raise DataError(f"corrupt {name} data in {where}: labels outside 0..{spec.num_classes - 1}")
+    return Split(images.contiguous(), labels)
+
+
+def load(name: str, data_dir: str | os.PathLike, train: bool, subset: int = 0) -> Split:
+    """The train or test split of `name`; with subset > 0, its first `subset` examples."""
+    if name not in SPECS:
+        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(SPECS)}")
+    root = Path(data_dir).expanduser()
+    split = _load_fashion_mnist(root, train) if name == "fashionmnist" else _load_cifar(name, root, train)
+    if subset:
+        if subset > len(split):
+            which = "--subset" if train else "--test-subset"
+            raise DataError(f"{which} {subset} exceeds the {len(split)} {'training' if train else 'test'} "
+                            f"examples of {name}; pass at most {len(split)}")
+        split = Split(split.images[:subset].clone(), split.labels[:subset].clone())
+    return split

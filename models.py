@@ -1,0 +1,81 @@
+"""torchvision ResNets as the paper's code adapted them, and BatchNorm per emulated worker.
+
+dpt.py builds its model here:
+
+    python -c "import models; print(models.build('resnet18', num_classes=10, channels=1))"
+
+Random init, the ImageNet stem (7x7 stride-2 conv + max-pool) kept, fc replaced by
+Linear(512, classes), and for 1-channel data conv1 replaced by Conv2d(1, 64, 7, 2, 3).
+"""
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+MODELS = ("resnet18", "resnet34")
+
+
+def build(name: str, num_classes: int, channels: int) -> nn.Module:
+    assert name in MODELS, name
+    model = getattr(torchvision.models, name)(weights=None)  # 1000-way head first, as the paper's code
+    model.fc = nn.Linear(512, num_classes)
+    if channels != 3:
+        model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return model
+
+
+class WorkerBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm for `workers` emulated workers whose batches arrive concatenated in one tensor.
+
+    In N-rank DDP each rank normalizes its own batch, and DDP (broadcast_buffers) keeps rank 0's
+    running statistics. So here each of the N equal chunks is normalized by itself, with the same
+    kernel and shape a rank would use, and only chunk 0 (worker 0) updates the running buffers.
+    Averaging the chunks' statistics, as ghost BatchNorm does, would not be what DDP does.
+    """
+
+    def __init__(self, num_features: int, workers: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.workers = workers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.track_running_stats) or self.workers == 1:
+            return super().forward(x)
+        assert x.shape[0] % self.workers == 0, "every worker brings a batch of the same size"
+        chunks = x.chunk(self.workers)
+        out = [super().forward(chunks[0])]  # updates running stats, as rank 0 under DDP
+        out += [F.batch_norm(c, None, None, self.weight, self.bias, True, 0.0, self.eps) for c in chunks[1:]]
+        return torch.cat(out)
+
+
+def emulate_workers(model: nn.Module, workers: int) -> nn.Module:
+    """Swap every BatchNorm2d for a WorkerBatchNorm2d (same parameters and buffers), in place."""
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm2d:
+            bn = WorkerBatchNorm2d(child.num_features, workers, eps=child.eps, momentum=child.momentum,
+                                   affine=child.affine, track_running_stats=child.track_running_stats)
+            bn.load_state_dict(child.state_dict())
+            setattr(model, name, bn.to(child.weight.device))
+        else:
+            emulate_workers(child, workers)
+    return model
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Training-mode BatchNorm (batch statistics) over whole batches, leaving the running buffers
+    untouched: the paper's evaluation ran the model in train mode, where those buffers never
+    affect an output, so not updating them changes no result and keeps evaluation side-effect free."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training, tracked = model.training, [m.track_running_stats for m in norms]
+    model.train()
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m, t in zip(norms, tracked):
+            m.track_running_stats = t
+        model.train(was_training)

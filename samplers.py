@@ -1,0 +1,100 @@
+"""Which examples each worker trains on: DistributedSampler in warmup, ConstantSampler after.
+
+dpt.py builds one sampler per worker that its process hosts (one under plain DDP, several with
+--emulate-workers) and hands them to WorkerBatches; by hand:
+
+    python -c "import torch, samplers as S; d = range(10); p = [torch.arange(0, 10, 2), torch.arange(1, 10, 2)]; \
+print(list(S.ConstantSampler(d, p, num_replicas=2, rank=1, seed=0)))"
+
+Which examples a worker sees is decided here, never in the training step, so the same samplers
+serve DDP ranks and workers emulated in one process.
+"""
+import math
+from collections.abc import Iterator, Sized
+
+import torch
+from torch.utils.data.distributed import DistributedSampler
+
+
+class ConstantSampler(DistributedSampler):
+    """Serves worker `rank` the same partition every epoch (importance-aware DPT after warmup).
+
+    `partitions` holds every worker's index list, so all workers agree on the step count: each
+    list is padded with its own examples up to the longest (ceil(N/n) for Stripes and Blocks),
+    because DDP hangs when ranks run different numbers of steps. With shuffle, the order within
+    the partition is redrawn each epoch from seed + epoch (set_epoch, as DistributedSampler).
+    The paper's code seeded every rank alike, so all workers permute their (equal-length) lists
+    the same way; that is kept, with torch's generator in place of Python's `random`.
+    """
+
+    def __init__(self, dataset: Sized, partitions: list[torch.Tensor], num_replicas: int, rank: int,
+                 shuffle: bool = True, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        assert len(partitions) == num_replicas, "one partition per worker"
+        assert all(len(p) > 0 for p in partitions), "every worker needs at least one example"
+        self.partition = partitions[rank].tolist()
+        self.num_samples = max(len(p) for p in partitions)
+        self.total_size = self.num_samples * num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.partition
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            order = [order[i] for i in torch.randperm(len(order), generator=g).tolist()]
+        padding = self.num_samples - len(order)
+        order = order + (order * math.ceil(padding / len(order)))[:padding]
+        assert len(order) == self.num_samples
+        return iter(order)
+
+
+def num_real(sampler: DistributedSampler) -> int:
+    """How many of the sampler's samples per epoch are real; the rest, at the end, are padding.
+
+    DistributedSampler pads its permutation with its first examples and deals position p to rank
+    p mod n, so the padding positions (p >= N) come last in a rank's list; ConstantSampler pads
+    after its partition."""
+    if isinstance(sampler, ConstantSampler):
+        return len(sampler.partition)
+    assert not sampler.drop_last
+    return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))
+
+
+class WorkerBatches:
+    """One step's keys: the next `batch_size` samples of each local worker, concatenated worker by
+    worker (what one DDP rank sees, or a group of emulated workers).
+
+    A key is an example index, or index + N for a padding copy: padding is trained on like any
+    example but must not be recorded in the loss matrix a second time. Usable as a DataLoader
+    batch_sampler; `keys()` gives the whole epoch at once for the device-resident path.
+    """
+
+    def __init__(self, samplers: list[DistributedSampler], batch_size: int):
+        assert samplers and batch_size >= 1
+        lengths = {len(s) for s in samplers}
+        assert len(lengths) == 1, f"workers would run different step counts: {sorted(lengths)}"
+        self.samplers = samplers
+        self.batch_size = batch_size
+        self.num_examples = len(samplers[0].dataset)
+        self.samples_per_worker = lengths.pop()
+
+    def set_epoch(self, epoch: int) -> None:
+        for s in self.samplers:
+            s.set_epoch(epoch)
+
+    def keys(self) -> torch.Tensor:
+        """(workers, samples per worker) int64 keys for the current epoch."""
+        rows = []
+        for s in self.samplers:
+            row = torch.tensor(list(s), dtype=torch.int64)
+            row[num_real(s):] += self.num_examples
+            rows.append(row)
+        return torch.stack(rows)
+
+    def __len__(self) -> int:
+        return math.ceil(self.samples_per_worker / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        keys = self.keys()
+        for step in range(len(self)):
+            yield keys[:, step * self.batch_size:(step + 1) * self.batch_size].reshape(-1).tolist()
