@@ -113,14 +113,14 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         die("--lr and --momentum must be positive (Nesterov SGD needs momentum) and --weight-decay non-negative")
     if args.subset < 0 or args.test_subset < 0:
         die("--subset and --test-subset take a number of examples (0 for all)")
-    if W > T:
-        die(f"--warmup-epochs {W} exceeds --total-epochs {T}; warmup is part of the T epochs")
     if args.heuristic == "none":
         if args.repartition == "interval":
             die("--heuristic none trains vanilla DPT for all epochs and never repartitions; "
                 "drop --repartition interval, or pick --heuristic stripes or blocks")
         args.warmup_epochs, args.repartition, args.interval_epochs = T, "once", 0
         return args
+    if W > T:
+        die(f"--warmup-epochs {W} exceeds --total-epochs {T}; warmup is part of the T epochs")
     args.repartition = args.repartition or "interval"
     if W < 1 or W == T:
         die(f"--heuristic {args.heuristic} needs 1 <= --warmup-epochs < --total-epochs (got W={W}, T={T}); "
@@ -243,14 +243,14 @@ class _eval_mode:
         self.model.train()
 
 
-def repartition(matrix: importance.LossMatrix, ignore: int, args, num_workers: int) -> tuple[heuristics.Partition, float]:
+def repartition(matrix: importance.LossMatrix, ignore: int, args, num_workers: int) -> tuple[torch.Tensor, heuristics.Partition, float]:
     """Merge the window's losses across processes, score, sort and partition: identical on every
-    process, since all hold the same merged matrix and the sort is stable."""
+    process, since all hold the same merged matrix and the sort is stable. Returns the scores too."""
     start = time.perf_counter()
     window = matrix.merged()[:, ignore:]
-    order = importance.importance_order(window, args.measure)
-    parts = heuristics.partition(order.cpu(), num_workers, args.heuristic)
-    return parts, time.perf_counter() - start
+    scores = importance.MEASURES[args.measure](window)
+    parts = heuristics.partition(importance.order(scores).cpu(), num_workers, args.heuristic)
+    return scores, parts, time.perf_counter() - start
 
 
 def gather_rows(rows: torch.Tensor) -> list[torch.Tensor]:
@@ -287,6 +287,15 @@ def main(argv: list[str] | None = None) -> None:
         die(str(err))
     if len(train) < num_workers:
         die(f"{len(train)} training examples cannot be split across {num_workers} workers; raise --subset")
+    # Training-mode BatchNorm cannot normalize a batch of one example (the last step of an epoch,
+    # or the last test batch under the paper's protocol): refuse now rather than crash mid-run.
+    per_worker = math.ceil(len(train) / num_workers)
+    if per_worker % args.batch_size == 1:
+        die(f"{len(train)} examples on {num_workers} workers give {per_worker} per worker, leaving a last batch of one "
+            f"with --batch-size {args.batch_size}, which BatchNorm cannot train on; change --batch-size or --subset")
+    if args.eval_protocol == "paper" and len(test) % args.batch_size == 1:
+        die(f"{len(test)} test examples leave a last batch of one with --batch-size {args.batch_size}, which the paper's "
+            f"protocol (BatchNorm in training mode) cannot evaluate; change --batch-size or --test-subset")
 
     # Everything above only reads; from here on processes talk to each other.
     if launched:
@@ -334,19 +343,20 @@ def main(argv: list[str] | None = None) -> None:
                         for w in my_workers]
         else:
             trained = gather_rows(matrix.recorded_rows()) if args.save_partitions else None
-            partition, heuristic_s = repartition(matrix, args.ignore_epochs if index == 1 else 0, args, num_workers)
+            scores, partition, heuristic_s = repartition(matrix, args.ignore_epochs if index == 1 else 0, args, num_workers)
             samplers = [ConstantSampler(dataset, partition, num_replicas=num_workers, rank=w,
                                         shuffle=args.shuffle == "yes", seed=args.sampler_seed) for w in my_workers]
             log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": heuristic_s,
                                      "partition_sizes": [len(p) for p in partition]})
             if args.save_partitions:
                 saved_windows[-1]["trained"] = trained
-                saved_windows.append({"start_epoch": first_epoch + 1, "epochs": length, "partition": partition})
+                saved_windows.append({"start_epoch": first_epoch + 1, "epochs": length, "partition": partition,
+                                      "importance": scores.cpu()})
         if index == 0 and args.save_partitions:
             saved_windows.append({"start_epoch": 1, "epochs": length, "partition": None})
         batches = WorkerBatches(samplers, args.batch_size)
         matrix = importance.LossMatrix(len(train), length, device) if tracking else None
-        phase = "warmup" if index == 0 else f"interval {index}"
+        phase = "vanilla" if not tracking else "warmup" if index == 0 else f"interval {index}"
         for column, epoch in enumerate(range(first_epoch, first_epoch + length)):
             stats = train_epoch(train_model, optimizer, batches, train, spec, epoch, args, device, matrix, column)
             if master:
@@ -374,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"best test accuracy {values['best_accuracy']:.2f}% at epoch {values['best_epoch']}, "
               f"{total_s:.1f}s; row appended to {csv_path}, log {log_path}")
         if wandb_run:
-            wandb_run.summary.update(best_accuracy=values["best_accuracy"], best_epoch=values["best_epoch"])
+            wandb_run.summary.update({"best_accuracy": values["best_accuracy"], "best_epoch": values["best_epoch"]})
             wandb_run.finish()
     if dist.is_initialized():
         dist.destroy_process_group()

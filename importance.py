@@ -5,7 +5,7 @@ examples at each interval start; by hand:
 
     python -c "import torch, importance as I; m = I.LossMatrix(4, 2, 'cpu'); \
 m.record(torch.arange(4), 0, torch.rand(4)); m.record(torch.arange(4), 1, torch.rand(4)); \
-print(I.importance_order(m.merged(), 'variance'))"
+print(I.order(I.MEASURES['variance'](m.merged())))"
 
 A new measure is a function (window: N x E float tensor) -> N scores, plus a line in MEASURES.
 """
@@ -62,9 +62,8 @@ def variance(window: torch.Tensor) -> torch.Tensor:
 MEASURES = {"average": average, "variance": variance}
 
 
-def importance_order(window: torch.Tensor, measure: str) -> torch.Tensor:
+def order(scores: torch.Tensor) -> torch.Tensor:
     """Example indices, most important first (descending, as the paper's code sorted).
-    Stable, so ties keep index order and every process derives the same order from the same matrix."""
-    assert window.ndim == 2 and window.shape[1] >= 1, "no loss columns to score"
-    scores = MEASURES[measure](window)
+    Stable, so ties keep index order and every process derives the same order from the same scores."""
     return torch.sort(scores, descending=True, stable=True).indices
+
