@@ -12,6 +12,8 @@ process, worker or batch position it lands in. That is what makes a 2-rank run a
 2-worker emulation train on identical pixels. Given the same offsets and flip, the output equals
 torchvision's pipeline bit for bit (tests/test_augment.py).
 """
+import functools
+
 import torch
 
 TRAIN, TEST = 0, 1  # streams: training batches, and test batches under the paper's eval protocol
@@ -34,10 +36,10 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
 
 def draws(indices: torch.Tensor, seed: int, epoch: int, stream: int, padding: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-example (top, left, flip): top and left uniform on 0..2*padding, flip with probability 1/2."""
-    key = torch.tensor(seed & _M32, dtype=torch.int64, device=indices.device)
+    key = torch.tensor(seed & _M32, dtype=torch.int64)  # hashed on the CPU: no copy to the device per step
     for word in (epoch, stream):
         key = hash32(key ^ (word & _M32))
-    h = hash32(key ^ (indices.to(torch.int64) & _M32))
+    h = hash32((indices.to(torch.int64) & _M32) ^ key.item())
     span = 2 * padding + 1
     top = hash32(h ^ 0x68E31DA4) % span
     left = hash32(h ^ 0xB5297A4D) % span
@@ -59,12 +61,15 @@ def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip:
     return images.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+@functools.cache
+def _per_channel(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+
 def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """ToTensor then Normalize, in their order and precision (float32 /255, then -mean, /std)."""
     x = images.float().div(255)
-    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return x.sub(mean_t).div(std_t)
+    return x.sub(_per_channel(mean, x.device)).div(_per_channel(std, x.device))
 
 
 def augment(images: torch.Tensor, indices: torch.Tensor, seed: int, epoch: int, stream: int,

@@ -16,6 +16,7 @@ WORLD_SIZE and LOCAL_RANK (NCCL with CUDA, gloo without; --backend overrides). O
 evaluates, prints and writes results.
 """
 import argparse
+import contextlib
 import importlib.util
 import math
 import os
@@ -91,8 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--description", default="", help="free text stored in the log (and W&B notes)")
     r.add_argument("--save-partitions", action="store_true",
                    help="also save every partition and the examples each rank recorded per window (<log>.partitions.pt)")
+    r.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save the run's state every K epochs (0: never) to <results-dir>/<workload>/checkpoints/<run>.pt")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from this run's checkpoint if there is one (else start afresh), to the same result row")
     r.add_argument("--backend", choices=["nccl", "gloo"], default=None, help="process-group backend (default: nccl with CUDA, else gloo)")
     r.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True), for bitwise repeatable runs")
+    f = p.add_argument_group("speed (one GPU as N workers)")
+    f.add_argument("--emulate-workers", type=int, default=1,
+                   help="logical workers per process, with exactly the semantics of that many DDP ranks "
+                        "(own batches, own BatchNorm statistics, averaged gradients); workers = processes x this")
+    f.add_argument("--emulation", choices=["fused", "sequential"], default="fused",
+                   help="fused: the workers' batches in one forward pass, BatchNorm per worker (fast); sequential: one "
+                        "forward/backward per worker, gradients accumulated: bit for bit 2-rank DDP's arithmetic (a reference)")
+    f.add_argument("--data-on-device", action="store_true",
+                   help="hold the datasets as uint8 tensors on the device and gather batches there (no DataLoader)")
+    f.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast the forward pass to bfloat16")
     b = p.add_argument_group("Weights & Biases (optional)")
     b.add_argument("--wandb", action="store_true", help="log each epoch to W&B (WANDB_MODE=offline works without a network)")
     b.add_argument("--wandb-project", default="importance-aware-dpt")
@@ -113,6 +128,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         die("--lr and --momentum must be positive (Nesterov SGD needs momentum) and --weight-decay non-negative")
     if args.subset < 0 or args.test_subset < 0:
         die("--subset and --test-subset take a number of examples (0 for all)")
+    if args.emulate_workers < 1:
+        die(f"--emulate-workers is the number of workers each process hosts and must be at least 1 (got {args.emulate_workers})")
+    if args.checkpoint_every < 0:
+        die(f"--checkpoint-every takes a number of epochs, 0 for never (got {args.checkpoint_every})")
     if args.heuristic == "none":
         if args.repartition == "interval":
             die("--heuristic none trains vanilla DPT for all epochs and never repartitions; "
@@ -180,46 +199,82 @@ class DeviceTimer:
         return self.wall
 
 
-def train_epoch(model, optimizer, batches: WorkerBatches, train: data.Split, spec: data.Spec, epoch: int,
-                args, device: torch.device, matrix: importance.LossMatrix | None, column: int) -> dict:
-    """One epoch over this process's workers' batches; per-example losses from the same forward pass
-    feed the loss matrix."""
-    batches.set_epoch(epoch)
+def epoch_batches(batches: WorkerBatches, train: data.Split, device: torch.device, on_device: bool):
+    """This epoch's steps as (uint8 images, labels, keys) on `device`: gathered from a device-resident
+    split, or through a DataLoader (the general path, for data that does not fit on the device)."""
+    if on_device:
+        keys = batches.keys().to(device)  # the whole epoch's keys in one copy
+        size = batches.batch_size
+        for step in range(len(batches)):
+            step_keys = keys[:, step * size:(step + 1) * size].reshape(-1)
+            index = step_keys % len(train)
+            yield train.images[index], train.labels[index], step_keys
+        return
     loader = DataLoader(data.IndexedDataset(train), batch_sampler=batches, pin_memory=device.type == "cuda")
+    for images, labels, keys in loader:
+        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True), keys.to(device, non_blocking=True)
+
+
+def sequential_backward(model, inputs: torch.Tensor, labels: torch.Tensor, args) -> torch.Tensor:
+    """The emulated workers one after another on the same parameters, gradients accumulated (the
+    plain reference for the fused path). Each pass is exactly a rank's computation, and scaling by
+    1/2 and summing two terms are exact, so 2 workers reproduce 2-rank DDP bit for bit. Only worker
+    0 updates BatchNorm's running statistics, as DDP keeps rank 0's. Returns per-example losses."""
+    workers = args.emulate_workers
+    module = model.module if isinstance(model, DDP) else model
+    losses = []
+    for k, (x, y) in enumerate(zip(inputs.chunk(workers), labels.chunk(workers))):
+        last = k == workers - 1
+        with (contextlib.nullcontext() if last or not isinstance(model, DDP) else model.no_sync()), \
+                (contextlib.nullcontext() if k == 0 else models.batch_statistics(module)), \
+                torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+            worker_losses = F.cross_entropy(model(x).float(), y, reduction="none")
+        (worker_losses.mean() / workers).backward()
+        losses.append(worker_losses.detach())
+    return torch.cat(losses)
+
+
+def train_epoch(model, optimizer, batches: WorkerBatches, train: data.Split, spec: data.Spec, epoch: int,
+                args, device: torch.device, matrix: importance.LossMatrix, column: int) -> dict:
+    """One epoch over this process's workers' batches. Per-example losses come from the same
+    forward pass as the training loss and go to the loss matrix; nothing syncs the device per step."""
+    batches.set_epoch(epoch)
     tracking = DeviceTimer(device)
     loss_sum = torch.zeros((), device=device)
     start = time.perf_counter()
-    for images, labels, keys in loader:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        keys = keys.to(device, non_blocking=True)
+    for images, labels, keys in epoch_batches(batches, train, device, args.data_on_device):
         inputs = augment.augment(images, keys % len(train), args.seed, epoch, augment.TRAIN, spec.mean, spec.std, spec.crop_padding)
-        losses = F.cross_entropy(model(inputs), labels, reduction="none")
-        # Every worker's chunk has the same size, so this is the mean of the workers' mean losses.
-        loss = losses.mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if args.emulation == "sequential" and args.emulate_workers > 1:
+            losses = sequential_backward(model, inputs, labels, args)
+        else:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+                logits = model(inputs)
+            losses = F.cross_entropy(logits.float(), labels, reduction="none")
+            # Every worker's chunk has the same size, so this is the mean of the workers' mean losses:
+            # with DDP averaging over processes, the gradient N ranks of one worker each would compute.
+            losses.mean().backward()
         optimizer.step()
-        if matrix is not None:
-            with tracking:
-                matrix.record(keys, column, losses)
+        with tracking:
+            matrix.record(keys, column, losses)
         loss_sum += losses.detach().sum()
     totals = torch.tensor([loss_sum.item(), batches.samples_per_worker * len(batches.samplers)], device=device)
     seconds = time.perf_counter() - start
     if dist.is_initialized():
         dist.all_reduce(totals)  # over all workers, padding included
     loss_total, samples = totals.tolist()
-    return {"train_loss": loss_total / samples, "images_per_s": samples / seconds,
-            "train_s": seconds, "tracking_s": tracking.seconds() if matrix is not None else 0.0}
+    return {"train_loss": loss_total / samples, "images_per_s": samples / seconds, "train_s": seconds,
+            "tracking_s": tracking.seconds()}
 
 
 @torch.no_grad()
 def evaluate(model, test: data.Split, spec: data.Spec, epoch: int, args, device: torch.device) -> float:
     """Test accuracy in percent. paper: the training augmentation and BatchNorm batch statistics, as
-    the paper's code (which never switched to eval mode); standard: eval mode, plain images."""
+    the paper's code (which never switched to eval mode); standard: eval mode, plain images.
+    Batches of --batch-size, as one worker's (BatchNorm statistics depend on the batch)."""
     correct = torch.zeros((), dtype=torch.int64, device=device)
     paper = args.eval_protocol == "paper"
-    with models.batch_statistics(model) if paper else _eval_mode(model):
+    with models.batch_statistics(model) if paper else models.eval_mode(model):
         for start in range(0, len(test), args.batch_size):
             images = test.images[start:start + args.batch_size].to(device, non_blocking=True)
             labels = test.labels[start:start + args.batch_size].to(device, non_blocking=True)
@@ -228,19 +283,9 @@ def evaluate(model, test: data.Split, spec: data.Spec, epoch: int, args, device:
                 inputs = augment.augment(images, index, args.seed, epoch, augment.TEST, spec.mean, spec.std, spec.crop_padding)
             else:
                 inputs = augment.normalize(images, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
-            correct += (model(inputs).argmax(dim=1) == labels).sum()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+                correct += (model(inputs).argmax(dim=1) == labels).sum()
     return 100.0 * correct.item() / len(test)
-
-
-class _eval_mode:
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train()
 
 
 def repartition(matrix: importance.LossMatrix, ignore: int, args, num_workers: int) -> tuple[torch.Tensor, heuristics.Partition, float]:
@@ -262,6 +307,29 @@ def gather_rows(rows: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
+# What makes two runs the same run: a checkpoint resumes only under the same values.
+RUN_DEFINING = ("dataset", "model", "heuristic", "measure", "total_epochs", "warmup_epochs", "interval_epochs",
+                "ignore_epochs", "repartition", "shuffle", "batch_size", "lr", "momentum", "weight_decay", "seed",
+                "sampler_seed", "eval_protocol", "subset", "test_subset")
+
+
+def load_checkpoint(path: Path, args, num_workers: int) -> dict | None:
+    """This run's checkpoint for --resume, checked against the flags; None if there is none."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        die(f"corrupt checkpoint {path} ({type(err).__name__}); delete it to start the run afresh")
+    changed = [f"--{k.replace('_', '-')} {state['args'][k]} -> {getattr(args, k)}" for k in RUN_DEFINING
+               if state["args"][k] != getattr(args, k)]
+    if state["num_workers"] != num_workers:
+        changed.append(f"workers {state['num_workers']} -> {num_workers} (processes x --emulate-workers)")
+    if changed:
+        die(f"checkpoint {path} belongs to another run ({'; '.join(changed)}); drop --resume or restore those flags")
+    return state
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     launched = "RANK" in os.environ  # torchrun, nanoGPT-style
@@ -274,11 +342,12 @@ def main(argv: list[str] | None = None) -> None:
         die("--backend nccl needs CUDA GPUs; use --backend gloo on CPUs")
     if args.wandb and importlib.util.find_spec("wandb") is None:
         die("--wandb needs the wandb package: pip install wandb (or drop --wandb)")
-    workers_per_process = 1
-    num_workers = world * workers_per_process
+    num_workers = world * args.emulate_workers
     spec = data.SPECS[args.dataset]
     csv_path = results.csv_path(args.results_dir, args.dataset, args.model, args.heuristic, args.measure,
                                 args.warmup_epochs, args.interval_epochs, args.total_epochs)
+    run_name = f"{csv_path.stem}-seed{args.seed}"
+    checkpoint_path = csv_path.parent / "checkpoints" / f"{run_name}.pt"
     try:
         train = data.load(args.dataset, args.data_dir, train=True, subset=args.subset)
         test = data.load(args.dataset, args.data_dir, train=False, subset=args.test_subset)
@@ -296,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.eval_protocol == "paper" and len(test) % args.batch_size == 1:
         die(f"{len(test)} test examples leave a last batch of one with --batch-size {args.batch_size}, which the paper's "
             f"protocol (BatchNorm in training mode) cannot evaluate; change --batch-size or --test-subset")
+    checkpoint = load_checkpoint(checkpoint_path, args, num_workers) if args.resume else None
 
     # Everything above only reads; from here on processes talk to each other.
     if launched:
@@ -308,56 +378,79 @@ def main(argv: list[str] | None = None) -> None:
         torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = not args.deterministic
     torch.manual_seed(args.seed)
+    if args.data_on_device:
+        train, test = train.to(device), test.to(device)
 
     # channels_last: augmented batches arrive NHWC, and DDP's gradient buckets want the grads'
     # layout to match the parameters'.
-    model = models.build(args.model, spec.num_classes, spec.channels).to(device, memory_format=torch.channels_last)
+    model = models.build(args.model, spec.num_classes, spec.channels)
+    if args.emulate_workers > 1 and args.emulation == "fused":
+        models.emulate_workers(model, args.emulate_workers)
+    model.to(device, memory_format=torch.channels_last)
     train_model = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None) if launched else model
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=True,
                                 weight_decay=args.weight_decay)
-    my_workers = range(rank * workers_per_process, (rank + 1) * workers_per_process)
+    my_workers = range(rank * args.emulate_workers, (rank + 1) * args.emulate_workers)
     dataset = data.IndexedDataset(train)
-    tracking = args.heuristic != "none"
 
-    run_name = f"{csv_path.stem}-seed{args.seed}"
     log_path = csv_path.parent / "logs" / f"{run_name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     log = {"args": vars(args), "world_size": world, "workers": num_workers, "device": str(device),
-           "torch": torch.__version__, "csv": str(csv_path), "epochs": [], "intervals": []}
-    saved_windows = []
+           "torch": str(torch.__version__), "csv": str(csv_path), "epochs": [], "intervals": [], "resumed_at_epoch": []}
+    accuracies, saved_windows, start_epoch, resume_window, elapsed = [], [], 0, -1, 0.0
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["rng"])
+        accuracies, saved_windows, log = checkpoint["accuracies"], checkpoint["saved_windows"], checkpoint["log"]
+        start_epoch, resume_window, elapsed = checkpoint["epoch"], checkpoint["window"], checkpoint["elapsed_s"]
+        log_path = Path(checkpoint["log_path"])
+        log["args"] = vars(args)
+        log["resumed_at_epoch"].append(start_epoch + 1)
     wandb_run = None
     if args.wandb and master:
         import wandb
         wandb_run = wandb.init(project=args.wandb_project, entity=args.wandb_entity, name=args.wandb_name or run_name,
                                config=vars(args), notes=args.description or None)
     if master:
-        print(f"{run_name}: {num_workers} workers ({world} processes x {workers_per_process}) x batch {args.batch_size}, "
-              f"{len(train)} train / {len(test)} test examples, {device}, results -> {csv_path}")
+        print(f"{run_name}: {num_workers} workers ({world} processes x {args.emulate_workers}) x batch {args.batch_size}, "
+              f"{len(train)} train / {len(test)} test examples, {device}, results -> {csv_path}"
+              + (f"; resuming after epoch {start_epoch}" if checkpoint else ""))
 
-    accuracies = []
-    run_start = time.perf_counter()
+    run_start = time.perf_counter() - elapsed
     plan = windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
-    matrix = None
+    matrix, partition = None, None
     for index, (first_epoch, length) in enumerate(plan):
-        if index == 0:
+        if index < resume_window:
+            continue
+        if index == resume_window:  # the window the checkpoint was taken in: its partition and losses so far
+            partition = checkpoint["partition"]
+            matrix = importance.LossMatrix(len(train), length, device)
+            if master:
+                matrix.restore(checkpoint["matrix"])
+        else:
+            if index > 0:
+                trained = gather_rows(matrix.recorded_rows()) if args.save_partitions else None
+                scores, partition, heuristic_s = repartition(matrix, args.ignore_epochs if index == 1 else 0, args, num_workers)
+                log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": heuristic_s,
+                                         "partition_sizes": [len(p) for p in partition]})
+                if args.save_partitions:
+                    saved_windows[-1]["trained"] = trained
+                    saved_windows.append({"start_epoch": first_epoch + 1, "epochs": length, "partition": partition,
+                                          "importance": scores.cpu()})
+            elif args.save_partitions:
+                saved_windows.append({"start_epoch": 1, "epochs": length, "partition": None})
+            matrix = importance.LossMatrix(len(train), length, device)
+        if partition is None:
             samplers = [DistributedSampler(dataset, num_replicas=num_workers, rank=w, shuffle=True, seed=args.sampler_seed)
                         for w in my_workers]
         else:
-            trained = gather_rows(matrix.recorded_rows()) if args.save_partitions else None
-            scores, partition, heuristic_s = repartition(matrix, args.ignore_epochs if index == 1 else 0, args, num_workers)
             samplers = [ConstantSampler(dataset, partition, num_replicas=num_workers, rank=w,
                                         shuffle=args.shuffle == "yes", seed=args.sampler_seed) for w in my_workers]
-            log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": heuristic_s,
-                                     "partition_sizes": [len(p) for p in partition]})
-            if args.save_partitions:
-                saved_windows[-1]["trained"] = trained
-                saved_windows.append({"start_epoch": first_epoch + 1, "epochs": length, "partition": partition,
-                                      "importance": scores.cpu()})
-        if index == 0 and args.save_partitions:
-            saved_windows.append({"start_epoch": 1, "epochs": length, "partition": None})
         batches = WorkerBatches(samplers, args.batch_size)
-        matrix = importance.LossMatrix(len(train), length, device) if tracking else None
-        phase = "vanilla" if not tracking else "warmup" if index == 0 else f"interval {index}"
+        phase = "vanilla" if args.heuristic == "none" else "warmup" if index == 0 else f"interval {index}"
         for column, epoch in enumerate(range(first_epoch, first_epoch + length)):
+            if epoch < start_epoch:
+                continue
             stats = train_epoch(train_model, optimizer, batches, train, spec, epoch, args, device, matrix, column)
             if master:
                 stats["test_accuracy"] = evaluate(model, test, spec, epoch, args, device)
@@ -368,19 +461,28 @@ def main(argv: list[str] | None = None) -> None:
                       f"tracking {stats['tracking_s']:.3f}s", flush=True)
                 if wandb_run:
                     wandb_run.log({"epoch": epoch + 1, **stats})
-    if args.save_partitions and tracking:
+            if args.checkpoint_every and (epoch + 1) % args.checkpoint_every == 0:
+                merged = matrix.merged()[:, :column + 1]  # a collective: every process takes part
+                if master:
+                    results.save_torch(checkpoint_path, {
+                        "args": vars(args), "num_workers": num_workers, "epoch": epoch + 1, "window": index,
+                        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "matrix": merged.cpu(),
+                        "partition": partition, "accuracies": accuracies, "log": log, "log_path": str(log_path),
+                        "saved_windows": saved_windows, "rng": torch.get_rng_state(),
+                        "elapsed_s": time.perf_counter() - run_start})
+    if args.save_partitions:
         saved_windows[-1]["trained"] = gather_rows(matrix.recorded_rows())
 
     if master:
-        total_s = time.perf_counter() - run_start
         values = results.row(args.seed, accuracies, args.warmup_epochs, args.interval_epochs, args.measure,
                              heuristics.PAPER_NAMES[args.heuristic], args.model, args.dataset)
         results.append_row(csv_path, values)
+        total_s = time.perf_counter() - run_start
         log.update(best_accuracy=values["best_accuracy"], best_epoch=values["best_epoch"], total_training_s=total_s,
                    tracking_s_per_epoch=sum(e["tracking_s"] for e in log["epochs"]) / len(log["epochs"]))
         results.write_json(log_path, log)
         if args.save_partitions:
-            torch.save({"args": vars(args), "windows": saved_windows}, log_path.with_suffix(".partitions.pt"))
+            results.save_torch(log_path.with_suffix(".partitions.pt"), {"args": vars(args), "windows": saved_windows})
         print(f"best test accuracy {values['best_accuracy']:.2f}% at epoch {values['best_epoch']}, "
               f"{total_s:.1f}s; row appended to {csv_path}, log {log_path}")
         if wandb_run:

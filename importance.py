@@ -31,6 +31,12 @@ class LossMatrix:
         rows = torch.where(keys < self.num_examples, keys, self.num_examples)
         self.values[rows, column] = losses.detach().float()
 
+    def restore(self, columns: torch.Tensor) -> None:
+        """Put back the first columns of a window from a checkpoint (merged values: one process
+        restores them, the others leave theirs empty, so the next merge sums to the same matrix)."""
+        assert columns.shape[0] == self.num_examples and columns.shape[1] <= self.values.shape[1]
+        self.values[: self.num_examples, : columns.shape[1]] = columns.to(self.values.device)
+
     def recorded_rows(self) -> torch.Tensor:
         """Indices of the examples this process recorded at least once in the window."""
         return (~torch.isnan(self.values[: self.num_examples])).any(dim=1).nonzero().squeeze(1)

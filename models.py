@@ -79,3 +79,13 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
         for m, t in zip(norms, tracked):
             m.track_running_stats = t
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode (running statistics) for the standard protocol, back to training mode after."""
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()

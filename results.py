@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 DATASET_NAMES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "fashionmnist": "FashionMNIST"}
 DATASET_SHORT = {"cifar10": "c10", "cifar100": "c100", "fashionmnist": "fmnist"}
@@ -96,6 +97,16 @@ def write_json(path: Path, obj: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def save_torch(path: Path, obj) -> None:
+    """torch.save through a temporary file and rename: a run killed while saving leaves the
+    previous checkpoint whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 

@@ -1,10 +1,7 @@
 """The trainer: its schedule, its handling of bad input, and real runs (torchrun with gloo, and
 plain python) on a tiny CIFAR-10 written in the real on-disk format."""
-import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,8 +11,7 @@ import dpt
 import heuristics
 import importance
 import results
-
-REPO = Path(__file__).resolve().parent.parent
+from runs import REPO, launch, only_log, partitions
 
 
 # ---- the interval schedule ------------------------------------------------------------------
@@ -150,24 +146,10 @@ TINY = ["--dataset", "cifar10", "--total-epochs", "4", "--warmup-epochs", "2", "
         "--ignore-epochs", "1", "--batch-size", "10"]
 
 
-def launch(args: list[str], nproc: int | None, tmp_path: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
-    proc = subprocess.run(prefix + ["dpt.py", *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def only_log(folder: Path) -> dict:
-    logs = list((folder / "logs").glob("*.json"))
-    assert len(logs) == 1
-    return json.loads(logs[0].read_text())
-
-
 def test_torchrun_two_ranks_gloo(cifar10_dir, tmp_path):
     root, _ = cifar10_dir
     out = tmp_path / "res"
-    launch([*TINY, "--data-dir", str(root), "--results-dir", str(out), "--save-partitions", "--seed", "8271"], 2, tmp_path)
+    launch([*TINY, "--data-dir", str(root), "--results-dir", str(out), "--save-partitions", "--seed", "8271"], 2)
     folder = out / "CIFAR10-ResNet18-Stripes-Variance"
     frame = pd.read_csv(folder / "W2-INT1.csv")
     assert list(frame.columns) == results.columns(4) and len(frame) == 1
@@ -185,7 +167,7 @@ def test_torchrun_two_ranks_gloo(cifar10_dir, tmp_path):
     assert all(i["partition_sizes"] == [34, 33] and i["heuristic_s"] >= 0 for i in log["intervals"])
     assert all(e["tracking_s"] > 0 for e in log["epochs"]) and log["total_training_s"] > 0
 
-    saved = torch.load(next((folder / "logs").glob("*.partitions.pt")))
+    saved = partitions(folder)
     warmup, *intervals = saved["windows"]
     assert sorted(torch.cat(warmup["trained"]).unique().tolist()) == list(range(67))
     for window in intervals:
@@ -201,7 +183,7 @@ def test_torchrun_one_rank_blocks(cifar10_dir, tmp_path):
     root, _ = cifar10_dir
     out = tmp_path / "res"
     launch([*TINY, "--heuristic", "steps", "--measure", "average", "--repartition", "once", "--data-dir", str(root),
-            "--results-dir", str(out)], 1, tmp_path)
+            "--results-dir", str(out)], 1)
     frame = pd.read_csv(out / "CIFAR10-ResNet18-Blocks-Average" / "W2-INT2.csv")
     assert list(frame.columns) == results.columns(4)
     assert frame.iloc[0][["heuristic", "measure", "warmup_epochs", "interval_epochs"]].tolist() == ["steps", "average", 2, 2]
@@ -214,7 +196,7 @@ def test_plain_python_baseline_with_wandb_offline(cifar10_dir, tmp_path):
     out = tmp_path / "res"
     proc = launch(["--dataset", "cifar10", "--heuristic", "none", "--total-epochs", "2", "--batch-size", "16",
                    "--eval-protocol", "standard", "--data-dir", str(root), "--results-dir", str(out),
-                   "--wandb", "--wandb-name", "tiny-baseline"], None, tmp_path,
+                   "--wandb", "--wandb-name", "tiny-baseline"], None,
                   {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"})
     path = out / "Baselines" / "c10-vanilla-resnet18-total2.csv"
     assert f"row appended to {path}" in proc.stdout
