@@ -235,9 +235,10 @@ def sequential_backward(model, inputs: torch.Tensor, labels: torch.Tensor, args)
 
 
 def train_epoch(model, optimizer, batches: WorkerBatches, train: data.Split, spec: data.Spec, epoch: int,
-                args, device: torch.device, matrix: importance.LossMatrix, column: int) -> dict:
+                args, device: torch.device, matrix: importance.LossMatrix | None, column: int) -> dict:
     """One epoch over this process's workers' batches. Per-example losses come from the same
-    forward pass as the training loss and go to the loss matrix; nothing syncs the device per step."""
+    forward pass as the training loss and go to the loss matrix (None: not recorded, for
+    bench.py); nothing syncs the device per step."""
     batches.set_epoch(epoch)
     tracking = DeviceTimer(device)
     loss_sum = torch.zeros((), device=device)
@@ -255,8 +256,9 @@ def train_epoch(model, optimizer, batches: WorkerBatches, train: data.Split, spe
             # with DDP averaging over processes, the gradient N ranks of one worker each would compute.
             losses.mean().backward()
         optimizer.step()
-        with tracking:
-            matrix.record(keys, column, losses)
+        if matrix is not None:
+            with tracking:
+                matrix.record(keys, column, losses)
         loss_sum += losses.detach().sum()
     totals = torch.tensor([loss_sum.item(), batches.samples_per_worker * len(batches.samplers)], device=device)
     seconds = time.perf_counter() - start

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: importance-aware DPT end to end on a small slice of the real Fashion-MNIST, offline,
-# in a few minutes on 2 CPU cores. 2 workers launched by torchrun (gloo on CPUs, NCCL on 2+ GPUs),
+# in a few minutes on 2 CPU cores. 2 workers launched by torchrun (gloo on CPUs, NCCL on 2+ GPUs,
+# one rank emulating both on a single GPU),
 # warmup -> repartition (Stripes over loss variance) -> intervals -> a CSV row in the paper's schema.
 # The paper's settings but for the size: 2000 examples, 8 epochs, batch 64 per worker (so lr 0.05).
 #
@@ -12,10 +13,11 @@ bin=.venv/bin
 results=${RESULTS_DIR:-results/small-experiment}
 
 gpus=$($bin/python -c "import torch; print(torch.cuda.device_count())")
-nproc=2
-[ "$gpus" -eq 1 ] && nproc=1  # NCCL cannot put two ranks on one GPU
+launch=(--nproc_per_node=2)
+# NCCL cannot put two ranks on one GPU: there, one rank emulates both workers.
+[ "$gpus" -eq 1 ] && launch=(--nproc_per_node=1 dpt.py --emulate-workers 2) || launch+=(dpt.py)
 
-OMP_NUM_THREADS=1 $bin/torchrun --standalone --nproc_per_node=$nproc dpt.py \
+OMP_NUM_THREADS=1 $bin/torchrun --standalone "${launch[@]}" \
   --dataset fashionmnist --model resnet18 --subset 2000 --test-subset 1000 \
   --heuristic stripes --measure variance --total-epochs 8 --warmup-epochs 3 --ignore-epochs 1 \
   --interval-epochs 2 --batch-size 64 --lr 0.05 \

@@ -1,0 +1,189 @@
+"""Throughput of importance-aware DPT on one device: ResNet-18, CIFAR-shaped synthetic data,
+4 workers x 256 per step, the paper-style loop against ours, tracking on and off.
+
+    python bench.py                                  # full sizes (meant for a GPU)
+    python bench.py --batch-size 16 --steps 3        # CPU-sized; CI runs this as a smoke command
+    python bench.py --out bench.json                 # where the figures go (JSON), beside the printed table
+
+Rows:
+  paper-style  one worker as each of the paper's GPUs ran it: PIL images through torchvision's
+               transforms in a DataLoader (num_workers 0), per-example losses written into a CPU
+               matrix by a Python loop with .item() (the paper's Table 6 overhead)
+  dataloader   ours: DataLoader of uint8 tensors, augmentation on the device, the workers emulated
+               in one process, losses recorded by one scatter
+  device       ours: the same with the dataset resident on the device (--data-on-device)
+each with tracking on and off; plus the time to compute importance and partition 50,000 examples
+(ours on the device, and the paper-style Python sort and loops).
+"""
+import argparse
+import json
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from torchvision import transforms as T
+
+import data
+import dpt
+import heuristics
+import importance
+import models
+from samplers import WorkerBatches
+
+
+def synthetic(n: int, seed: int = 0) -> data.Split:
+    g = torch.Generator().manual_seed(seed)
+    return data.Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                      torch.randint(0, 10, (n,), generator=g))
+
+
+class PaperStyleDataset(torch.utils.data.Dataset):
+    """What the paper's code fed its DataLoader: PIL images through torchvision's transforms."""
+
+    def __init__(self, split: data.Split):
+        self.images = split.images.permute(0, 2, 3, 1).numpy()  # HWC uint8, as torchvision's CIFAR10.data
+        self.labels = split.labels.tolist()
+        spec = data.SPECS["cifar10"]
+        self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                                    T.Normalize(spec.mean, spec.std)])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i], i
+
+
+def paper_style(split: data.Split, args, device: torch.device, track: bool) -> dict:
+    """One worker's epoch (1/workers of the data), twice: the first warms up, the second is timed."""
+    torch.manual_seed(0)
+    model = models.build("resnet18", 10, 3).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sampler = DistributedSampler(range(len(split)), num_replicas=args.workers, rank=0, shuffle=True, seed=0)
+    loader = DataLoader(PaperStyleDataset(split), batch_size=args.batch_size, sampler=sampler, num_workers=0,
+                        pin_memory=device.type == "cuda")
+    matrix = [[0.0, 0.0] for _ in range(len(split))]
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        tracking = 0.0
+        start = time.perf_counter()
+        for images, labels, indices in loader:
+            images, labels = images.to(device), labels.to(device)
+            outputs = model(images)
+            loss = F.cross_entropy(outputs, labels)
+            per_example = F.cross_entropy(outputs, labels, reduction="none")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if track:
+                tick = time.perf_counter()
+                for i, index in enumerate(indices.tolist()):
+                    matrix[index][epoch] = per_example[i].item()
+                tracking += time.perf_counter() - tick
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return {"images_per_s": len(sampler) / seconds, "step_ms": 1000 * seconds / len(loader),
+            "tracking_percent": 100 * tracking / seconds}
+
+
+def ours(split: data.Split, args, device: torch.device, on_device: bool, track: bool, emulation: str) -> dict:
+    """All workers emulated in this process through dpt.train_epoch; the second epoch is timed."""
+    flags = ["--emulate-workers", str(args.workers), "--emulation", emulation, "--batch-size", str(args.batch_size),
+             "--amp", args.amp] + (["--data-on-device"] if on_device else [])
+    run_args = dpt.parse_args(flags)
+    torch.manual_seed(0)
+    model = models.build("resnet18", 10, 3)
+    if emulation == "fused":
+        models.emulate_workers(model, args.workers)
+    model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    split = split.to(device) if on_device else split
+    samplers = [DistributedSampler(range(len(split)), num_replicas=args.workers, rank=w, shuffle=True, seed=0)
+                for w in range(args.workers)]
+    batches = WorkerBatches(samplers, args.batch_size)
+    matrix = importance.LossMatrix(len(split), 2, device) if track else None
+    for epoch in range(2):
+        stats = dpt.train_epoch(model, optimizer, batches, split, data.SPECS["cifar10"], epoch, run_args, device, matrix, epoch)
+    return {"images_per_s": stats["images_per_s"], "step_ms": 1000 * stats["train_s"] / len(batches),
+            "tracking_percent": 100 * stats["tracking_s"] / stats["train_s"]}
+
+
+def partition_overheads(args, device: torch.device) -> dict:
+    """Importance + partitioning of 50,000 examples over a 15-epoch window: ours on the device
+    (variance, stable sort, Stripes), and the paper-style Python version (a sorted list of
+    (example, importance) tuples, then a dict of lists filled in a loop)."""
+    window = torch.rand(args.partition_examples, 15, device=device)
+
+    def ours_once():
+        scores = importance.MEASURES["variance"](window)
+        return heuristics.partition(importance.order(scores).cpu(), args.workers, "stripes")
+
+    def paper_once():
+        variance, _ = torch.var_mean(window.cpu(), dim=1)
+        ranked = sorted(enumerate(variance.tolist()), key=lambda pair: pair[1], reverse=True)
+        parts = {w: [] for w in range(args.workers)}
+        for position, (example, _) in enumerate(ranked):
+            parts[position % args.workers].append(example)
+        return parts
+
+    out = {}
+    for name, fn in (("ours_s", ours_once), ("paper_style_s", paper_once)):
+        fn()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        out[name] = min(times)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=256, help="per worker")
+    p.add_argument("--steps", type=int, default=20, help="steps per timed epoch (each worker's batches)")
+    p.add_argument("--amp", choices=["none", "bf16"], default="bf16" if torch.cuda.is_available() else "none",
+                   help="for our rows (default: bf16 on a GPU, none on a CPU)")
+    p.add_argument("--partition-examples", type=int, default=50_000)
+    p.add_argument("--out", default="bench.json")
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+    split = synthetic(args.workers * args.batch_size * args.steps)
+
+    rows = []
+    for track in (True, False):
+        rows.append({"path": "paper-style (1 worker)", "tracking": track, **paper_style(split, args, device, track)})
+    for label, on_device, emulation in (("dataloader, fused", False, "fused"), ("device, fused", True, "fused"),
+                                        ("device, sequential", True, "sequential")):
+        for track in (True, False):
+            rows.append({"path": f"{label} ({args.workers} workers)", "tracking": track,
+                         **ours(split, args, device, on_device, track, emulation)})
+    overheads = partition_overheads(args, device)
+
+    base = rows[0]["images_per_s"]
+    print(f"\n{device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or platform.machine()}), "
+          f"torch {torch.__version__}, ResNet-18, 32x32, {args.workers} workers x {args.batch_size}, {args.steps} steps, amp {args.amp}")
+    print(f"{'path':34s} {'tracking':>8s} {'img/s':>10s} {'ms/step':>9s} {'x paper':>8s} {'tracking % of epoch':>20s}")
+    for row in rows:
+        row["vs_paper_style"] = row["images_per_s"] / base
+        share = f"{row['tracking_percent']:20.2f}" if row["tracking"] else ""
+        print(f"{row['path']:34s} {'on' if row['tracking'] else 'off':>8s} {row['images_per_s']:10.0f} "
+              f"{row['step_ms']:9.1f} {row['vs_paper_style']:8.2f} {share}")
+    print(f"importance + partition, {args.partition_examples} examples x 15 epochs: "
+          f"ours {overheads['ours_s'] * 1000:.1f} ms, paper-style {overheads['paper_style_s'] * 1000:.1f} ms")
+    result = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.machine(),
+              "torch": str(torch.__version__), "args": vars(args), "rows": rows, "partition_overheads": overheads}
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
