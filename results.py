@@ -119,7 +119,8 @@ def read_csvs(folder: str | os.PathLike) -> pd.DataFrame:
         frame = pd.read_csv(path)
         if "best_accuracy" not in frame.columns:
             continue  # not a result file (e.g. the paper's reported tables)
-        frames.append(frame.assign(workload=path.parent.name, file=path.stem))
+        where = pd.DataFrame({"workload": path.parent.name, "file": path.stem}, index=frame.index)
+        frames.append(pd.concat([frame, where], axis=1))
     if not frames:
         return pd.DataFrame(columns=["id", "best_accuracy", "workload", "file"])
     return pd.concat(frames, ignore_index=True)
