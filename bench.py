@@ -4,6 +4,7 @@
     python bench.py                                  # full sizes (meant for a GPU)
     python bench.py --batch-size 16 --steps 3        # CPU-sized; CI runs this as a smoke command
     python bench.py --out bench.json                 # where the figures go (JSON), beside the printed table
+    python bench.py --concurrent 1 4 8               # a sweep's K runs per GPU: aggregate images/s, time of the study
 
 Rows:
   paper-style  one worker as each of the paper's GPUs ran it: PIL images through torchvision's
@@ -17,10 +18,12 @@ each with tracking on and off; plus the time to compute importance and partition
 """
 import argparse
 import json
+import os
 import platform
 import time
 
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -91,8 +94,10 @@ def paper_style(split: data.Split, args, device: torch.device, track: bool) -> d
             "tracking_percent": 100 * tracking / seconds}
 
 
-def ours(split: data.Split, args, device: torch.device, on_device: bool, track: bool, emulation: str) -> dict:
-    """All workers emulated in this process through dpt.train_epoch; the second epoch is timed."""
+def ours(split: data.Split, args, device: torch.device, on_device: bool, track: bool, emulation: str,
+         barrier=None) -> dict:
+    """All workers emulated in this process through dpt.train_epoch; the second epoch is timed
+    (after `barrier`, when several copies must time the same moment)."""
     flags = ["--emulate-workers", str(args.workers), "--emulation", emulation, "--batch-size", str(args.batch_size),
              "--amp", args.amp] + (["--data-on-device"] if on_device else [])
     run_args = dpt.parse_args(flags)
@@ -107,10 +112,44 @@ def ours(split: data.Split, args, device: torch.device, on_device: bool, track: 
                 for w in range(args.workers)]
     batches = WorkerBatches(samplers, args.batch_size)
     matrix = importance.LossMatrix(len(split), 2, device) if track else None
-    for epoch in range(2):
-        stats = dpt.train_epoch(model, optimizer, batches, split, data.SPECS["cifar10"], epoch, run_args, device, matrix, epoch)
+    dpt.train_epoch(model, optimizer, batches, split, data.SPECS["cifar10"], 0, run_args, device, matrix, 0)
+    if barrier is not None:
+        barrier.wait()
+    began = time.time()
+    stats = dpt.train_epoch(model, optimizer, batches, split, data.SPECS["cifar10"], 1, run_args, device, matrix, 1)
     return {"images_per_s": stats["images_per_s"], "step_ms": 1000 * stats["train_s"] / len(batches),
-            "tracking_percent": 100 * stats["tracking_s"] / stats["train_s"]}
+            "tracking_percent": 100 * stats["tracking_s"] / stats["train_s"],
+            "images": len(split), "window": [began, time.time()]}
+
+
+def _copy(args, copies: int, barrier, queue) -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // copies))  # share the cores, as a sweep's runs would
+    queue.put(ours(synthetic(args.workers * args.batch_size * args.steps), args, device, True, True, "fused", barrier))
+
+
+def concurrent(args) -> list[dict]:
+    """K copies of the device-resident fused row at once (a sweep's K runs per GPU), for each K,
+    started together after their warm-up epoch: all their images over the span of their timed epochs."""
+    out = []
+    context = mp.get_context("spawn")
+    for k in args.concurrent:
+        barrier, queue = context.Barrier(k), context.Queue()
+        copies = [context.Process(target=_copy, args=(args, k, barrier, queue)) for _ in range(k)]
+        for c in copies:
+            c.start()
+        rows = [queue.get() for _ in copies]
+        for c in copies:
+            c.join()
+        span = max(r["window"][1] for r in rows) - min(r["window"][0] for r in rows)
+        aggregate = sum(r["images"] for r in rows) / span
+        # the paper's study: 1830 runs x 100 epochs x (50,000 training images + 10,000 test images,
+        # a forward pass each: about a third of a training image's cost)
+        hours = 1830 * 100 * (50_000 + 10_000 / 3) / aggregate / 3600
+        out.append({"runs_at_once": k, "aggregate_images_per_s": aggregate, "study_hours": hours})
+        print(f"{k:3d} runs at once: {aggregate:10.0f} images/s in all; the paper's 1830 runs would take about {hours:,.0f} h", flush=True)
+    return out
 
 
 def partition_overheads(args, device: torch.device) -> dict:
@@ -151,12 +190,21 @@ def main() -> None:
     p.add_argument("--amp", choices=["none", "bf16"], default="bf16" if torch.cuda.is_available() else "none",
                    help="for our rows (default: bf16 on a GPU, none on a CPU)")
     p.add_argument("--partition-examples", type=int, default=50_000)
+    p.add_argument("--concurrent", type=int, nargs="+", metavar="K",
+                   help="instead of the table: K copies at once for each K (a sweep's runs per GPU), aggregate images/s")
     p.add_argument("--out", default="bench.json")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     split = synthetic(args.workers * args.batch_size * args.steps)
 
+    if args.concurrent:
+        result = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "torch": str(torch.__version__),
+                  "args": vars(args), "concurrent": concurrent(args)}
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {args.out}")
+        return
     rows = []
     for track in (True, False):
         rows.append({"path": "paper-style (1 worker)", "tracking": track, **paper_style(split, args, device, track)})

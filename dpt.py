@@ -348,8 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     spec = data.SPECS[args.dataset]
     csv_path = results.csv_path(args.results_dir, args.dataset, args.model, args.heuristic, args.measure,
                                 args.warmup_epochs, args.interval_epochs, args.total_epochs)
-    run_name = f"{csv_path.stem}-seed{args.seed}"
-    checkpoint_path = csv_path.parent / "checkpoints" / f"{run_name}.pt"
+    run_name = results.run_name(csv_path, args.seed)
+    checkpoint_path = results.checkpoint_path(csv_path, args.seed)
     try:
         train = data.load(args.dataset, args.data_dir, train=True, subset=args.subset)
         test = data.load(args.dataset, args.data_dir, train=False, subset=args.test_subset)

@@ -36,6 +36,14 @@ def load_runs(folder: str | Path) -> pd.DataFrame:
     return runs
 
 
+def select(frame: pd.DataFrame, workload: tuple, warmup: int | None = None, interval: int | None = None) -> pd.DataFrame:
+    """The rows (runs or cells) of one workload, and of one (W, I) setting if given."""
+    keep = (frame[WORKLOAD] == pd.Series(workload, index=WORKLOAD)).all(axis=1)
+    if warmup is not None:
+        keep &= (frame.warmup_epochs == warmup) & (frame.interval_epochs == interval)
+    return frame[keep]
+
+
 def baselines(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, model): the vanilla runs' n, mean, std."""
     vanilla = runs[runs.heuristic == "none"]
@@ -73,8 +81,7 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
 
 def top(cell_table: pd.DataFrame, workload: tuple, k: int = 5) -> pd.DataFrame:
     """The k settings of a workload with the highest mean best accuracy (Figure 5's order)."""
-    mine = cell_table[(cell_table[WORKLOAD] == pd.Series(workload, index=WORKLOAD)).all(axis=1)]
-    return mine.sort_values(["mean", "warmup_epochs", "interval_epochs"], ascending=[False, True, True]).head(k)
+    return select(cell_table, workload).sort_values(["mean", "warmup_epochs", "interval_epochs"], ascending=[False, True, True]).head(k)
 
 
 def with_paper(cell_table: pd.DataFrame, paper_csv: str | Path) -> pd.DataFrame:
@@ -105,7 +112,7 @@ def fmt(mean: float, std: float) -> str:
 
 def grid(cell_table: pd.DataFrame, workload: tuple) -> pd.DataFrame:
     """W x I table of 'mean ± std' strings for one workload (the paper's layout)."""
-    mine = cell_table[(cell_table[WORKLOAD] == pd.Series(workload, index=WORKLOAD)).all(axis=1)]
+    mine = select(cell_table, workload)
     table = pd.DataFrame("", index=pd.Index(sorted(set(mine.warmup_epochs)), name="W"),
                          columns=pd.Index(sorted(set(mine.interval_epochs)), name="I"))
     for row in mine.itertuples():
@@ -161,7 +168,7 @@ def render(folder: str | Path, paper_csv: str | Path | None, form: str) -> str:
         caption = f"{title(workload, paper_csv)}; mean ± std of best test accuracy per (W, I); {baseline}"
         g = grid(cell_table, workload)
         best = top(cell_table, workload)
-        mine = cell_table[(cell_table[WORKLOAD] == pd.Series(workload, index=WORKLOAD)).all(axis=1)]
+        mine = select(cell_table, workload)
         tests = pd.DataFrame({"W": mine.warmup_epochs, "I": mine.interval_epochs, "n": mine.n,
                               "diff vs baseline": mine["diff"].round(3), "95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(mine.ci_low, mine.ci_high)],
                               "Welch p": mine.p_value.map(lambda p: f"{p:.3g}")}).set_index("W")

@@ -46,6 +46,24 @@ def csv_path(results_dir: str | os.PathLike, dataset: str, model: str, heuristic
     return folder / f"W{warmup_epochs}-INT{interval_epochs}.csv"
 
 
+def run_name(path: Path, seed: int) -> str:
+    """A run is its result file and its seed."""
+    return f"{path.stem}-seed{seed}"
+
+
+def checkpoint_path(path: Path, seed: int) -> Path:
+    """Where a run keeps its checkpoint (dpt.py --checkpoint-every), beside its CSV."""
+    return path.parent / "checkpoints" / f"{run_name(path, seed)}.pt"
+
+
+def has_row(path: Path, seed: int) -> bool:
+    """Whether the CSV already holds the row of this seed's run (rows are identified by seed)."""
+    if not path.is_file():
+        return False
+    with open(path, newline="") as f:
+        return any(row.get("id") == str(seed) for row in csv.DictReader(f))
+
+
 def check_appendable(path: Path, total_epochs: int) -> None:
     """Raise ValueError if `path` exists with a header other than this run's columns (a row of
     another length would corrupt it)."""

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from runs import REPO
 
 
@@ -24,3 +26,18 @@ def test_bench_runs_every_row_and_writes_json(tmp_path):
     for row in result["rows"]:
         assert row["path"] in proc.stdout
     assert "importance + partition" in proc.stdout
+
+
+def test_bench_concurrent_copies_report_aggregate_throughput(tmp_path):
+    out = tmp_path / "concurrent.json"
+    proc = subprocess.run([sys.executable, "bench.py", "--workers", "2", "--batch-size", "4", "--steps", "2",
+                           "--concurrent", "1", "2", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["concurrent"]
+    assert [r["runs_at_once"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["aggregate_images_per_s"] > 0
+        # the estimate is the study's images over the measured rate
+        assert r["study_hours"] * 3600 * r["aggregate_images_per_s"] == pytest.approx(1830 * 100 * (50_000 + 10_000 / 3))
+    assert "2 runs at once" in proc.stdout

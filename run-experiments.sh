@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The paper's whole study (183 workloads x 10 seeds: 3 vanilla baselines and the five W x I grids of
+# Tables 1-5), or any part of it, resumable. All options: ./run-experiments.sh --help (sweep.py).
+#
+#     nohup ./run-experiments.sh &> sweep.log &                   # everything, as the paper's artifact ran it
+#     ./run-experiments.sh --table 1 --gpus 1 --per-gpu 4         # Table 1 on one GPU, 4 runs at a time
+#     ./run-experiments.sh --table 1 --dry-run                    # the commands only (also in results/paper/commands.txt)
+#     .venv/bin/python report.py results/paper                    # then the tables
+set -euo pipefail
+cd "$(dirname "$0")"
+python=.venv/bin/python
+[ -x "$python" ] || python=python3
+exec "$python" sweep.py "$@"
