@@ -309,6 +309,16 @@ def gather_rows(rows: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
+def worker_samplers(dataset, partition: heuristics.Partition | None, my_workers: range, num_workers: int, args) -> list:
+    """This process's workers' samplers: random slices every epoch in warmup (vanilla DPT), then
+    their fixed partitions."""
+    if partition is None:
+        return [DistributedSampler(dataset, num_replicas=num_workers, rank=w, shuffle=True, seed=args.sampler_seed)
+                for w in my_workers]
+    return [ConstantSampler(dataset, partition, num_replicas=num_workers, rank=w, shuffle=args.shuffle == "yes",
+                            seed=args.sampler_seed) for w in my_workers]
+
+
 # What makes two runs the same run: a checkpoint resumes only under the same values.
 RUN_DEFINING = ("dataset", "model", "heuristic", "measure", "total_epochs", "warmup_epochs", "interval_epochs",
                 "ignore_epochs", "repartition", "shuffle", "batch_size", "lr", "momentum", "weight_decay", "seed",
@@ -368,6 +378,10 @@ def main(argv: list[str] | None = None) -> None:
         die(f"{len(test)} test examples leave a last batch of one with --batch-size {args.batch_size}, which the paper's "
             f"protocol (BatchNorm in training mode) cannot evaluate; change --batch-size or --test-subset")
     checkpoint = load_checkpoint(checkpoint_path, args, num_workers) if args.resume else None
+    if checkpoint and checkpoint["epoch"] == args.total_epochs and results.has_row(csv_path, args.seed):
+        if master:
+            print(f"{run_name} finished already: its row is in {csv_path}; nothing to do")
+        return
 
     # Everything above only reads; from here on processes talk to each other.
     if launched:
@@ -442,13 +456,7 @@ def main(argv: list[str] | None = None) -> None:
             elif args.save_partitions:
                 saved_windows.append({"start_epoch": 1, "epochs": length, "partition": None})
             matrix = importance.LossMatrix(len(train), length, device)
-        if partition is None:
-            samplers = [DistributedSampler(dataset, num_replicas=num_workers, rank=w, shuffle=True, seed=args.sampler_seed)
-                        for w in my_workers]
-        else:
-            samplers = [ConstantSampler(dataset, partition, num_replicas=num_workers, rank=w,
-                                        shuffle=args.shuffle == "yes", seed=args.sampler_seed) for w in my_workers]
-        batches = WorkerBatches(samplers, args.batch_size)
+        batches = WorkerBatches(worker_samplers(dataset, partition, my_workers, num_workers, args), args.batch_size)
         phase = "vanilla" if args.heuristic == "none" else "warmup" if index == 0 else f"interval {index}"
         for column, epoch in enumerate(range(first_epoch, first_epoch + length)):
             if epoch < start_epoch:
@@ -470,8 +478,7 @@ def main(argv: list[str] | None = None) -> None:
                         "args": vars(args), "num_workers": num_workers, "epoch": epoch + 1, "window": index,
                         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "matrix": merged.cpu(),
                         "partition": partition, "accuracies": accuracies, "log": log, "log_path": str(log_path),
-                        "saved_windows": saved_windows, "rng": torch.get_rng_state(),
-                        "elapsed_s": time.perf_counter() - run_start})
+                        "saved_windows": saved_windows, "rng": torch.get_rng_state(), "elapsed_s": time.perf_counter() - run_start})
     if args.save_partitions:
         saved_windows[-1]["trained"] = gather_rows(matrix.recorded_rows())
 

@@ -82,6 +82,14 @@ def run_expecting_error(argv, capsys) -> str:
     return capsys.readouterr().err.strip()
 
 
+def test_resuming_a_finished_run_appends_nothing(a_checkpoint, capsys):
+    argv, path = a_checkpoint
+    csv = only(path.parent.parent, "W2-INT1.csv")
+    dpt.main(argv + ["--resume"])
+    assert "finished already" in capsys.readouterr().out
+    assert len(pd.read_csv(csv)) == 1
+
+
 def test_a_checkpoint_of_another_run_is_refused(a_checkpoint, capsys):
     argv, path = a_checkpoint
     before = path.read_bytes()
