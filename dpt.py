@@ -200,19 +200,21 @@ class DeviceTimer:
 
 
 def epoch_batches(batches: WorkerBatches, train: data.Split, device: torch.device, on_device: bool):
-    """This epoch's steps as (uint8 images, labels, keys) on `device`: gathered from a device-resident
-    split, or through a DataLoader (the general path, for data that does not fit on the device)."""
+    """This epoch's steps as (uint8 images, labels, keys, example indices) on `device`: gathered from a
+    device-resident split, or through a DataLoader (the general path, for data that does not fit on
+    the device). A key is the index, or index + N for a padding copy."""
     if on_device:
         keys = batches.keys().to(device)  # the whole epoch's keys in one copy
         size = batches.batch_size
         for step in range(len(batches)):
             step_keys = keys[:, step * size:(step + 1) * size].reshape(-1)
             index = step_keys % len(train)
-            yield train.images[index], train.labels[index], step_keys
+            yield train.images[index], train.labels[index], step_keys, index
         return
     loader = DataLoader(data.IndexedDataset(train), batch_sampler=batches, pin_memory=device.type == "cuda")
     for images, labels, keys in loader:
-        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True), keys.to(device, non_blocking=True)
+        keys = keys.to(device, non_blocking=True)
+        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True), keys, keys % len(train)
 
 
 def sequential_backward(model, inputs: torch.Tensor, labels: torch.Tensor, args) -> torch.Tensor:
@@ -243,8 +245,8 @@ def train_epoch(model, optimizer, batches: WorkerBatches, train: data.Split, spe
     tracking = DeviceTimer(device)
     loss_sum = torch.zeros((), device=device)
     start = time.perf_counter()
-    for images, labels, keys in epoch_batches(batches, train, device, args.data_on_device):
-        inputs = augment.augment(images, keys % len(train), args.seed, epoch, augment.TRAIN, spec.mean, spec.std, spec.crop_padding)
+    for images, labels, keys, index in epoch_batches(batches, train, device, args.data_on_device):
+        inputs = augment.augment(images, index, args.seed, epoch, augment.TRAIN, spec.mean, spec.std, spec.crop_padding)
         optimizer.zero_grad(set_to_none=True)
         if args.emulation == "sequential" and args.emulate_workers > 1:
             losses = sequential_backward(model, inputs, labels, args)

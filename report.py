@@ -12,6 +12,7 @@ from the runs' JSON logs (per run: mean tracking seconds per epoch, mean heurist
 interval, total training time; then min, average and max over the runs of a workload).
 """
 import argparse
+import functools
 import json
 import math
 from pathlib import Path
@@ -84,9 +85,15 @@ def top(cell_table: pd.DataFrame, workload: tuple, k: int = 5) -> pd.DataFrame:
     return select(cell_table, workload).sort_values(["mean", "warmup_epochs", "interval_epochs"], ascending=[False, True, True]).head(k)
 
 
+@functools.cache
+def paper_cells(paper_csv: str | Path) -> pd.DataFrame:
+    """PaperCSVs/paper-reported.csv, read once per process (titles and comparisons ask per workload)."""
+    return pd.read_csv(paper_csv)
+
+
 def with_paper(cell_table: pd.DataFrame, paper_csv: str | Path) -> pd.DataFrame:
     """Add the paper's reported mean and std per cell, and how far ours is in the paper's stds."""
-    paper = pd.read_csv(paper_csv)
+    paper = paper_cells(paper_csv)
     paper = paper[paper.heuristic != "none"].rename(columns={"mean": "paper_mean", "std": "paper_std"})
     paper = paper.astype({"warmup_epochs": int, "interval_epochs": int})
     merged = cell_table.merge(paper[CELL + ["table", "paper_mean", "paper_std"]], on=CELL, how="left")
@@ -99,7 +106,7 @@ def title(workload: tuple, paper_csv: str | Path | None) -> str:
     name = f"{results.DATASET_NAMES.get(dataset, dataset)}, {results.MODEL_NAMES.get(model, model)}, " \
            f"{results.HEURISTIC_NAMES.get(heuristic, heuristic)}, {measure.capitalize()}"
     if paper_csv and Path(paper_csv).is_file():
-        paper = pd.read_csv(paper_csv)
+        paper = paper_cells(paper_csv)
         match = paper[(paper.dataset == dataset) & (paper.model == model) & (paper.heuristic == heuristic) & (paper.measure == measure)]
         if len(match):
             return f"Table {int(match.table.iloc[0])}: {name}"
