@@ -29,7 +29,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 import augment
 import data
@@ -37,7 +36,8 @@ import heuristics
 import importance
 import models
 import results
-from samplers import ConstantSampler, WorkerBatches
+import samplers
+from samplers import WorkerBatches
 
 PAPER_SEEDS = (17611, 74606, 8271, 33432, 15455, 64937, 99740, 58915, 61898, 85405)
 
@@ -292,10 +292,13 @@ def evaluate(model, test: data.Split, spec: data.Spec, epoch: int, args, device:
     return 100.0 * correct.item() / len(test)
 
 
-def repartition(matrix: importance.LossMatrix, ignore: int, args, num_workers: int) -> tuple[torch.Tensor, heuristics.Partition, float]:
-    """Merge the window's losses across processes, score, sort and partition: identical on every
-    process, since all hold the same merged matrix and the sort is stable. Returns the scores too."""
+def repartition(matrix: importance.LossMatrix, window_index: int, args, num_workers: int) -> tuple[torch.Tensor, heuristics.Partition, float]:
+    """Merge the losses of the window before `window_index` across processes, score, sort and
+    partition: identical on every process, since all hold the same merged matrix and the sort is
+    stable. Returns the scores too. The first E_ignore columns are dropped only when scoring the
+    warmup (window_index 1), as the paper's code did; later intervals are scored whole."""
     start = time.perf_counter()
+    ignore = args.ignore_epochs if window_index == 1 else 0
     window = matrix.merged()[:, ignore:]
     scores = importance.MEASURES[args.measure](window)
     parts = heuristics.partition(importance.order(scores).cpu(), num_workers, args.heuristic)
@@ -314,11 +317,8 @@ def gather_rows(rows: torch.Tensor) -> list[torch.Tensor]:
 def worker_samplers(dataset, partition: heuristics.Partition | None, my_workers: range, num_workers: int, args) -> list:
     """This process's workers' samplers: random slices every epoch in warmup (vanilla DPT), then
     their fixed partitions."""
-    if partition is None:
-        return [DistributedSampler(dataset, num_replicas=num_workers, rank=w, shuffle=True, seed=args.sampler_seed)
-                for w in my_workers]
-    return [ConstantSampler(dataset, partition, num_replicas=num_workers, rank=w, shuffle=args.shuffle == "yes",
-                            seed=args.sampler_seed) for w in my_workers]
+    return samplers.for_window(dataset, partition, my_workers, num_workers, shuffle=args.shuffle == "yes",
+                               sampler_seed=args.sampler_seed, seed=args.seed)
 
 
 # What makes two runs the same run: a checkpoint resumes only under the same values.
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             if index > 0:
                 trained = gather_rows(matrix.recorded_rows()) if args.save_partitions else None
-                scores, partition, heuristic_s = repartition(matrix, args.ignore_epochs if index == 1 else 0, args, num_workers)
+                scores, partition, heuristic_s = repartition(matrix, index, args, num_workers)
                 log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": heuristic_s,
                                          "partition_sizes": [len(p) for p in partition]})
                 if args.save_partitions:

@@ -54,15 +54,18 @@ class LossMatrix:
 
 
 def average(window: torch.Tensor) -> torch.Tensor:
-    return window.mean(dim=1)
+    """Mean of each row, taken from `torch.var_mean` as the paper's code did: `.mean()` reduces in
+    another order (up to about 5e-7 apart on 15 float32 columns), enough to swap near-tied examples."""
+    return torch.var_mean(window, dim=1)[1]
 
 
 def variance(window: torch.Tensor) -> torch.Tensor:
-    """Unbiased variance of each row. With one column it falls back to the average, as the paper's
-    code did: with E_interval = 1, every repartition after the first is by average loss."""
+    """Unbiased variance of each row (`torch.var_mean`, as the paper's code). With one column it falls
+    back to the average, as the paper's code did: with E_interval = 1, every repartition after the
+    first is by average loss."""
     if window.shape[1] == 1:
         return average(window)
-    return window.var(dim=1, correction=1)
+    return torch.var_mean(window, dim=1, correction=1)[0]
 
 
 MEASURES = {"average": average, "variance": variance}

@@ -18,13 +18,23 @@ from torch import nn
 MODELS = ("resnet18", "resnet34")
 
 
-def build(name: str, num_classes: int, channels: int) -> nn.Module:
+def build(name: str, num_classes: int, channels: int, workers: int = 1, fused: bool = True) -> nn.Module:
+    """The model as the paper's code built it: random init of the whole 1000-way torchvision model
+    first, then (for 1-channel data) conv1 replaced, then fc; the order of these draws fixes the
+    initial weights of a seed. With `workers` > 1 and `fused`, BatchNorm per emulated worker."""
     assert name in MODELS, name
-    model = getattr(torchvision.models, name)(weights=None)  # 1000-way head first, as the paper's code
-    model.fc = nn.Linear(512, num_classes)
+    model = getattr(torchvision.models, name)(weights=None)
     if channels != 3:
         model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    model.fc = nn.Linear(512, num_classes)
+    if workers > 1 and fused:
+        emulate_workers(model, workers)
     return model
+
+
+def optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The paper's optimizer: SGD with Nesterov momentum and weight decay, constant learning rate."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
 
 
 class WorkerBatchNorm2d(nn.BatchNorm2d):

@@ -10,7 +10,8 @@ Which examples a worker sees is decided here, never in the training step, so the
 serve DDP ranks and workers emulated in one process.
 """
 import math
-from collections.abc import Iterator, Sized
+import random
+from collections.abc import Iterable, Iterator, Sized
 
 import torch
 from torch.utils.data.distributed import DistributedSampler
@@ -22,9 +23,10 @@ class ConstantSampler(DistributedSampler):
     `partitions` holds every worker's index list, so all workers agree on the step count: each
     list is padded with its own examples up to the longest (ceil(N/n) for Stripes and Blocks),
     because DDP hangs when ranks run different numbers of steps. With shuffle, the order within
-    the partition is redrawn each epoch from seed + epoch (set_epoch, as DistributedSampler).
-    The paper's code seeded every rank alike, so all workers permute their (equal-length) lists
-    the same way; that is kept, with torch's generator in place of Python's `random`.
+    the partition is redrawn each epoch exactly as the paper's code did: Python's `random` seeded
+    with seed + epoch (dpt.py passes the run's --seed, and set_epoch the 0-based epoch), shuffling
+    a copy of the list. Every rank is seeded alike, so all workers permute their (equal-length)
+    lists the same way, as in the paper's code.
     """
 
     def __init__(self, dataset: Sized, partitions: list[torch.Tensor], num_replicas: int, rank: int,
@@ -37,15 +39,37 @@ class ConstantSampler(DistributedSampler):
         self.total_size = self.num_samples * num_replicas
 
     def __iter__(self) -> Iterator[int]:
-        order = self.partition
+        order = list(self.partition)
         if self.shuffle:
-            g = torch.Generator()
-            g.manual_seed(self.seed + self.epoch)
-            order = [order[i] for i in torch.randperm(len(order), generator=g).tolist()]
+            random.Random(self.seed + self.epoch).shuffle(order)  # = random.seed(seed + epoch); random.shuffle
         padding = self.num_samples - len(order)
         order = order + (order * math.ceil(padding / len(order)))[:padding]
         assert len(order) == self.num_samples
         return iter(order)
+
+
+def for_window(dataset: Sized, partition: list[torch.Tensor] | None, workers: Iterable[int], num_workers: int, *,
+               shuffle: bool, sampler_seed: int, seed: int) -> list[DistributedSampler]:
+    """The samplers of `workers` (of `num_workers`) for one window, as training uses them and the I/O
+    simulator replays them. Warmup (partition None): DistributedSampler, vanilla DPT's fresh random
+    slice every epoch, seeded with `sampler_seed` (the paper's code left it at its default 0 for every
+    run). After: a ConstantSampler per worker over its fixed partition, shuffled from the run's `seed`."""
+    if partition is None:
+        return [DistributedSampler(dataset, num_replicas=num_workers, rank=w, shuffle=True, seed=sampler_seed)
+                for w in workers]
+    return [ConstantSampler(dataset, partition, num_replicas=num_workers, rank=w, shuffle=shuffle, seed=seed)
+            for w in workers]
+
+
+def assignment(samplers: list[DistributedSampler], epoch: int) -> torch.Tensor:
+    """Which worker trains each example in `epoch`, from all workers' samplers (padding left out):
+    an (N,) int64 tensor of worker ids. For a ConstantSampler window it is the partition itself."""
+    owner = torch.full((len(samplers[0].dataset),), -1, dtype=torch.int64)
+    for w, s in enumerate(samplers):
+        s.set_epoch(epoch)
+        owner[torch.tensor(list(s)[:num_real(s)], dtype=torch.int64)] = w
+    assert (owner >= 0).all(), "every example belongs to one worker"
+    return owner
 
 
 def num_real(sampler: DistributedSampler) -> int:
