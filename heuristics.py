@@ -1,15 +1,40 @@
 """Partitioning heuristics: (examples sorted by importance, number of workers) -> one index list per worker.
 
-Used by dpt.py at the start of every interval; try one by hand with
+Used by dpt.py at the start of every interval; try them by hand with
 
-    python -c "import torch, heuristics; print(heuristics.HEURISTICS['stripes'](torch.arange(8), 4))"
+    python -c "import torch, heuristics as H; print(H.HEURISTICS['stripes'](torch.arange(8), 4)); \
+print(H.partition(torch.arange(8), 4, 'random', H.Context(None, None, None, interval=1, seed=0)))"
 
-Each heuristic is a pure function of the sorted order (most important first, as the
-paper's code sorts), so a new one is a function plus a line in HEURISTICS.
+The sorted order comes first, most important first, as the paper's code sorts. A new heuristic is a
+function (sorted_indices, num_workers) -> Partition, or (sorted_indices, num_workers, context) ->
+Partition when it needs more (scores, labels, the previous assignment, the interval, the seed: one
+Context value), plus a line in HEURISTICS and one in NEEDS naming the Context fields it reads.
+`partition` checks that every example is placed exactly once and that sizes differ by at most one.
 """
+import heapq
+from dataclasses import dataclass
+
 import torch
 
 Partition = list[torch.Tensor]  # worker w trains on the example indices in partition[w]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a heuristic may need beyond the sorted order. Tensors are indexed by example, not by
+    sorted position, and live on the CPU, like the sorted order."""
+    scores: torch.Tensor | None  # (N,) importance of each example
+    labels: torch.Tensor | None  # (N,) int64 class of each example; None for text
+    previous: (
+        torch.Tensor | None
+    )  # (N,) int64 worker that trained each example in the last epoch before this partition (-1: none)
+    interval: int  # 1-based index of the interval this partition is for
+    seed: int  # the run's seed
+
+
+def sizes(num_examples: int, num_workers: int) -> list[int]:
+    """Equal sizes up to one: the first N mod n workers get one example more."""
+    return [num_examples // num_workers + (w < num_examples % num_workers) for w in range(num_workers)]
 
 
 def stripes(sorted_indices: torch.Tensor, num_workers: int) -> Partition:
@@ -24,20 +49,147 @@ def blocks(sorted_indices: torch.Tensor, num_workers: int) -> Partition:
     The paper's code gave each worker floor(N/n) positions and dropped the N mod n least
     important examples; here the first N mod n workers get one example more, so nothing is
     dropped (ConstantSampler pads the shorter ones to equal step counts)."""
-    sizes = [len(sorted_indices) // num_workers + (w < len(sorted_indices) % num_workers) for w in range(num_workers)]
-    return [chunk.clone() for chunk in torch.split(sorted_indices, sizes)]
+    return [chunk.clone() for chunk in torch.split(sorted_indices, sizes(len(sorted_indices), num_workers))]
 
 
-HEURISTICS = {"stripes": stripes, "blocks": blocks}
+def by_worker(sorted_indices: torch.Tensor, worker: torch.Tensor, num_workers: int) -> Partition:
+    """The partition that gives sorted position p to worker[p], each list in sorted order."""
+    return [sorted_indices[worker == w] for w in range(num_workers)]
+
+
+def random_partition(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
+    """A random partition that ignores importance (the control for "fixed partitions" against
+    "importance"): the examples in a random order drawn from a torch.Generator seeded with
+    (seed, interval), cut into blocks. A new one every interval, the same on every process and in
+    every run with the same seed, whatever the measure. Source: this project (a control)."""
+    examples = torch.sort(sorted_indices).values  # forget the order: only the set of examples counts
+    # distinct (seed, interval) pairs seed distinct generators (for intervals below 1,000,003)
+    generator = torch.Generator().manual_seed(context.seed * 1_000_003 + context.interval)
+    return blocks(examples[torch.randperm(len(examples), generator=generator)], num_workers)
+
+
+def snake(sorted_indices: torch.Tensor, num_workers: int) -> Partition:
+    """Stripes in boustrophedon order: round r = p // n of sorted positions goes to workers 0..n-1
+    when r is even and n-1..0 when r is odd, so no worker always gets its round's largest score.
+
+    For nonnegative scores sorted descending, the spread (max - min) of per-worker score sums is
+    never larger than Stripes': Stripes' spread is the sum over rounds of each round's range (worker
+    0 takes every round's largest, worker n-1 its smallest, or nothing in a partial last round,
+    i.e. 0 <= any score), and any two workers' sums under any per-round assignment differ by at
+    most that sum (triangle inequality). Source: the serpentine draft order, applied to Stripes here."""
+    position = torch.arange(len(sorted_indices))
+    slot, odd_round = position % num_workers, (position // num_workers) % 2 == 1
+    return by_worker(sorted_indices, torch.where(odd_round, num_workers - 1 - slot, slot), num_workers)
+
+
+def balance(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
+    """Greedy longest-processing-time assignment with equal sizes: in sorted (descending score)
+    order, each example goes to the non-full worker with the smallest score sum so far (ties: the
+    lowest worker id); worker w holds at most N // n + (w < N mod n) examples. Per-worker score sums
+    end up close. Source: Graham's longest-processing-time rule (SIAM J. Appl. Math., 1969), with
+    the capacities that keep sizes equal.
+
+    Sequential by nature: a heap over the workers, O(N log n) (50,000 examples: tens of ms)."""
+    scores = context.scores[sorted_indices].double()
+    assert bool((scores[1:] <= scores[:-1]).all()), "balance needs sorted_indices in descending score order"
+    capacity = sizes(len(sorted_indices), num_workers)
+    heap = [(0.0, w) for w in range(num_workers)]  # (score sum, worker): the smallest sum, then the lowest id
+    worker = [0] * len(sorted_indices)
+    count = [0] * num_workers
+    for position, score in enumerate(scores.tolist()):
+        total, w = heapq.heappop(heap)
+        worker[position] = w
+        count[w] += 1
+        if count[w] < capacity[w]:
+            heapq.heappush(heap, (total + score, w))
+    return by_worker(sorted_indices, torch.tensor(worker), num_workers)
+
+
+def class_stripes(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
+    """Stripes within each class: the sorted order stably re-sorted by label (classes in label order,
+    importance order within each), then dealt round robin, continuing across classes. Each class is
+    a contiguous run, so every worker gets floor or ceil of each class's count / n (the same class
+    mix), a Stripes spread of importance within the class, and total sizes differing by at most one.
+    Source: this project (stratified Stripes)."""
+    by_label = torch.sort(context.labels[sorted_indices], stable=True).indices
+    return stripes(sorted_indices[by_label], num_workers)
+
+
+def blocks_rotate(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
+    """Blocks whose block-to-worker map rotates each interval: worker w gets block
+    (w + interval) mod n. DDP keeps rank 0's BatchNorm buffers (running statistics), so under plain
+    Blocks rank 0 would always hold the same block of importance; rotating shares that role out.
+    Source: this project."""
+    parts = blocks(sorted_indices, num_workers)
+    return [parts[(w + context.interval) % num_workers] for w in range(num_workers)]
+
+
+def sticky_stripes(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
+    """Stripes' guarantee, moving as few examples as it can. Sorted positions form groups of n
+    (positions gn .. gn+n-1); every worker gets exactly one example of each full group, and the last
+    partial group's examples go to distinct workers, so sizes differ by at most one and every worker
+    gets the same spread of importance, as with Stripes. Within a group, the assignment keeps the
+    most examples on their previous worker (a maximum matching: each example wants one worker, so it
+    keeps the first, most important, example of the group for each previous worker); the others go,
+    in sorted order, to the group's free workers in increasing id. With no previous worker (all -1)
+    this is Stripes exactly. Source: this project (fewer examples to move or re-cache per interval).
+
+    Vectorized over all groups at once: the positions as a (groups x n) matrix."""
+    n, total = num_workers, len(sorted_indices)
+    groups = -(-total // n)
+    pad = groups * n - total
+    previous = torch.cat([context.previous[sorted_indices], torch.full((pad,), -1, dtype=torch.int64)]).view(groups, n)
+    present = (torch.arange(groups * n) < total).view(groups, n)
+    wanted = previous >= 0
+    # the first position of each (group, previous worker): amin of the slot over group * n + worker
+    slot = torch.arange(n).expand(groups, n)
+    key = torch.arange(groups)[:, None] * n + previous.clamp(min=0)
+    first = torch.full((groups * n,), n, dtype=torch.int64)
+    first.scatter_reduce_(0, key[wanted], slot[wanted], reduce="amin")
+    kept = wanted & (first[key] == slot)
+    taken = torch.zeros(groups, n, dtype=torch.bool)
+    taken[torch.arange(groups)[:, None].expand(groups, n)[kept], previous[kept]] = True
+    free_workers = torch.sort(taken.to(torch.uint8), dim=1, stable=True).indices  # free ids first, ascending
+    moved = present & ~kept
+    worker = torch.where(kept, previous, free_workers.gather(1, (moved.cumsum(dim=1) - 1).clamp(min=0)))
+    return by_worker(sorted_indices, worker.view(-1)[:total], n)
+
+
+HEURISTICS = {"stripes": stripes, "blocks": blocks, "random": random_partition, "snake": snake, "balance": balance,
+              "class-stripes": class_stripes, "blocks-rotate": blocks_rotate, "sticky-stripes": sticky_stripes}
+NEEDS: dict[str, set[str]] = {"stripes": set(), "blocks": set(), "random": {"interval", "seed"}, "snake": set(),
+                              "balance": {"scores"}, "class-stripes": {"labels"}, "blocks-rotate": {"interval"},
+                              "sticky-stripes": {"previous"}}
+assert NEEDS.keys() == HEURISTICS.keys()
 # The names the paper's code and CSVs use; dpt.py accepts both and writes these into result rows.
 PAPER_NAMES = {"none": "none", "stripes": "roundrobin", "blocks": "steps"}
 ALIASES = {paper: ours for ours, paper in PAPER_NAMES.items()}
 
 
-def partition(sorted_indices: torch.Tensor, num_workers: int, heuristic: str) -> Partition:
-    """Apply a registered heuristic and check that no example is lost or duplicated."""
-    parts = HEURISTICS[heuristic](sorted_indices, num_workers)
+def partition(
+    sorted_indices: torch.Tensor, num_workers: int, heuristic: str, context: Context | None = None
+) -> Partition:
+    """Apply a registered heuristic (with `context` when NEEDS says it reads one) and check that every
+    example is placed exactly once and that partition sizes differ by at most one."""
+    needs = NEEDS[heuristic]
+    if needs:
+        missing = sorted(f for f in needs if context is None or getattr(context, f) is None)
+        if missing:
+            raise ValueError(f"--heuristic {heuristic} needs {', '.join(missing)}, which this run does not have; "
+                             f"pick a heuristic that does not (e.g. stripes)")
+        for field in needs & {"scores", "labels", "previous"}:
+            value = getattr(context, field)
+            assert value.shape == (len(sorted_indices),) and value.device.type == "cpu", (
+                f"context.{field}: one value per example, on the CPU"
+            )
+        if "previous" in needs:
+            assert bool((context.previous >= -1).all() and (context.previous < num_workers).all())
+        parts = HEURISTICS[heuristic](sorted_indices, num_workers, context)
+    else:
+        parts = HEURISTICS[heuristic](sorted_indices, num_workers)
     assert len(parts) == num_workers
     placed = torch.sort(torch.cat(parts)).values
     assert torch.equal(placed, torch.sort(sorted_indices).values), "a heuristic must place every example once"
+    lengths = [len(p) for p in parts]
+    assert max(lengths) - min(lengths) <= 1, "partition sizes must differ by at most one"
     return parts

@@ -1,61 +1,87 @@
-"""The loss matrix (examples x epochs of the current window) and the importance measures.
+"""The recorder (per-example training signals, examples x epochs of the current window, one matrix
+per channel) and the importance measures.
 
-dpt.py records every training step into a LossMatrix and turns it into an order of the
+dpt.py records every training step into a Recorder and turns the window into an order of the
 examples at each interval start; by hand:
 
-    python -c "import torch, importance as I; m = I.LossMatrix(4, 2, 'cpu'); \
-m.record(torch.arange(4), 0, torch.rand(4)); m.record(torch.arange(4), 1, torch.rand(4)); \
-print(I.order(I.MEASURES['variance'](m.merged())))"
+    python -c "import torch, importance as I; r = I.Recorder(4, 2, ('loss',), 'cpu'); \
+r.record(torch.arange(4), 0, {'loss': torch.rand(4)}); r.record(torch.arange(4), 1, {'loss': torch.rand(4)}); \
+print(I.rank('variance', r.merged(), None))"
 
-A new measure is a function (window: N x E float tensor) -> N scores, plus a line in MEASURES.
+A window is one (N, E) float32 matrix per recorded channel ("loss", "correct", "el2n",
+"grad_norm": see the channel notes above MEASURES); `previous` holds each channel's column recorded
+just before the window, or is None. A new measure is a function (window, previous) -> N scores
+(higher: more important, sorted first) plus a Measure line in MEASURES naming the channels it
+reads, its tie-break, what it means on chunks of text (None: refused there) and its paper; a run
+records exactly the channels its measure reads.
 """
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 
+CHANNELS = ("loss", "correct", "el2n", "grad_norm")
 
-class LossMatrix:
-    """Per-example training losses of one window (the warmup, or one interval), one column per epoch.
+
+class Recorder:
+    """Per-example training signals of one window (the warmup, or one interval), one column per epoch,
+    one (N, E) matrix per channel, held as one (channels, N + 1, E) tensor so that a batch is one
+    scatter and a merge is one collective.
 
     Entries a process did not record stay NaN, so its rows say exactly which examples it trained on.
     Row N is a sink: keys >= N are padding copies (see samplers.WorkerBatches), written there so that
     padding never counts twice and recording needs no boolean mask (which would sync the device).
     """
 
-    def __init__(self, num_examples: int, num_epochs: int, device: torch.device | str):
-        assert num_epochs >= 1
-        self.num_examples = num_examples
-        self.values = torch.full((num_examples + 1, num_epochs), float("nan"), device=device)
+    def __init__(self, num_examples: int, num_epochs: int, channels: tuple[str, ...], device: torch.device | str):
+        assert num_epochs >= 1 and channels and set(channels) <= set(CHANNELS), channels
+        self.num_examples, self.channels = num_examples, tuple(channels)
+        self.values = torch.full((len(channels), num_examples + 1, num_epochs), float("nan"), device=device)
 
-    def record(self, keys: torch.Tensor, column: int, losses: torch.Tensor) -> None:
-        """Scatter one batch's per-example losses into `column`: a single index_put on the device."""
+    @staticmethod
+    def nbytes(num_examples: int, num_epochs: int, channels: int) -> int:
+        return channels * (num_examples + 1) * num_epochs * 4
+
+    def record(self, keys: torch.Tensor, column: int, signals: dict[str, torch.Tensor]) -> None:
+        """Scatter one batch's per-example signals into `column`: a single index_put on the device."""
         rows = torch.where(keys < self.num_examples, keys, self.num_examples)
-        self.values[rows, column] = losses.detach().float()
+        self.values[:, rows, column] = torch.stack([signals[c].detach().float() for c in self.channels])
 
-    def restore(self, columns: torch.Tensor) -> None:
+    def restore(self, columns: dict[str, torch.Tensor]) -> None:
         """Put back the first columns of a window from a checkpoint (merged values: one process
         restores them, the others leave theirs empty, so the next merge sums to the same matrix)."""
-        assert columns.shape[0] == self.num_examples and columns.shape[1] <= self.values.shape[1]
-        self.values[: self.num_examples, : columns.shape[1]] = columns.to(self.values.device)
+        for k, c in enumerate(self.channels):
+            assert columns[c].shape[0] == self.num_examples and columns[c].shape[1] <= self.values.shape[2]
+            self.values[k, : self.num_examples, : columns[c].shape[1]] = columns[c].to(self.values.device)
 
     def recorded_rows(self) -> torch.Tensor:
         """Indices of the examples this process recorded at least once in the window."""
-        return (~torch.isnan(self.values[: self.num_examples])).any(dim=1).nonzero().squeeze(1)
+        return (~torch.isnan(self.values[0, : self.num_examples])).any(dim=1).nonzero().squeeze(1)
 
-    def merged(self) -> torch.Tensor:
-        """The whole N x E matrix: every process's records summed with one all_reduce.
+    def merged(self, columns: int | None = None) -> dict[str, torch.Tensor]:
+        """Each channel's N x E matrix (its first `columns` columns): every process's records summed
+        with one all_reduce over all channels.
 
         Each example is recorded by exactly one process per epoch (padding goes to the sink), so
         the sum is that record; an example no process trained on in an epoch reads 0 there, as in
         the paper's code, which summed its workers' zero-initialized matrices."""
-        merged = torch.nan_to_num(self.values, nan=0.0)
+        merged = torch.nan_to_num(self.values[:, :, :columns], nan=0.0).contiguous()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(merged)
-        return merged[: self.num_examples]
+        return {c: merged[k, : self.num_examples] for k, c in enumerate(self.channels)}
+
+
+Window = dict[str, torch.Tensor]  # channel -> (N, E) float32, one column per epoch of the window
+Column = dict[str, torch.Tensor]  # channel -> (N,): the column recorded just before the window
 
 
 def average(window: torch.Tensor) -> torch.Tensor:
     """Mean of each row, taken from `torch.var_mean` as the paper's code did: `.mean()` reduces in
-    another order (up to about 5e-7 apart on 15 float32 columns), enough to swap near-tied examples."""
+    another order (up to about 5e-7 apart on 15 float32 columns), enough to swap near-tied examples.
+    A one-column mean is that column exactly (as var_mean gives it, without its zero-dof warning)."""
+    if window.shape[1] == 1:
+        return window[:, 0].clone()
     return torch.var_mean(window, dim=1)[1]
 
 
@@ -68,11 +94,193 @@ def variance(window: torch.Tensor) -> torch.Tensor:
     return torch.var_mean(window, dim=1, correction=1)[0]
 
 
-MEASURES = {"average": average, "variance": variance}
+def average_loss(window: Window) -> torch.Tensor:
+    """The tie-break of every measure added after the paper's two: average loss (higher first), so
+    equal scores (forgetting counts, E = 1 variances) fall back to the paper's `average`."""
+    return average(window["loss"])
 
 
-def order(scores: torch.Tensor) -> torch.Tensor:
-    """Example indices, most important first (descending, as the paper's code sorted).
-    Stable, so ties keep index order and every process derives the same order from the same scores."""
-    return torch.sort(scores, descending=True, stable=True).indices
+def probability(window: Window) -> torch.Tensor:
+    """p = exp(-loss): the probability of the true class (on text, exp(-mean token loss) is the
+    geometric mean of the chunk's true-token probabilities)."""
+    return torch.exp(-window["loss"])
 
+
+def forgetting(window: Window, previous: Column | None) -> torch.Tensor:
+    """Forgetting events (Toneva et al., An Empirical Study of Example Forgetting during Deep Neural
+    Network Learning, ICLR 2019): the number of t with correct[t-1] = 1 and correct[t] = 0 over the
+    window's E columns, with previous["correct"] prepended when given, so a correct -> wrong
+    transition across the interval boundary counts.
+
+    An example correct in no column (never learned) scores E + 1, more than any count (at most E
+    transitions in E + 1 columns), so it ranks first as in the paper, where unlearned examples count
+    as forgotten infinitely often; finite, because some heuristics sum scores."""
+    correct = window["correct"] > 0.5
+    if previous is not None:
+        correct = torch.cat([previous["correct"][:, None] > 0.5, correct], dim=1)
+    events = (correct[:, :-1] & ~correct[:, 1:]).sum(dim=1)
+    never = window["correct"].shape[1] + 1
+    return torch.where(correct.any(dim=1), events, never).to(window["correct"].dtype)
+
+
+def confidence(window: Window, previous: Column | None) -> torch.Tensor:
+    """1 - mean_t p_t, p = exp(-loss): low confidence in the true class ranks first. Dataset
+    cartography's confidence is mean p (Swayamdipta et al., Dataset Cartography, EMNLP 2020)."""
+    return 1 - probability(window).mean(dim=1)
+
+
+def variability(window: Window, previous: Column | None) -> torch.Tensor:
+    """sqrt(mean_t (p_t - mean p)^2), p = exp(-loss): the population standard deviation (ddof 0, as
+    their code) of dataset cartography's variability (Swayamdipta et al., EMNLP 2020). Zero for every
+    example at E = 1, so the order is then by average loss (the tie-break)."""
+    return torch.std(probability(window), dim=1, correction=0)
+
+
+def ab_variance(window: Window, previous: Column | None) -> torch.Tensor:
+    """sqrt(var p + (var p)^2 / (E - 1)), var unbiased, p = exp(-loss): active bias's prediction
+    variance plus its confidence term (Chang et al., Active Bias: Training More Accurate Neural
+    Networks by Emphasizing High Variance Samples, NeurIPS 2017, eq. 4 with |H| = E). At E = 1 the
+    unbiased variance is undefined: the score is 0 for every example, so the order is by average loss
+    (the tie-break), as the paper's `variance` falls back to the average at E = 1."""
+    p = probability(window)
+    epochs = p.shape[1]
+    if epochs == 1:
+        return torch.zeros_like(p[:, 0])
+    var = torch.var(p, dim=1, correction=1)
+    return torch.sqrt(var + var**2 / (epochs - 1))
+
+
+def ab_closeness(window: Window, previous: Column | None) -> torch.Tensor:
+    """mean p * (1 - mean p), p = exp(-loss): active bias's threshold closeness (Chang et al.,
+    NeurIPS 2017), largest for examples whose true class hovers around probability 1/2."""
+    mean = probability(window).mean(dim=1)
+    return mean * (1 - mean)
+
+
+def el2n(window: Window, previous: Column | None) -> torch.Tensor:
+    """mean_t ||softmax(logits_t) - onehot(label)||_2 over the window's epochs (the "el2n" channel):
+    the EL2N score (Paul et al., Deep Learning on a Data Diet, NeurIPS 2021), averaged over the
+    window's epochs of one run instead of over several runs early in training."""
+    return window["el2n"].mean(dim=1)
+
+
+def grad_norm(window: Window, previous: Column | None) -> torch.Tensor:
+    """mean_t ||p_t - y|| * sqrt(||h_t||^2 + 1) (the "grad_norm" channel): the exact norm of the
+    example's loss gradient w.r.t. the last linear layer's weight and bias (z = W h + b, so
+    dL/dW = (p - y) h^T and dL/db = p - y), averaged over the window: a cheap proxy of GraNd, the
+    norm of the gradient w.r.t. all weights (Paul et al., NeurIPS 2021).
+
+    Katharopoulos & Fleuret (Not All Samples Are Created Equal, ICML 2018) bound the full gradient
+    norm by a constant times the norm of the gradient w.r.t. the last layer's pre-activation outputs,
+    which for softmax cross-entropy is ||p - y||, i.e. EL2N; this measure multiplies that bound by
+    the exact weight-gradient factor sqrt(||h||^2 + 1), so it is the last layer's part of the full
+    gradient norm (a lower bound of it), not an upper bound."""
+    return window["grad_norm"].mean(dim=1)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A registered measure: its score, the channels a run must record for it, its tie-break, what it
+    means on chunks of text (None: refused on language modelling), and the paper it comes from."""
+    score: Callable[[Window, Column | None], torch.Tensor]  # -> (N,) scores, higher = more important
+    channels: tuple[str, ...]
+    tiebreak: Callable[[Window], torch.Tensor] | None  # secondary key, higher first; None: index order
+    text: str | None
+    source: str
+
+
+PAPER = "Sheikholeslami et al., DAIS 2023 (the paper reproduced here)"
+CARTOGRAPHY = "Swayamdipta et al., Dataset Cartography, EMNLP 2020"
+ACTIVE_BIAS = "Chang et al., Active Bias, NeurIPS 2017"
+# Channels: "loss" cross-entropy; "correct" 1.0 if argmax(logits) == label else 0.0 (text: the chunk's
+# token accuracy); "el2n" ||softmax(logits) - onehot(label)||_2 (text: mean over the chunk's tokens);
+# "grad_norm" ||p - y|| * sqrt(||h||^2 + 1). On text, p = exp(-loss) is the geometric mean of the
+# chunk's true-token probabilities.
+MEASURES: dict[str, Measure] = {
+    # The paper's two keep index-order ties, as its code's stable sort did.
+    "average": Measure(
+        lambda window, previous: average(window["loss"]),
+        ("loss",),
+        None,
+        "mean over the window of the chunk's loss (its mean token cross-entropy)",
+        PAPER,
+    ),
+    "variance": Measure(
+        lambda window, previous: variance(window["loss"]),
+        ("loss",),
+        None,
+        "unbiased variance over the window of the chunk's loss (its mean token cross-entropy)",
+        PAPER,
+    ),
+    "forgetting": Measure(
+        forgetting,
+        ("correct", "loss"),
+        average_loss,
+        None,
+        "Toneva et al., An Empirical Study of Example Forgetting, ICLR 2019",
+    ),
+    "confidence": Measure(
+        confidence,
+        ("loss",),
+        average_loss,
+        "1 - mean over the window of the chunk's geometric-mean true-token probability",
+        CARTOGRAPHY,
+    ),
+    "variability": Measure(
+        variability,
+        ("loss",),
+        average_loss,
+        "standard deviation over the window of the chunk's geometric-mean true-token probability",
+        CARTOGRAPHY,
+    ),
+    "ab-variance": Measure(
+        ab_variance,
+        ("loss",),
+        average_loss,
+        "active bias's prediction-variance estimate over the window "
+        "of the chunk's geometric-mean true-token probability",
+        ACTIVE_BIAS,
+    ),
+    "ab-closeness": Measure(
+        ab_closeness,
+        ("loss",),
+        average_loss,
+        "mean p (1 - mean p) of the chunk's geometric-mean true-token probability p",
+        ACTIVE_BIAS,
+    ),
+    "el2n": Measure(
+        el2n,
+        ("el2n", "loss"),
+        average_loss,
+        "mean over the window of the chunk's mean per-token EL2N",
+        "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021",
+    ),
+    "grad-norm": Measure(
+        grad_norm,
+        ("grad_norm", "loss"),
+        average_loss,
+        "mean over the window of the chunk's last-layer gradient norm channel",
+        "Paul et al., NeurIPS 2021 (GraNd), last-layer proxy after Katharopoulos & Fleuret, ICML 2018",
+    ),
+}
+
+
+def order(scores: torch.Tensor, secondary: torch.Tensor | None = None) -> torch.Tensor:
+    """Example indices, most important first (descending, as the paper's code sorted); equal scores
+    by `secondary` (descending), then by index. Stable sorts only, so every process derives the same
+    order from the same scores. Without `secondary` it is the paper's single stable sort."""
+    if secondary is None:
+        return torch.sort(scores, descending=True, stable=True).indices
+    by_secondary = torch.sort(secondary, descending=True, stable=True).indices
+    return by_secondary[torch.sort(scores[by_secondary], descending=True, stable=True).indices]
+
+
+def rank(name: str, window: Window, previous: Column | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, order) of the examples by measure `name` over `window` (previous: the columns just
+    before it, or None)."""
+    measure = MEASURES[name]
+    missing = set(measure.channels) - window.keys()
+    assert not missing, f"measure {name} reads channels {sorted(missing)}, which were not recorded"
+    scores = measure.score(window, previous)
+    assert scores.shape == window["loss"].shape[:1]
+    return scores, order(scores, None if measure.tiebreak is None else measure.tiebreak(window))

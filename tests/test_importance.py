@@ -1,4 +1,3 @@
-import os
 
 import numpy as np
 import pytest
@@ -11,14 +10,81 @@ import importance
 from samplers import WorkerBatches
 
 
+NEW = ["forgetting", "confidence", "variability", "ab-variance", "ab-closeness", "el2n", "grad-norm"]
+
+
+def random_window(rng: np.random.Generator, n: int, epochs: int) -> dict[str, np.ndarray]:
+    """float64 channels as a run records them: losses, 0/1 correctness, EL2N in [0, sqrt 2], gradient norms."""
+    return {
+        "loss": rng.gamma(2.0, 0.7, size=(n, epochs)),
+        "correct": rng.integers(0, 2, size=(n, epochs)).astype(float),
+        "el2n": rng.uniform(0, 2**0.5, size=(n, epochs)),
+        "grad_norm": rng.gamma(2.0, 3.0, size=(n, epochs)),
+    }
+
+
+def as_torch(channels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).float() for k, v in channels.items()}
+
+
+def numpy_forgetting(correct: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
+    """Plain loop: correct -> wrong transitions; never correct scores E + 1."""
+    epochs = correct.shape[1]
+    out = np.empty(len(correct))
+    for i, row in enumerate(correct):
+        seq = list(row) if previous is None else [previous[i], *row]
+        out[i] = sum(a == 1 and b == 0 for a, b in zip(seq, seq[1:])) if max(seq) == 1 else epochs + 1
+    return out
+
+
+def numpy_scores(name: str, w: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None) -> np.ndarray:
+    """The formulas of the papers, in float64."""
+    loss, epochs = w["loss"], w["loss"].shape[1]
+    p = np.exp(-loss)
+    if name == "average":
+        return loss.mean(axis=1)
+    if name == "variance":
+        return loss.var(axis=1, ddof=1) if epochs > 1 else loss.mean(axis=1)
+    if name == "forgetting":
+        return numpy_forgetting(w["correct"], None if previous is None else previous["correct"])
+    if name == "confidence":
+        return 1 - p.mean(axis=1)
+    if name == "variability":
+        return p.std(axis=1, ddof=0)
+    if name == "ab-variance":
+        if epochs == 1:
+            return np.zeros(len(p))
+        var = p.var(axis=1, ddof=1)
+        return np.sqrt(var + var**2 / (epochs - 1))
+    if name == "ab-closeness":
+        return p.mean(axis=1) * (1 - p.mean(axis=1))
+    return w[{"el2n": "el2n", "grad-norm": "grad_norm"}[name]].mean(axis=1)
+
+
+@pytest.mark.parametrize("with_previous", [False, True])
 @pytest.mark.parametrize("epochs", [1, 2, 5, 15])
-def test_measures_match_numpy_float64(epochs):
+def test_measures_match_numpy_float64(epochs, with_previous):
     rng = np.random.default_rng(epochs)
-    window = rng.gamma(2.0, 0.7, size=(5000, epochs))
-    got = {name: f(torch.from_numpy(window).float()).double().numpy() for name, f in importance.MEASURES.items()}
-    np.testing.assert_allclose(got["average"], window.mean(axis=1), rtol=1e-5, atol=1e-6)
-    expected_variance = window.var(axis=1, ddof=1) if epochs > 1 else window.mean(axis=1)
-    np.testing.assert_allclose(got["variance"], expected_variance, rtol=1e-4, atol=1e-6)
+    window = random_window(rng, 5000, epochs)
+    previous = {k: v[:, 0] for k, v in random_window(rng, 5000, 1).items()} if with_previous else None
+    for name, measure in importance.MEASURES.items():
+        got = measure.score(as_torch(window), None if previous is None else as_torch(previous))
+        assert got.dtype == torch.float32 and got.shape == (5000,)
+        np.testing.assert_allclose(
+            got.double().numpy(), numpy_scores(name, window, previous), rtol=1e-4, atol=1e-6, err_msg=name
+        )
+
+
+def test_paper_measures_are_bit_for_bit_var_mean():
+    window = torch.rand(3000, 7)
+    scores, order = importance.rank("average", {"loss": window}, None)
+    assert torch.equal(scores, torch.var_mean(window, dim=1)[1])
+    assert torch.equal(order, torch.sort(scores, descending=True, stable=True).indices)
+    scores, order = importance.rank("variance", {"loss": window}, None)
+    assert torch.equal(scores, torch.var_mean(window, dim=1, correction=1)[0])
+    assert torch.equal(order, torch.sort(scores, descending=True, stable=True).indices)
+    assert torch.equal(importance.average(window), importance.MEASURES["average"].score({"loss": window}, None))
+    assert torch.equal(importance.variance(window), importance.MEASURES["variance"].score({"loss": window}, None))
 
 
 def test_variance_of_one_column_falls_back_to_average():
@@ -26,55 +92,177 @@ def test_variance_of_one_column_falls_back_to_average():
     assert torch.equal(importance.variance(window), window[:, 0])
 
 
+@pytest.mark.parametrize("name", ["ab-variance", "variability"])
+def test_one_column_spreads_order_by_average_loss(name):
+    loss = torch.rand(200, 1)
+    scores, order = importance.rank(name, {"loss": loss, "correct": torch.zeros(200, 1)}, None)
+    assert torch.equal(scores, torch.zeros(200))
+    assert torch.equal(order, importance.rank("average", {"loss": loss}, None)[1])
+
+
 @pytest.mark.parametrize("measure", list(importance.MEASURES))
-def test_order_is_descending_and_stable(measure):
+def test_order_is_descending_and_ties_go_by_average_loss_then_index(measure):
     rng = np.random.default_rng(7)
-    distinct = rng.gamma(2.0, 0.7, size=(50, 3))
-    window = distinct[rng.integers(0, 50, size=2000)]  # exact duplicate rows: many exact ties
-    order = importance.order(importance.MEASURES[measure](torch.from_numpy(window).float())).numpy()
-    scores = window.mean(1) if measure == "average" else window.var(1, ddof=1)
-    # numpy float64 reference: descending score, ties in index order
-    np.testing.assert_array_equal(order, np.lexsort((np.arange(len(scores)), -scores)))
+    distinct = random_window(rng, 50, 3)
+    rows = rng.integers(0, 50, size=2000)
+    window = {k: v[rows] for k, v in distinct.items()}  # exact duplicate rows: many exact ties
+    _, order = importance.rank(measure, as_torch(window), None)
+    scores = numpy_scores(measure, window, None)
+    index = np.arange(len(scores))
+    # numpy float64 reference: descending score, ties by average loss (new measures) then index
+    keys = (
+        (index, -scores) if importance.MEASURES[measure].tiebreak is None else (index, -window["loss"].mean(1), -scores)
+    )
+    np.testing.assert_array_equal(order.numpy(), np.lexsort(keys))
 
 
-def test_record_scatters_by_key_and_sends_padding_to_the_sink():
-    m = importance.LossMatrix(num_examples=6, num_epochs=2, device="cpu")
-    m.record(torch.tensor([4, 0, 2, 6 + 4]), 0, torch.tensor([1.0, 2.0, 3.0, 99.0]))  # key 10: padding copy of 4
-    m.record(torch.tensor([1, 3, 5]), 1, torch.tensor([4.0, 5.0, 6.0]))
+def test_order_with_a_secondary_key_matches_lexsort():
+    rng = np.random.default_rng(8)
+    scores, secondary = rng.integers(0, 5, size=3000), rng.integers(0, 5, size=3000)
+    got = importance.order(torch.from_numpy(scores).float(), torch.from_numpy(secondary).float())
+    np.testing.assert_array_equal(got.numpy(), np.lexsort((np.arange(3000), -secondary, -scores)))
+
+
+def forgetting_of(correct: list[list[float]], previous: list[float] | None = None) -> list[float]:
+    window = {"correct": torch.tensor(correct), "loss": torch.zeros(len(correct), len(correct[0]))}
+    prev = None if previous is None else {"correct": torch.tensor(previous), "loss": torch.zeros(len(previous))}
+    return importance.rank("forgetting", window, prev)[0].tolist()
+
+
+def test_forgetting_counts_correct_to_wrong_transitions():
+    rows = [[0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 1, 0], [0, 1, 1, 0], [0, 1, 1, 1]]
+    assert forgetting_of(rows) == [5, 0, 2, 1, 0]  # never learned: E + 1 = 5, above any count
+
+
+def test_forgetting_counts_the_transition_at_the_interval_boundary():
+    rows = [[0, 1, 1], [0, 1, 1], [0, 0, 0], [1, 1, 1]]
+    assert forgetting_of(rows) == [0, 0, 4, 0]
+    # previous column: correct then wrong at the boundary counts; learned before the window is not "never"
+    assert forgetting_of(rows, previous=[1, 0, 1, 0]) == [1, 0, 1, 0]
+    assert forgetting_of(rows, previous=[0, 0, 0, 0]) == [0, 0, 4, 0]
+
+
+def test_never_learned_ranks_first_and_ties_go_by_average_loss_not_index():
+    correct = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    loss = torch.tensor([[0.1, 0.2, 0.1], [0.5, 0.5, 0.5], [0.9, 2.0, 0.3], [1.0, 1.0, 1.0], [0.1, 0.1, 0.1]])
+    scores, order = importance.rank("forgetting", {"correct": correct, "loss": loss}, None)
+    assert scores.tolist() == [1, 0, 1, 4, 1]
+    assert torch.isfinite(scores).all()
+    # never learned first; among the three with one event, higher average loss first (2 before 0 and 4)
+    assert order.tolist() == [3, 2, 0, 4, 1]
+
+
+def test_each_measure_reads_only_its_declared_channels():
+    rng = np.random.default_rng(9)
+    full = as_torch(random_window(rng, 100, 4))
+    previous = {k: v[:, 0] for k, v in full.items()}
+    for name, measure in importance.MEASURES.items():
+        window = {c: full[c] for c in measure.channels}  # a run records only these
+        scores, order = importance.rank(name, window, {c: previous[c] for c in measure.channels})
+        assert torch.equal(scores, measure.score(full, previous))
+        assert sorted(order.tolist()) == list(range(100))
+
+
+def test_rank_names_the_missing_channel():
+    with pytest.raises(AssertionError, match="el2n"):
+        importance.rank("el2n", {"loss": torch.rand(10, 2)}, None)
+
+
+def test_new_measures_document_their_tiebreak_text_and_source():
+    for name in NEW:
+        m = importance.MEASURES[name]
+        assert m.tiebreak is importance.average_loss and "loss" in m.channels
+        assert m.source and (m.text is None) == (name == "forgetting")  # a chunk is not correct or wrong as a whole
+    assert importance.MEASURES["average"].tiebreak is None and importance.MEASURES["variance"].tiebreak is None
+
+
+def test_record_scatters_every_channel_by_key_and_sends_padding_to_the_sink():
+    m = importance.Recorder(num_examples=6, num_epochs=2, channels=("loss", "correct"), device="cpu")
+    m.record(
+        torch.tensor([4, 0, 2, 6 + 4]),
+        0,
+        {
+            "loss": torch.tensor([1.0, 2.0, 3.0, 99.0]),  # key 10: padding copy of 4
+            "correct": torch.tensor([1.0, 0.0, 1.0, 7.0]),
+        },
+    )
+    m.record(
+        torch.tensor([1, 3, 5]),
+        1,
+        {
+            "loss": torch.tensor([4.0, 5.0, 6.0]),
+            "correct": torch.tensor([0.0, 1.0, 1.0]),
+            "el2n": torch.tensor([9.0, 9.0, 9.0]),
+        },
+    )  # a channel not recorded is ignored
     merged = m.merged()
+    assert list(merged) == ["loss", "correct"]
     expected = torch.zeros(6, 2)
     expected[4, 0], expected[0, 0], expected[2, 0] = 1, 2, 3
     expected[1, 1], expected[3, 1], expected[5, 1] = 4, 5, 6
-    assert torch.equal(merged, expected)
+    assert torch.equal(merged["loss"], expected)
+    assert merged["correct"][:, 0].tolist() == [0, 0, 1, 0, 1, 0] and merged["correct"][:, 1].tolist() == [
+        0,
+        0,
+        0,
+        1,
+        0,
+        1,
+    ]
     assert m.recorded_rows().tolist() == [0, 1, 2, 3, 4, 5]
-    assert m.values[6, 0] == 99.0  # the sink row took the padding, and merged() drops it
+    assert (
+        m.values[0, 6, 0] == 99.0 and m.values[1, 6, 0] == 7.0
+    )  # the sink row took the padding, and merged() drops it
+    assert torch.equal(m.merged(1)["loss"], expected[:, :1])
 
 
 def test_recorded_rows_are_what_this_process_trained():
-    m = importance.LossMatrix(10, 3, "cpu")
-    m.record(torch.tensor([7, 2, 13]), 1, torch.rand(3))  # 13 = padding copy of 3
+    m = importance.Recorder(10, 3, ("loss",), "cpu")
+    m.record(torch.tensor([7, 2, 13]), 1, {"loss": torch.rand(3)})  # 13 = padding copy of 3
     assert m.recorded_rows().tolist() == [2, 7]
+
+
+def test_restore_puts_back_the_first_columns():
+    m = importance.Recorder(5, 3, ("loss", "el2n"), "cpu")
+    saved = {"loss": torch.rand(5, 2), "el2n": torch.rand(5, 2)}
+    m.restore(saved)
+    assert torch.equal(m.merged(2)["loss"], saved["loss"]) and torch.equal(m.merged(2)["el2n"], saved["el2n"])
+    assert torch.isnan(m.values[:, :5, 2]).all()
+
+
+CHANNELS = ("loss", "correct", "el2n", "grad_norm")
+
+
+def signal(keys: torch.Tensor, n: int, epoch: int, k: int) -> torch.Tensor:
+    # a value that identifies (channel, example, epoch) and would double if padding counted twice
+    return (keys % n).float() + 1000 * epoch + 0.5 + 100_000 * k
 
 
 def _merge_worker(rank: int, world: int, init_file: str, n: int, batch: int, out: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    matrix = importance.LossMatrix(n, 2, "cpu")
+    recorder = importance.Recorder(n, 2, CHANNELS, "cpu")
     for epoch in range(2):
         sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=0)
         batches = WorkerBatches([sampler], batch)
         batches.set_epoch(epoch)
         for keys in batches:
             keys = torch.tensor(keys)
-            # a loss that identifies (example, epoch) and would double if padding counted twice
-            matrix.record(keys, epoch, (keys % n).float() + 1000 * epoch + 0.5)
-    out[rank] = matrix.merged()
+            recorder.record(keys, epoch, {c: signal(keys, n, epoch, k) for k, c in enumerate(CHANNELS)})
+    out[rank] = recorder.merged()
     dist.destroy_process_group()
 
 
-def test_merge_across_two_ranks_counts_padding_once(tmp_path):
+@pytest.mark.slow
+def test_merge_across_two_ranks_equals_one_process_and_counts_padding_once(tmp_path):
     n, world = 11, 2  # 11 examples on 2 ranks: DistributedSampler pads one duplicate per epoch
     out = mp.Manager().dict()
     mp.spawn(_merge_worker, args=(world, str(tmp_path / "init"), n, 4, out), nprocs=world, join=True)
-    expected = torch.stack([torch.arange(n).float() + 0.5, torch.arange(n).float() + 1000.5], dim=1)
-    assert torch.equal(out[0], expected)
-    assert torch.equal(out[1], expected)  # every rank holds the same merged matrix
+    alone = importance.Recorder(n, 2, CHANNELS, "cpu")  # one process recording every example
+    for epoch in range(2):
+        keys = torch.randperm(n)
+        alone.record(keys, epoch, {c: signal(keys, n, epoch, k) for k, c in enumerate(CHANNELS)})
+    for rank in range(world):  # every rank holds the same merged signals, those of one process
+        assert all(torch.equal(out[rank][c], alone.merged()[c]) for c in CHANNELS)
+    assert torch.equal(
+        out[0]["loss"], torch.stack([torch.arange(n).float() + 0.5, torch.arange(n).float() + 1000.5], dim=1)
+    )
