@@ -1,54 +1,86 @@
 """The paper's tables from result CSVs in its schema: ours (dpt.py, run-experiments.sh) or the
 paper's own PaperCSVs. plots.ipynb draws its figures from the same functions.
 
-    python report.py results/paper                          # Markdown: Tables 1-5, baselines, top 5, tests, Table 6
+    python report.py results/paper          # Markdown: Tables 1-5 (and any other), baselines, tests, Table 6
     python report.py results/paper --format latex --out tables.tex
-    python report.py results/paper --paper PaperCSVs/paper-reported.csv   # distance to the paper's cells, in its stds
+    python report.py PaperCSVs --paper PaperCSVs/paper-reported.csv   # and the distance to the paper's cells
 
-A table: per (W, I) cell, mean +- sample standard deviation of best_accuracy over the runs
-(seeds), 3 decimals, as the paper's Tables 1-5. Beside it, for each cell, the difference from the
-workload's vanilla baseline with Welch's t-test p-value and 95% confidence interval. Table 6 comes
-from the runs' JSON logs (per run: mean tracking seconds per epoch, mean heuristic seconds per
-interval, total training time; then min, average and max over the runs of a workload).
+A table is one workload (dataset, model, heuristic, measure, T, E_ignore): per (W, I) cell, mean ±
+sample standard deviation of the best metric over the runs (seeds), 3 decimals, as the paper's
+Tables 1-5 (best test accuracy; for text, best held-out bits per byte, lower is better). Beside it,
+per cell: the difference from the vanilla baseline of the same dataset, model and T with Welch's
+t-test p-value and 95% confidence interval, and whether the difference survives Holm's and
+Benjamini-Hochberg's corrections for the table's many tests (at 5%). Table 6 comes from the runs'
+JSON logs (per run: mean tracking seconds per epoch, mean heuristic seconds per interval, total
+training time; then min, average and max over the runs of a workload).
 """
-import argparse
 import functools
 import json
 import math
+import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
-import heuristics
+import flags
 import results
+import workload as names
+from workload import Workload
 
-WORKLOAD = ["dataset", "model", "heuristic", "measure"]
-CELL = WORKLOAD + ["warmup_epochs", "interval_epochs"]
+TABLE = ["dataset", "model", "heuristic", "measure", "total_epochs", "ignore_epochs"]  # one W x I table
+CELL = TABLE + ["warmup_epochs", "interval_epochs"]
+BASELINE = ["dataset", "model", "total_epochs"]
+ALPHA = 0.05
 
 
-def load_runs(folder: str | Path) -> pd.DataFrame:
-    """One row per run, heuristics under our names (stripes, blocks, none)."""
-    runs = results.read_csvs(folder)
+class ReportError(Exception):
+    """Nothing to report, or a file that cannot be written: one line, non-zero exit."""
+
+
+def load_runs(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run, heuristics under our names, the metric in `value` (and its direction in
+    `higher_is_better`); and the problems met reading the folder. Raises ReportError when the folder
+    is missing or holds no result file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(
+            f"{folder} is not a folder of result CSVs; pass the --results-dir of your runs (or PaperCSVs)"
+        )
+    runs, problems = results.read_csvs(folder)
     if runs.empty:
-        return runs
+        raise ReportError(
+            f"no result CSVs in the paper's schema under {folder}"
+            + (f" ({len(problems)} unreadable)" if problems else "")
+            + "; run dpt.py or run-experiments.sh with --results-dir there, or copy the paper's PaperCSVs"
+        )
     runs = runs.copy()
-    runs["heuristic"] = runs["heuristic"].map(lambda h: heuristics.ALIASES.get(h, h))
-    return runs
+    runs["heuristic"] = runs["heuristic"].map(lambda h: names.ALIASES.get(h, h))
+    text = runs["dataset"].isin(list(names.TEXT_DATASETS))
+    missing = pd.Series(np.nan, index=runs.index)
+    runs["value"] = runs.get("best_accuracy", missing).where(~text, runs.get("best_bits_per_byte", missing))
+    runs["higher_is_better"] = ~text
+    return runs, problems
 
 
-def select(frame: pd.DataFrame, workload: tuple, warmup: int | None = None, interval: int | None = None) -> pd.DataFrame:
-    """The rows (runs or cells) of one workload, and of one (W, I) setting if given."""
-    keep = (frame[WORKLOAD] == pd.Series(workload, index=WORKLOAD)).all(axis=1)
+def workload_of(row) -> Workload:
+    return Workload(row.dataset, row.model, row.heuristic, row.measure, int(row.total_epochs),
+                    int(row.warmup_epochs), int(row.interval_epochs), int(row.ignore_epochs))
+
+
+def select(frame: pd.DataFrame, table: tuple, warmup: int | None = None, interval: int | None = None) -> pd.DataFrame:
+    """The rows (runs or cells) of one table, and of one (W, I) setting if given."""
+    keep = (frame[TABLE] == pd.Series(table, index=TABLE)).all(axis=1)
     if warmup is not None:
         keep &= (frame.warmup_epochs == warmup) & (frame.interval_epochs == interval)
     return frame[keep]
 
 
 def baselines(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, model): the vanilla runs' n, mean, std."""
+    """Per (dataset, model, T): the vanilla runs' n, mean, std."""
     vanilla = runs[runs.heuristic == "none"]
-    return vanilla.groupby(["dataset", "model"]).best_accuracy.agg(n="count", mean="mean", std="std").reset_index()
+    return vanilla.groupby(BASELINE).value.agg(n="count", mean="mean", std="std").reset_index()
 
 
 def welch(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
@@ -64,31 +96,95 @@ def welch(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
     return stats.ttest_ind(a, b, equal_var=False).pvalue, diff - half, diff + half
 
 
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error), NaN left out of the family."""
+    out = np.full(len(p), np.nan)
+    ok = ~np.isnan(p)
+    order = np.argsort(p[ok], kind="stable")
+    m = len(order)
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[ok][order]).clip(max=1)
+    values = np.empty(m)
+    values[order] = adjusted
+    out[ok] = values
+    return out
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg step-up adjusted p-values (false discovery rate), NaN left out."""
+    out = np.full(len(p), np.nan)
+    ok = ~np.isnan(p)
+    order = np.argsort(p[ok], kind="stable")
+    m = len(order)
+    ranked = p[ok][order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1)
+    values = np.empty(m)
+    values[order] = adjusted
+    out[ok] = values
+    return out
+
+
 def cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (workload, W, I): n, mean, std, and the comparison with the workload's baseline."""
+    """Per (table, W, I): n, mean, std, the comparison with the baseline, and the corrected p-values
+    (Holm, Benjamini-Hochberg) over the cells of its table."""
     aware = runs[runs.heuristic != "none"]
     vanilla = runs[runs.heuristic == "none"]
     out = []
-    for key, group in aware.groupby(CELL):
-        row = dict(zip(CELL, key), n=len(group), mean=group.best_accuracy.mean(), std=group.best_accuracy.std(ddof=1))
-        base = vanilla[(vanilla.dataset == row["dataset"]) & (vanilla.model == row["model"])].best_accuracy
+    for key, group in aware.groupby(CELL, sort=True):
+        row = dict(zip(CELL, key), n=len(group), mean=group.value.mean(), std=group.value.std(ddof=1),
+                   higher_is_better=bool(group.higher_is_better.iloc[0]))
+        base = select_baseline(vanilla, row).value
         row["baseline_mean"] = base.mean() if len(base) else math.nan
         row["diff"] = row["mean"] - row["baseline_mean"]
-        row["p_value"], row["ci_low"], row["ci_high"] = welch(group.best_accuracy, base)
+        row["p_value"], row["ci_low"], row["ci_high"] = welch(group.value, base)
         out.append(row)
-    columns = CELL + ["n", "mean", "std", "baseline_mean", "diff", "p_value", "ci_low", "ci_high"]
-    return pd.DataFrame(out, columns=columns)
+    columns = CELL + ["n", "mean", "std", "higher_is_better", "baseline_mean", "diff", "p_value", "ci_low", "ci_high"]
+    table = pd.DataFrame(out, columns=columns)
+    table["p_holm"], table["p_bh"] = math.nan, math.nan
+    for _, group in table.groupby(TABLE):
+        p = group.p_value.to_numpy(dtype=float)
+        table.loc[group.index, "p_holm"] = holm(p)
+        table.loc[group.index, "p_bh"] = benjamini_hochberg(p)
+    return table
 
 
-def top(cell_table: pd.DataFrame, workload: tuple, k: int = 5) -> pd.DataFrame:
-    """The k settings of a workload with the highest mean best accuracy (Figure 5's order)."""
-    return select(cell_table, workload).sort_values(["mean", "warmup_epochs", "interval_epochs"], ascending=[False, True, True]).head(k)
+def select_baseline(frame: pd.DataFrame, row: dict) -> pd.DataFrame:
+    return frame[
+        (frame.dataset == row["dataset"]) & (frame.model == row["model"]) & (frame.total_epochs == row["total_epochs"])
+    ]
+
+
+def tables(cell_table: pd.DataFrame) -> list[tuple]:
+    """The tables present, the paper's Tables 1-5 first in its order, then the others sorted."""
+    present = [tuple(t) for t in cell_table[TABLE].drop_duplicates().itertuples(index=False)]
+    paper = [paper_key(w) for w in names.PAPER_TABLES.values()]
+    return sorted(present, key=lambda t: (paper.index(t) if t in paper else len(paper), t))
+
+
+def paper_key(w: Workload) -> tuple:
+    return (w.dataset, w.model, w.heuristic, w.measure, w.total_epochs, w.ignore_epochs)
+
+
+def paper_number(table: tuple) -> int | None:
+    for number, w in names.PAPER_TABLES.items():
+        if paper_key(w) == table:
+            return number
+    return None
+
+
+def top(cell_table: pd.DataFrame, table: tuple, k: int = 5) -> pd.DataFrame:
+    """The k settings of a table with the best mean (Figure 5's order)."""
+    mine = select(cell_table, table)
+    better = bool(mine.higher_is_better.iloc[0]) if len(mine) else True
+    return mine.sort_values(["mean", "warmup_epochs", "interval_epochs"], ascending=[not better, True, True]).head(k)
 
 
 @functools.cache
 def paper_cells(paper_csv: str | Path) -> pd.DataFrame:
-    """PaperCSVs/paper-reported.csv, read once per process (titles and comparisons ask per workload)."""
-    return pd.read_csv(paper_csv)
+    """PaperCSVs/paper-reported.csv, read once per process."""
+    frame = pd.read_csv(paper_csv)
+    frame["heuristic"] = frame["heuristic"].map(lambda h: names.ALIASES.get(h, h))
+    frame["total_epochs"], frame["ignore_epochs"] = names.PAPER_EPOCHS, names.PAPER_IGNORE
+    return frame
 
 
 def with_paper(cell_table: pd.DataFrame, paper_csv: str | Path) -> pd.DataFrame:
@@ -101,30 +197,24 @@ def with_paper(cell_table: pd.DataFrame, paper_csv: str | Path) -> pd.DataFrame:
     return merged
 
 
-def title(workload: tuple, paper_csv: str | Path | None) -> str:
-    dataset, model, heuristic, measure = workload
-    name = f"{results.DATASET_NAMES.get(dataset, dataset)}, {results.MODEL_NAMES.get(model, model)}, " \
-           f"{results.HEURISTIC_NAMES.get(heuristic, heuristic)}, {measure.capitalize()}"
-    if paper_csv and Path(paper_csv).is_file():
-        paper = paper_cells(paper_csv)
-        match = paper[(paper.dataset == dataset) & (paper.model == model) & (paper.heuristic == heuristic) & (paper.measure == measure)]
-        if len(match):
-            return f"Table {int(match.table.iloc[0])}: {name}"
-    return name
+def title(table: tuple) -> str:
+    w = Workload(*table[:4], total_epochs=table[4], ignore_epochs=table[5])
+    number = paper_number(table)
+    return (f"Table {number}: " if number else "") + w.title
 
 
-def fmt(mean: float, std: float) -> str:
-    return f"{mean:.3f} ± {std:.3f}" if not math.isnan(std) else f"{mean:.3f}"
+def fmt(mean: float, std: float, decimals: int = 3) -> str:
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}" if not math.isnan(std) else f"{mean:.{decimals}f}"
 
 
-def grid(cell_table: pd.DataFrame, workload: tuple) -> pd.DataFrame:
+def grid(cell_table: pd.DataFrame, table: tuple) -> pd.DataFrame:
     """W x I table of 'mean ± std' strings for one workload (the paper's layout)."""
-    mine = select(cell_table, workload)
-    table = pd.DataFrame("", index=pd.Index(sorted(set(mine.warmup_epochs)), name="W"),
-                         columns=pd.Index(sorted(set(mine.interval_epochs)), name="I"))
+    mine = select(cell_table, table)
+    out = pd.DataFrame("", index=pd.Index(sorted(set(mine.warmup_epochs)), name="W"),
+                       columns=pd.Index(sorted(set(mine.interval_epochs)), name="I"))
     for row in mine.itertuples():
-        table.loc[row.warmup_epochs, row.interval_epochs] = fmt(row.mean, row.std)
-    return table
+        out.loc[row.warmup_epochs, row.interval_epochs] = fmt(row.mean, row.std)
+    return out
 
 
 def markdown_table(frame: pd.DataFrame, index_name: str) -> str:
@@ -134,82 +224,159 @@ def markdown_table(frame: pd.DataFrame, index_name: str) -> str:
     return "\n".join([header, rule, *body])
 
 
+def latex_escape(text: str) -> str:
+    return text.replace("±", r"$\pm$").replace("_", r"\_").replace("%", r"\%")
+
+
 def latex_table(frame: pd.DataFrame, index_name: str, caption: str) -> str:
     cols = "l" + "c" * len(frame.columns)
-    lines = [r"\begin{table}", rf"\caption{{{caption}}}", rf"\begin{{tabular}}{{{cols}}}", r"\hline",
+    lines = [r"\begin{table}", rf"\caption{{{latex_escape(caption)}}}", rf"\begin{{tabular}}{{{cols}}}", r"\hline",
              f"{index_name} & " + " & ".join(str(c) for c in frame.columns) + r" \\", r"\hline"]
-    lines += [f"{i} & " + " & ".join(str(v).replace("±", r"$\pm$") for v in row) + r" \\" for i, row in zip(frame.index, frame.values)]
+    lines += [
+        f"{i} & " + " & ".join(latex_escape(str(v)) for v in row) + r" \\" for i, row in zip(frame.index, frame.values)
+    ]
     lines += [r"\hline", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines)
 
 
-def table6(folder: str | Path) -> pd.DataFrame:
-    """Min, average and max over runs, per workload, of the paper's Table 6 quantities."""
-    per_run = []
+def significance(mine: pd.DataFrame) -> str:
+    """How many cells differ from the baseline at 5%, before and after the corrections."""
+    tested = int(mine.p_value.notna().sum())
+    if not tested:
+        return "no Welch tests (a cell or the baseline has fewer than 2 runs)"
+    raw, h, bh = ((mine[c] < ALPHA).sum() for c in ("p_value", "p_holm", "p_bh"))
+    return (f"{tested} cells tested against the baseline: {raw} differ at p < {ALPHA} uncorrected, "
+            f"{h} after Holm's correction, {bh} after Benjamini-Hochberg's")
+
+
+def paper_summary(versus: pd.DataFrame) -> str:
+    z = versus.z_vs_paper.abs()
+    return (f"against the paper's reported cells: {len(versus)} cells compared, largest distance "
+            f"{z.max():.2f} of the paper's std, {int((z > 2).sum())} beyond 2 std")
+
+
+def table6(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """Min, average and max over runs, per workload, of the paper's Table 6 quantities; and the
+    logs that could not be read."""
+    per_run, problems = [], []
     for path in sorted(Path(folder).rglob("logs/*.json")):
-        log = json.loads(path.read_text())
-        if "total_training_s" not in log:
+        try:
+            log = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            problems.append(f"{path}: not a JSON log ({type(err).__name__}); skipped")
+            continue
+        if not isinstance(log, dict) or "total_training_s" not in log:
             continue  # a run still going
-        intervals = [i["heuristic_s"] for i in log["intervals"]]
+        intervals = [i["heuristic_s"] for i in log.get("intervals", [])]
         per_run.append({"workload": path.parent.parent.name, "tracking_s_per_epoch": log["tracking_s_per_epoch"],
                         "heuristic_s_per_interval": sum(intervals) / len(intervals) if intervals else math.nan,
                         "total_training_s": log["total_training_s"]})
     if not per_run:
-        return pd.DataFrame(columns=["workload", "quantity", "runs", "min", "average", "max"])
+        return pd.DataFrame(columns=["workload", "quantity", "runs", "min", "average", "max"]), problems
     frame = pd.DataFrame(per_run).melt(id_vars="workload", var_name="quantity").dropna()
-    out = frame.groupby(["workload", "quantity"], sort=False).value.agg(runs="count", min="min", average="mean", max="max")
-    return out.reset_index()
+    out = frame.groupby(["workload", "quantity"], sort=False).value.agg(
+        runs="count", min="min", average="mean", max="max"
+    )
+    return out.reset_index(), problems
 
 
-def render(folder: str | Path, paper_csv: str | Path | None, form: str) -> str:
-    runs = load_runs(folder)
-    if runs.empty:
-        return f"no result CSVs in the paper's schema under {folder}"
+def tests_frame(mine: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"W": mine.warmup_epochs, "I": mine.interval_epochs, "n": mine.n,
+                         "diff vs baseline": mine["diff"].map(lambda d: f"{d:+.3f}"),
+                         "95% CI": [f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(mine.ci_low, mine.ci_high)],
+                         "Welch p": mine.p_value.map(lambda p: f"{p:.3g}"),
+                         "Holm": mine.p_holm.map(lambda p: "yes" if p < ALPHA else "no"),
+                         "BH": mine.p_bh.map(lambda p: "yes" if p < ALPHA else "no")}).set_index("W")
+
+
+def render(folder: str | Path, paper_csv: str | Path | None, form: str) -> tuple[str, list[str]]:
+    """The report, and the problems met (damaged files skipped)."""
+    runs, problems = load_runs(folder)
     cell_table = cells(runs)
     base = baselines(runs)
     parts = []
-    for workload in cell_table[WORKLOAD].drop_duplicates().itertuples(index=False):
-        workload = tuple(workload)
-        b = base[(base.dataset == workload[0]) & (base.model == workload[1])]
-        baseline = f"baseline (vanilla DPT) {fmt(b['mean'].iloc[0], b['std'].iloc[0])}, n={b['n'].iloc[0]}" if len(b) else "no baseline runs"
-        caption = f"{title(workload, paper_csv)}; mean ± std of best test accuracy per (W, I); {baseline}"
-        g = grid(cell_table, workload)
-        best = top(cell_table, workload)
-        mine = select(cell_table, workload)
-        tests = pd.DataFrame({"W": mine.warmup_epochs, "I": mine.interval_epochs, "n": mine.n,
-                              "diff vs baseline": mine["diff"].round(3), "95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(mine.ci_low, mine.ci_high)],
-                              "Welch p": mine.p_value.map(lambda p: f"{p:.3g}")}).set_index("W")
+    for table in tables(cell_table):
+        mine = select(cell_table, table)
+        b = select_baseline(base, dict(zip(TABLE, table)))
+        metric = (
+            "best test accuracy" if mine.higher_is_better.iloc[0] else "best held-out bits per byte (lower is better)"
+        )
+        baseline = (
+            f"baseline (vanilla DPT) {fmt(b['mean'].iloc[0], b['std'].iloc[0])}, n={b['n'].iloc[0]}"
+            if len(b)
+            else "no baseline runs"
+        )
+        caption = f"{title(table)}. Mean ± std of the {metric} per (W, I); {baseline}"
+        g = grid(cell_table, table)
         if form == "latex":
             parts.append(latex_table(g, "W", caption))
             continue
-        parts += [f"### {caption}", "", markdown_table(g, "W \\ I"), "",
-                  "Top 5: " + ", ".join(f"W{r.warmup_epochs}-INT{r.interval_epochs} {fmt(r.mean, r.std)}" for r in best.itertuples()), "",
-                  markdown_table(tests, "W"), ""]
+        best = top(cell_table, table)
+        parts += [
+            f"### {caption}",
+            "",
+            markdown_table(g, "W \\ I"),
+            "",
+            "Top 5: "
+            + ", ".join(f"W{r.warmup_epochs}-INT{r.interval_epochs} {fmt(r.mean, r.std)}" for r in best.itertuples()),
+            "",
+            markdown_table(tests_frame(mine), "W"),
+            "",
+            significance(mine),
+            "",
+        ]
         if paper_csv and Path(paper_csv).is_file():
             versus = with_paper(mine, paper_csv).dropna(subset=["paper_mean"])
             if len(versus):
-                frame = pd.DataFrame({"W": versus.warmup_epochs, "I": versus.interval_epochs, "ours": [fmt(m, s) for m, s in zip(versus["mean"], versus["std"])],
-                                      "paper": [fmt(m, s) for m, s in zip(versus.paper_mean, versus.paper_std)],
-                                      "(ours - paper) / paper std": versus.z_vs_paper.round(2)}).set_index("W")
-                parts += ["Against the paper's reported cells:", "", markdown_table(frame, "W"), ""]
-    six = table6(folder)
-    if len(six) and form == "markdown":
-        six = six.assign(average=six["average"].round(3), min=six["min"].round(3), max=six["max"].round(3)).set_index("workload")
-        parts += ["### Table 6: overheads (seconds) from the runs' JSON logs", "", markdown_table(six, "workload"), ""]
+                parts += [paper_summary(versus).capitalize() + ".", ""]
     if form == "markdown":
-        parts += ["### Baselines", "", markdown_table(base.assign(mean=base["mean"].round(3), std=base["std"].round(3)).set_index("dataset"), "dataset")]
-    return "\n".join(parts) + "\n"
+        six, log_problems = table6(folder)
+        problems += log_problems
+        if len(six):
+            six = six.assign(**{c: six[c].map(lambda v: f"{v:.3f}") for c in ("min", "average", "max")}).set_index(
+                "workload"
+            )
+            parts += [
+                "### Table 6: overheads (seconds) from the runs' JSON logs",
+                "",
+                markdown_table(six, "workload"),
+                "",
+            ]
+        else:
+            parts += [
+                "Table 6 left out: no finished run's JSON log under the folder (the paper's CSVs come without logs).",
+                "",
+            ]
+        if len(base):
+            shown = base.assign(mean=base["mean"].map(lambda v: f"{v:.3f}"), std=base["std"].map(lambda v: f"{v:.3f}"))
+            parts += ["### Baselines", "", markdown_table(shown.set_index("dataset"), "dataset")]
+    return "\n".join(parts) + "\n", problems
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    p = flags.Parser(prog="report.py", description=__doc__.split("\n\n")[0])
     p.add_argument("folder", help="a folder of result CSVs in the paper's schema (searched recursively)")
     p.add_argument("--paper", default=str(Path(__file__).parent / "PaperCSVs" / "paper-reported.csv"),
                    help="the paper's reported cells, for the comparison ('' to leave it out)")
     p.add_argument("--format", choices=["markdown", "latex"], default="markdown")
     p.add_argument("--out", help="write here instead of printing")
-    args = p.parse_args()
-    text = render(args.folder, args.paper or None, args.format)
+    args = p.parse_args(argv)
+    if args.paper and not Path(args.paper).is_file():
+        flags.die(
+            f"--paper {args.paper} is not a file; pass PaperCSVs/paper-reported.csv or '' to leave the comparison out",
+            "report.py",
+        )
+    if args.out and not Path(args.out).parent.is_dir():
+        flags.die(
+            f"--out {args.out}: the folder {Path(args.out).parent} does not exist; create it or write elsewhere",
+            "report.py",
+        )
+    try:
+        text, problems = render(args.folder, args.paper or None, args.format)
+    except ReportError as err:
+        flags.die(str(err), "report.py")
+    for problem in problems:
+        print(f"report.py: warning: {problem}", file=sys.stderr)
     if args.out:
         Path(args.out).write_text(text)
     else:

@@ -1,49 +1,58 @@
-"""Result files: one CSV row per run in the paper's schema, and a JSON log per run.
+"""Result files: one CSV row per run in the paper's schema, a JSON log per run, checkpoints, and where
+a result came from (provenance).
 
-dpt.py appends its row with `append_row` and writes its log with `write_json`; any folder of
-CSVs in this schema (ours, or the paper's own PaperCSVs) reads back with `read_csvs`:
+dpt.py appends its row with `append_row` and writes its log with `write_json`; any folder of CSVs in
+this schema (ours, or the paper's own PaperCSVs) reads back with `read_csvs`:
 
-    python -c "import results; print(results.read_csvs('results').groupby(['workload', 'file']).best_accuracy.agg(['mean', 'std']))"
+    python -c "import results; runs, problems = results.read_csvs('results'); \
+print(runs.groupby(['workload', 'file']).best_accuracy.agg(['mean', 'std']))"
 
-Layout, as the paper's PaperCSVs:
+Layout, as the paper's PaperCSVs (names from workload.Workload):
     <results-dir>/<Dataset>-<Model>-<Heuristic>-<Measure>/W<W>-INT<I>.csv     importance-aware runs
     <results-dir>/Baselines/<c10|c100|fmnist>-vanilla-<model>-total<T>.csv     vanilla runs
-    <results-dir>/<workload folder>/logs/<run>.json                           one per run
+    <results-dir>/<workload folder>/logs/<run>-<time>.json                    one per run
+    <results-dir>/<workload folder>/checkpoints/<run>.pt (and <run>.lock)     while a run goes
+Image rows hold test accuracy (%, 2 decimals, best = max); text rows hold held-out bits per byte
+(4 decimals, best = min) in the same columns, with `best_bits_per_byte` for `best_accuracy`.
 Rows are appended under an exclusive lock, never rewritten, so concurrent runs may share a file.
 """
 import csv
 import fcntl
+import importlib.metadata
+import io
 import json
 import os
+import platform
+import re
+import subprocess
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
-import torch
 
-DATASET_NAMES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "fashionmnist": "FashionMNIST"}
-DATASET_SHORT = {"cifar10": "c10", "cifar100": "c100", "fashionmnist": "fmnist"}
-MODEL_NAMES = {"resnet18": "ResNet18", "resnet34": "ResNet34"}
-HEURISTIC_NAMES = {"stripes": "Stripes", "blocks": "Blocks"}
-TAIL_COLUMNS = ["best_accuracy", "best_epoch", "warmup_epochs", "interval_epochs", "measure", "heuristic", "model", "dataset"]
+from workload import HEURISTICS, Workload, ignore_from_csv_name
 
 
-def columns(total_epochs: int) -> list[str]:
-    return ["id"] + [f"epoch_{e}" for e in range(1, total_epochs + 1)] + TAIL_COLUMNS
+class Metric(NamedTuple):
+    column: str  # best_<name> in the row
+    higher_is_better: bool
+    decimals: int
+    label: str
 
 
-def workload_dir(results_dir: str | os.PathLike, dataset: str, model: str, heuristic: str, measure: str) -> Path:
-    if heuristic == "none":
-        return Path(results_dir, "Baselines")
-    return Path(results_dir, f"{DATASET_NAMES[dataset]}-{MODEL_NAMES[model]}-{HEURISTIC_NAMES[heuristic]}-{measure.capitalize()}")
+METRICS = {"image": Metric("best_accuracy", True, 2, "best test accuracy (%)"),
+           "text": Metric("best_bits_per_byte", False, 4, "best held-out bits per byte")}
+TAIL_COLUMNS = ["best_epoch", "warmup_epochs", "interval_epochs", "measure", "heuristic", "model", "dataset"]
+RESULT_NAME = re.compile(r"^(W\d+-INT\d+(-IGN\d+)?|[a-z0-9]+-vanilla-.+)\.csv$")  # what the layout names a result file
 
 
-def csv_path(results_dir: str | os.PathLike, dataset: str, model: str, heuristic: str, measure: str,
-             warmup_epochs: int, interval_epochs: int, total_epochs: int) -> Path:
-    folder = workload_dir(results_dir, dataset, model, heuristic, measure)
-    if heuristic == "none":
-        return folder / f"{DATASET_SHORT[dataset]}-vanilla-{model}-total{total_epochs}.csv"
-    return folder / f"W{warmup_epochs}-INT{interval_epochs}.csv"
+def columns(total_epochs: int, task: str = "image") -> list[str]:
+    return ["id"] + [f"epoch_{e}" for e in range(1, total_epochs + 1)] + [METRICS[task].column] + TAIL_COLUMNS
+
+
+def csv_path(results_dir: str | os.PathLike, workload: Workload) -> Path:
+    return Path(results_dir, workload.folder, workload.csv_name)
 
 
 def run_name(path: Path, seed: int) -> str:
@@ -64,49 +73,66 @@ def has_row(path: Path, seed: int) -> bool:
         return any(row.get("id") == str(seed) for row in csv.DictReader(f))
 
 
-def check_appendable(path: Path, total_epochs: int) -> None:
+def check_appendable(path: Path, header: list[str]) -> None:
     """Raise ValueError if `path` exists with a header other than this run's columns (a row of
     another length would corrupt it)."""
     if not path.is_file() or path.stat().st_size == 0:
         return
     with open(path, newline="") as f:
-        header = next(csv.reader(f), [])
-    if header != columns(total_epochs):
-        epochs = sum(c.startswith("epoch_") for c in header)
-        raise ValueError(f"{path} holds rows with another schema ({epochs} epoch columns, this run has "
-                         f"{total_epochs}); pass another --results-dir")
+        found = next(csv.reader(f), [])
+    if found != header:
+        epochs = sum(c.startswith("epoch_") for c in found)
+        raise ValueError(
+            f"{path} holds rows with another schema ({epochs} epoch columns and {found[epochs + 1 : epochs + 2]}, "
+            f"this run has {sum(c.startswith('epoch_') for c in header)} and {header[-8:-7]}); "
+            "pass another --results-dir"
+        )
 
 
-def row(run_id: str | int, accuracies: list[float], warmup_epochs: int, interval_epochs: int,
-        measure: str, heuristic: str, model: str, dataset: str) -> dict:
-    """A result row. Accuracies in percent, rounded to 2 decimals as the paper's CSVs; best_epoch
-    is the first 1-based epoch that reaches the best."""
-    rounded = [round(a, 2) for a in accuracies]
-    best = max(rounded)
-    out = {"id": run_id}
-    out.update({f"epoch_{e}": a for e, a in enumerate(rounded, start=1)})
-    out.update(best_accuracy=best, best_epoch=rounded.index(best) + 1, warmup_epochs=warmup_epochs,
-               interval_epochs=interval_epochs, measure=measure, heuristic=heuristic, model=model, dataset=dataset)
+def row(run_id: str | int, values: list[float], workload: Workload) -> dict:
+    """A result row: the metric after every epoch, rounded as the paper's CSVs (accuracy: 2
+    decimals), its best and the first 1-based epoch reaching it, the schedule and names."""
+    metric = METRICS[workload.task]
+    rounded = [round(v, metric.decimals) for v in values]
+    best = max(rounded) if metric.higher_is_better else min(rounded)
+    out = {"id": run_id, **{f"epoch_{e}": v for e, v in enumerate(rounded, start=1)}, metric.column: best}
+    out.update(best_epoch=rounded.index(best) + 1, warmup_epochs=workload.warmup_epochs,
+               interval_epochs=workload.interval_epochs, measure=workload.measure,
+               heuristic=HEURISTICS[workload.heuristic].paper, model=workload.model, dataset=workload.dataset)
+    assert list(out) == columns(len(values), workload.task)
     return out
 
 
 def append_row(path: Path, values: dict) -> None:
-    """Append one row under an exclusive lock, writing the header first if the file is new."""
+    """Append one row under an exclusive lock, writing the header first if the file is new. A file
+    whose last line lacks its newline (an editor, a crash mid-write elsewhere) gets one first, so the
+    row never glues onto it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as f:
+    with open(path, "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            f.seek(0, os.SEEK_END)
-            writer = csv.DictWriter(f, fieldnames=list(values))
-            if f.tell() == 0:
-                writer.writeheader()
-            else:
-                check_appendable(path, sum(k.startswith("epoch_") for k in values))
-            writer.writerow(values)
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                check_appendable(path, list(values))
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            if size == 0:
+                writer.writerow(values)  # the header
+            writer.writerow(values.values())
+            f.write(buffer.getvalue().encode())
             f.flush()
             os.fsync(f.fileno())
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def clean_temporaries(path: Path) -> None:
+    """Remove what a write of `path` killed midway left behind (its own temporaries only)."""
+    for stale in path.parent.glob(f".{path.name}.*"):
+        stale.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -119,26 +145,106 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def save_torch(path: Path, obj) -> None:
-    """torch.save through a temporary file and rename: a run killed while saving leaves the
-    previous checkpoint whole."""
+    """torch.save through a temporary file and rename: a run killed while saving leaves the previous
+    checkpoint whole, and its temporary is removed by the next save (or `clean_temporaries`)."""
+    import torch  # results.py is read by report.py and sweep.py, which need no torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def read_csvs(folder: str | os.PathLike) -> pd.DataFrame:
-    """Every result CSV under `folder`, one row per run, with the workload folder and file name added."""
-    frames = []
-    for path in sorted(Path(folder).rglob("*.csv")):
-        if path.parent.name == "logs":
+def provenance() -> dict:
+    """Where a result came from: the code's git commit (and whether the tree had uncommitted
+    changes; "unknown" outside git), Python and the packages that change numbers."""
+    repo = Path(__file__).resolve().parent
+    commit, dirty = "unknown", "unknown"
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
+        if head.returncode == 0 and status.returncode == 0:
+            commit, dirty = head.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    packages = {}
+    for name in ("torch", "torchvision", "numpy", "pandas", "litdata", "wandb"):
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             continue
-        frame = pd.read_csv(path)
-        if "best_accuracy" not in frame.columns:
-            continue  # not a result file (e.g. the paper's reported tables)
-        where = pd.DataFrame({"workload": path.parent.name, "file": path.stem}, index=frame.index)
-        frames.append(pd.concat([frame, where], axis=1))
+    return {"git_commit": commit, "git_dirty": dirty, "python": platform.python_version(), "packages": packages}
+
+
+def read_csvs(folder: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
+    """Every result CSV under `folder` (named as the layout names them), one row per run, with the
+    workload folder, file name, T (its epoch columns) and E_ignore (its name) added; and one line per
+    problem: a file that cannot be read is skipped whole, a row that does not parse is skipped alone,
+    each said, never dropped silently. Other CSVs (e.g. the paper's reported tables) are not results."""
+    frames, problems = [], []
+    for path in sorted(Path(folder).rglob("*.csv")):
+        if path.parent.name in ("logs", "checkpoints") or not RESULT_NAME.match(path.name):
+            continue
+        frame, skipped = _read_one(path)
+        if isinstance(frame, str):
+            problems.append(f"{path}: {frame}; skipped")
+            continue
+        if skipped:
+            problems.append(f"{path}: {len(frame)} rows read, {len(skipped)} skipped ({'; '.join(skipped[:3])})")
+        frame["workload"], frame["file"] = path.parent.name, path.stem
+        frame["ignore_epochs"] = 0 if "-vanilla-" in path.stem else ignore_from_csv_name(path.stem)
+        frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["id", "best_accuracy", "workload", "file"])
-    return pd.concat(frames, ignore_index=True)
+        return pd.DataFrame(columns=["id", "best_accuracy", "workload", "file", "total_epochs"]), problems
+    return pd.concat(frames, ignore_index=True), problems
+
+
+def _read_one(path: Path) -> tuple[pd.DataFrame | str, list[str]]:
+    """One result file: (rows, why rows were skipped), or (what is wrong with the file, [])."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return "not a text file (binary?)", []
+    if "\x00" in text:
+        return "not a text file (NUL bytes)", []
+    records = list(csv.reader(text.splitlines()))
+    if not records:
+        return "empty (zero bytes)", []
+    header = records[0]
+    metric = [c for c in header if c in (m.column for m in METRICS.values())]
+    epochs = [c for c in header if c.startswith("epoch_")]
+    if header[:1] != ["id"] or len(metric) != 1 or header != ["id", *epochs, metric[0], *TAIL_COLUMNS] \
+            or epochs != [f"epoch_{e}" for e in range(1, len(epochs) + 1)]:
+        return (
+            "header is not the paper's schema (id, epoch_1..epoch_T, best_*, best_epoch, warmup_epochs, "
+            "interval_epochs, measure, heuristic, model, dataset)",
+            [],
+        )
+    good, skipped = [], []
+    for line, record in enumerate(records[1:], start=2):
+        if not record:
+            continue
+        if len(record) != len(header):
+            skipped.append(f"line {line}: {len(record)} fields, expected {len(header)}")
+            continue
+        try:
+            values = dict(zip(header, record))
+            parsed = {
+                "id": values["id"],
+                metric[0]: float(values[metric[0]]),
+                "best_epoch": int(float(values["best_epoch"])),
+                "warmup_epochs": int(float(values["warmup_epochs"])),
+                "interval_epochs": int(float(values["interval_epochs"])),
+            }
+            parsed.update({c: (float(values[c]) if values[c] != "" else float("nan")) for c in epochs})
+        except ValueError as err:
+            skipped.append(f"line {line}: {err}")
+            continue
+        parsed.update({c: values[c] for c in ("measure", "heuristic", "model", "dataset")})
+        good.append(parsed)
+    frame = pd.DataFrame(good, columns=["id", *epochs, metric[0], *TAIL_COLUMNS])
+    frame["total_epochs"] = len(epochs)
+    return frame, skipped

@@ -8,6 +8,8 @@
 #     .venv/bin/python report.py results/paper                    # then the tables
 set -euo pipefail
 cd "$(dirname "$0")"
-python=.venv/bin/python
-[ -x "$python" ] || python=python3
-exec "$python" sweep.py "$@"
+if [ ! -x .venv/bin/python ]; then
+  echo "run-experiments.sh: error: no .venv here; run 'bash setup.sh' first (it installs what the runs need)" >&2
+  exit 2
+fi
+exec .venv/bin/python sweep.py "$@"

@@ -1,4 +1,5 @@
-import json
+"""report.py: the paper's tables from rows in its schema, the statistics (Welch, Holm,
+Benjamini-Hochberg) against their textbook formulas, and every way a folder can be wrong."""
 import math
 import subprocess
 import sys
@@ -11,9 +12,12 @@ from scipy import stats
 
 import report
 import results
+import workload
 from runs import REPO
+from workload import Workload
 
 PAPER = REPO / "PaperCSVs" / "paper-reported.csv"
+TABLE1 = ("cifar10", "resnet18", "stripes", "variance", 100, 5)
 
 
 def rows_with(mean: float, std: float, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -24,18 +28,24 @@ def rows_with(mean: float, std: float, n: int, rng: np.random.Generator) -> np.n
 
 
 def write_paper_style(folder: Path, table: int, rng: np.random.Generator, n: int = 10) -> None:
-    """Per-seed CSVs in the paper's PaperCSVs layout and schema, reproducing one reported table."""
+    """Per-seed CSVs in the paper's PaperCSVs layout and schema (its file names, run ids and baseline
+    columns included), reproducing one reported table."""
     paper = pd.read_csv(PAPER)
     mine = paper[paper.table == table]
     for cell in mine.itertuples():
         best = rows_with(cell.mean, cell.std, n, rng)
         if cell.heuristic == "none":
-            path = folder / "Baselines" / f"{results.DATASET_SHORT[cell.dataset]}-vanilla-{cell.model}-batch256.csv"
+            path = folder / "Baselines" / f"{workload.DATASETS[cell.dataset].paper}-vanilla-{cell.model}-batch256.csv"
             w, i, measure, heuristic = 100, 98, "variance", "none"  # what the paper's baseline rows carry
         else:
-            path = results.csv_path(folder, cell.dataset, cell.model, cell.heuristic, cell.measure,
-                                    int(cell.warmup_epochs), int(cell.interval_epochs), 100)
-            w, i, measure, heuristic = int(cell.warmup_epochs), int(cell.interval_epochs), cell.measure, {"stripes": "roundrobin", "blocks": "steps"}[cell.heuristic]
+            path = results.csv_path(folder, Workload(cell.dataset, cell.model, cell.heuristic, cell.measure).at(
+                int(cell.warmup_epochs), int(cell.interval_epochs)))
+            w, i, measure, heuristic = (
+                int(cell.warmup_epochs),
+                int(cell.interval_epochs),
+                cell.measure,
+                {"stripes": "roundrobin", "blocks": "steps"}[cell.heuristic],
+            )
         for k, b in enumerate(best):
             epochs = list(rng.uniform(10, b, size=100))
             epochs[int(rng.integers(100))] = b
@@ -47,7 +57,17 @@ def write_paper_style(folder: Path, table: int, rng: np.random.Generator, n: int
 
 def test_the_paper_reported_numbers_are_transcribed():
     paper = pd.read_csv(PAPER)
-    assert list(paper.columns) == ["table", "dataset", "model", "heuristic", "measure", "warmup_epochs", "interval_epochs", "mean", "std"]
+    assert list(paper.columns) == [
+        "table",
+        "dataset",
+        "model",
+        "heuristic",
+        "measure",
+        "warmup_epochs",
+        "interval_epochs",
+        "mean",
+        "std",
+    ]
     assert len(paper) == 5 * (36 + 1) and paper.groupby("table").size().tolist() == [37] * 5
     cell = paper.set_index(["table", "warmup_epochs", "interval_epochs"])
     assert tuple(cell.loc[(1, 20, 30), ["mean", "std"]]) == (83.044, 0.311)
@@ -55,7 +75,10 @@ def test_the_paper_reported_numbers_are_transcribed():
     assert tuple(cell.loc[(4, 15, 30), ["mean", "std"]]) == (82.433, 1.020)
     assert tuple(cell.loc[(5, 10, 15), ["mean", "std"]]) == (49.04, 0.503)
     base = paper[paper.heuristic == "none"].set_index("table")
-    assert tuple(base.loc[4, ["mean", "std"]]) == (82.661, 0.478) and tuple(base.loc[5, ["mean", "std"]]) == (49.042, 0.698)
+    assert tuple(base.loc[4, ["mean", "std"]]) == (82.661, 0.478) and tuple(base.loc[5, ["mean", "std"]]) == (
+        49.042,
+        0.698,
+    )
     six = pd.read_csv(REPO / "PaperCSVs" / "paper-table6.csv").set_index("quantity")
     assert six.loc["total_training_s"].tolist() == [715, 721.556, 758]
     assert six.loc["tracking_s_per_epoch", "average"] == 1.052
@@ -63,11 +86,10 @@ def test_the_paper_reported_numbers_are_transcribed():
 
 def test_report_reproduces_table_1_from_rows_in_the_papers_schema(tmp_path):
     write_paper_style(tmp_path, 1, np.random.default_rng(0))
-    runs = report.load_runs(tmp_path)
-    assert len(runs) == 370
+    runs, problems = report.load_runs(tmp_path)
+    assert len(runs) == 370 and problems == []
     cells = report.cells(runs)
-    workload = ("cifar10", "resnet18", "stripes", "variance")
-    grid = report.grid(cells, workload)
+    grid = report.grid(cells, TABLE1)
     paper = pd.read_csv(PAPER)
     for cell in paper[(paper.table == 1) & (paper.heuristic != "none")].itertuples():
         assert grid.loc[cell.warmup_epochs, cell.interval_epochs] == f"{cell.mean:.3f} ± {cell.std:.3f}"
@@ -75,12 +97,35 @@ def test_report_reproduces_table_1_from_rows_in_the_papers_schema(tmp_path):
     assert (base.n, round(base["mean"], 3), round(base["std"], 3)) == (10, 82.983, 0.327)
     versus = report.with_paper(cells, PAPER)
     assert versus.z_vs_paper.abs().max() < 1e-6 and (versus.table == 1).all()
-    top = report.top(cells, workload)
+    top = report.top(cells, TABLE1)
     assert list(zip(top.warmup_epochs, top.interval_epochs)) == [(20, 30), (10, 30), (40, 8), (15, 15), (30, 10)]
-    text = report.render(tmp_path, PAPER, "markdown")
-    assert "### Table 1: CIFAR10, ResNet18, Stripes, Variance" in text and "baseline (vanilla DPT) 82.983 ± 0.327, n=10" in text
+    text, _ = report.render(tmp_path, PAPER, "markdown")
+    assert "### Table 1: CIFAR-10, ResNet-18, Stripes, variance. Mean ± std of the best test accuracy per (W, I); " \
+           "baseline (vanilla DPT) 82.983 ± 0.327, n=10" in text
     assert "| 10 | 82.766 ± 0.185 | 82.848 ± 0.278 |" in text
-    assert r"82.766 $\pm$ 0.185" in report.render(tmp_path, PAPER, "latex")
+    assert (
+        "Against the paper's reported cells: 36 cells compared, "
+        "largest distance 0.00 of the paper's std, 0 beyond 2 std."
+        in text
+    )
+    assert "36 cells tested against the baseline" in text
+    assert "Table 6 left out: no finished run's JSON log" in text
+    latex, _ = report.render(tmp_path, PAPER, "latex")
+    assert (
+        r"\caption{Table 1: CIFAR-10, ResNet-18, Stripes, variance. Mean $\pm$ std" in latex
+        and "Table 1: Table" not in latex
+    )
+    assert r"82.766 $\pm$ 0.185" in latex and "±" not in latex
+
+
+def test_tables_come_in_the_papers_order_with_fixed_decimals(tmp_path):
+    for table in (3, 5, 1):
+        write_paper_style(tmp_path, table, np.random.default_rng(table), n=3)
+    text, _ = report.render(tmp_path, None, "markdown")
+    order = [text.index(f"### Table {t}:") for t in (1, 3, 5)]
+    assert order == sorted(order)
+    diffs = [line.split("|")[4].strip() for line in text.splitlines() if line.startswith("| 10 | 1 | 3 |")]
+    assert diffs and all(len(d.split(".")[1]) == 3 for d in diffs)  # +0.240, never +0.24
 
 
 def test_welch_test_and_interval_against_the_textbook_formulas():
@@ -96,38 +141,159 @@ def test_welch_test_and_interval_against_the_textbook_formulas():
     assert all(math.isnan(x) for x in report.welch(a[:1], b))
 
 
-def test_cells_compare_with_the_baseline_of_their_dataset_and_model(tmp_path):
-    def add(heuristic, w, i, values, model="resnet18"):
-        path = results.csv_path(tmp_path, "cifar10", model, heuristic, "variance", w, i, 3)
-        for k, v in enumerate(values):
-            results.append_row(path, results.row(k, [v - 1, v, v - 2], w, i, "variance", heuristic, model, "cifar10"))
-    add("none", 3, 0, [80.0, 81.0, 82.0])
-    add("none", 3, 0, [50.0, 50.5], model="resnet34")  # another model's baseline must not be used
-    add("stripes", 1, 1, [82.0, 83.0, 84.0])
-    cells = report.cells(report.load_runs(tmp_path))
+def holm_reference(p):
+    """Holm's procedure as its definition reads: reject in order while p_(k) <= alpha / (m - k + 1)."""
+    order = sorted(range(len(p)), key=lambda k: p[k])
+    rejected, m = set(), len(p)
+    for rank, k in enumerate(order):
+        if p[k] > 0.05 / (m - rank):
+            break
+        rejected.add(k)
+    return rejected
+
+
+def bh_reference(p):
+    """Benjamini-Hochberg as its definition reads: the largest k with p_(k) <= k alpha / m, and all below it."""
+    order = sorted(range(len(p)), key=lambda k: p[k])
+    m = len(p)
+    last = max([rank + 1 for rank, k in enumerate(order) if p[k] <= (rank + 1) * 0.05 / m], default=0)
+    return set(order[:last])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_holm_and_benjamini_hochberg_against_their_definitions(seed):
+    rng = np.random.default_rng(seed)
+    p = np.concatenate([rng.uniform(0, 0.01, rng.integers(0, 8)), rng.uniform(0, 1, 30)])
+    rng.shuffle(p)
+    assert set(np.flatnonzero(report.holm(p) < 0.05)) == holm_reference(list(p))
+    assert set(np.flatnonzero(report.benjamini_hochberg(p) < 0.05)) == bh_reference(list(p))
+    assert (report.holm(p) >= p - 1e-12).all() and (
+        report.benjamini_hochberg(p) >= p - 1e-12
+    ).all()  # adjusting never lowers a p-value
+    with_nan = np.append(p, np.nan)
+    assert np.isnan(report.holm(with_nan)[-1]) and np.allclose(report.holm(with_nan)[:-1], report.holm(p))
+
+
+def add(folder, heuristic, w, i, values, model="resnet18", total=3, dataset="cifar10"):
+    wl = Workload(dataset, model, heuristic, "variance", total, w, i, 0 if heuristic == "none" else 5)
+    for k, v in enumerate(values):
+        results.append_row(results.csv_path(folder, wl), results.row(k, [v - 1, v] + [v - 2] * (total - 2), wl))
+
+
+def test_cells_compare_with_the_baseline_of_their_dataset_model_and_t(tmp_path):
+    add(tmp_path, "none", 3, 0, [80.0, 81.0, 82.0])
+    add(tmp_path, "none", 3, 0, [50.0, 50.5], model="resnet34")  # another model's baseline must not be used
+    add(tmp_path, "none", 4, 0, [10.0, 11.0], total=4)  # nor another T's
+    add(tmp_path, "stripes", 1, 1, [82.0, 83.0, 84.0])
+    cells = report.cells(report.load_runs(tmp_path)[0])
     row = cells.iloc[0]
     assert (row.n, row["mean"], row["std"], row.baseline_mean, row["diff"]) == (3, 83.0, 1.0, 81.0, 2.0)
     assert 0 < row.p_value < 0.2 and row.ci_low < 2 < row.ci_high
 
 
-def test_table6_from_json_logs(tmp_path):
+def test_runs_of_different_schedules_never_share_a_cell(tmp_path):
+    add(tmp_path / "a", "stripes", 1, 1, [82.0, 83.0], total=3)
+    add(tmp_path / "b", "stripes", 1, 1, [70.0, 71.0], total=4)  # same W, I and workload, another T
+    wl = Workload("cifar10", "resnet18", "stripes", "variance", 3, 1, 1, ignore_epochs=0)  # another E_ignore
+    results.append_row(results.csv_path(tmp_path / "c", wl), results.row(0, [60.0, 61.0, 59.0], wl))
+    cells = report.cells(report.load_runs(tmp_path)[0])
+    assert sorted(zip(cells.total_epochs, cells.ignore_epochs, cells.n)) == [(3, 0, 1), (3, 5, 2), (4, 5, 2)]
+
+
+def test_text_rows_are_lower_is_better(tmp_path):
+    for heuristic, values in (("none", [2.0, 2.1]), ("stripes", [1.5, 1.6])):
+        wl = Workload(
+            "kjv",
+            "gpt",
+            heuristic,
+            "variance",
+            2,
+            1 if heuristic != "none" else 2,
+            1 if heuristic != "none" else 0,
+            0 if heuristic == "none" else 5,
+        )
+        for k, v in enumerate(values):
+            results.append_row(results.csv_path(tmp_path, wl), results.row(k, [v + 1, v], wl))
+    runs, _ = report.load_runs(tmp_path)
+    cells = report.cells(runs)
+    assert cells.iloc[0]["diff"] == pytest.approx(-0.5) and not cells.iloc[0].higher_is_better
+    text, _ = report.render(tmp_path, None, "markdown")
+    assert "best held-out bits per byte (lower is better)" in text
+
+
+def test_table6_from_json_logs_and_a_damaged_log(tmp_path):
     logs = tmp_path / "CIFAR10-ResNet18-Stripes-Variance" / "logs"
     for k, (tracking, heuristic_s, total) in enumerate([(0.01, [0.02, 0.04], 100.0), (0.03, [0.06], 120.0)]):
         results.write_json(logs / f"run{k}.json", {"tracking_s_per_epoch": tracking, "total_training_s": total,
                                                     "intervals": [{"heuristic_s": h} for h in heuristic_s]})
     results.write_json(logs / "running.json", {"intervals": []})  # a run still going: left out
-    six = report.table6(tmp_path).set_index("quantity")
+    (logs / "broken.json").write_text('{"tracking_s_per')
+    six, problems = report.table6(tmp_path)
+    six = six.set_index("quantity")
     assert six.loc["tracking_s_per_epoch", ["runs", "min", "max"]].tolist() == [2, 0.01, 0.03]
     assert six.loc["heuristic_s_per_interval", "average"] == pytest.approx(0.045)
     assert six.loc["total_training_s", "average"] == 110.0
+    assert len(problems) == 1 and "broken.json: not a JSON log" in problems[0]
+
+
+def cli(*argv):
+    return subprocess.run([sys.executable, "report.py", *argv], cwd=REPO, capture_output=True, text=True)
 
 
 def test_cli_writes_markdown_and_latex(tmp_path):
     write_paper_style(tmp_path / "res", 5, np.random.default_rng(2), n=3)
     out = tmp_path / "tables.tex"
-    subprocess.run([sys.executable, "report.py", str(tmp_path / "res"), "--format", "latex", "--out", str(out)],
-                   cwd=REPO, check=True)
-    assert r"\caption{Table 5: CIFAR100, ResNet34, Stripes, Variance" in out.read_text()
-    shown = subprocess.run([sys.executable, "report.py", str(tmp_path / "res")], cwd=REPO, check=True,
-                           capture_output=True, text=True).stdout
-    assert "49.169 ± 0.335" in shown and "Against the paper's reported cells" in shown
+    assert cli(str(tmp_path / "res"), "--format", "latex", "--out", str(out)).returncode == 0
+    assert r"\caption{Table 5: CIFAR-100, ResNet-34, Stripes, variance." in out.read_text()
+    shown = cli(str(tmp_path / "res"))
+    assert (
+        shown.returncode == 0
+        and "49.169 ± 0.335" in shown.stdout
+        and "Against the paper's reported cells" in shown.stdout
+    )
+
+
+def damaged_folder(tmp_path):
+    add(tmp_path, "none", 3, 0, [80.0, 81.0])
+    add(tmp_path, "stripes", 1, 1, [82.0, 83.0, 84.0])
+    good = results.csv_path(tmp_path, Workload("cifar10", "resnet18", "stripes", "variance", 3, 1, 1))
+    with open(good, "a") as f:
+        f.write("9,1,2\n")  # ragged
+        f.write("10,x,y,z,garbage,1,1,1,variance,roundrobin,resnet18,cifar10\n")  # not numbers
+    folder = good.parent
+    (folder / "W2-INT1.csv").write_bytes(b"")  # zero bytes
+    (folder / "W3-INT1.csv").write_bytes(bytes(range(256)))  # binary
+    (folder / "W4-INT1.csv").write_text("a,b\n1,2\n")  # another header
+    return good
+
+
+def test_damaged_files_are_reported_and_skipped_not_dropped(tmp_path):
+    damaged_folder(tmp_path)
+    runs, problems = report.load_runs(tmp_path)
+    assert len(runs) == 5  # the good rows of both files
+    said = "\n".join(problems)
+    assert "W1-INT1.csv: 3 rows read, 2 skipped (line 5: 3 fields, expected 12; line 6:" in said
+    assert "W2-INT1.csv: empty (zero bytes); skipped" in said and "W3-INT1.csv: not a text file" in said
+    assert "W4-INT1.csv: header is not the paper's schema" in said
+    proc = cli(str(tmp_path), "--paper", "")
+    assert proc.returncode == 0 and proc.stderr.count("report.py: warning:") == 4
+
+
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (lambda tmp: [str(tmp / "missing")], "is not a folder of result CSVs"),
+        (lambda tmp: [str(tmp)], "no result CSVs in the paper's schema under"),
+        (
+            lambda tmp: [str(REPO / "PaperCSVs"), "--out", str(tmp / "no" / "such" / "tables.md")],
+            "does not exist; create it",
+        ),
+        (lambda tmp: [str(REPO / "PaperCSVs"), "--paper", str(tmp / "nope.csv")], "--paper"),
+    ],
+    ids=["missing folder", "empty folder", "output in a missing folder", "missing paper file"],
+)
+def test_nothing_to_report_is_one_line_and_a_failure(tmp_path, make, expected):
+    proc = cli(*make(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("report.py: error: ") and expected in lines[0], proc.stderr

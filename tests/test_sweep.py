@@ -1,52 +1,110 @@
-"""run-experiments.sh: the paper's study as commands, and a tiny sweep through CSVs, the report
-and the notebook (the CI trial of the reproduction pipeline)."""
-import os
+"""run-experiments.sh: the paper's study as commands, a tiny sweep through CSVs, the report and the
+notebook (the CI trial of the reproduction pipeline), and a sweep stopped and restarted."""
+import shlex
+import signal
 import subprocess
+import sys
+import time
 
 import nbformat
 import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-import dpt
 import fakedata
 import report
 import results
-from runs import REPO
+import workload
+from runs import ENV, REPO
+from workload import Workload
+
+pytestmark = pytest.mark.slow
 
 
 def sweep(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["bash", "run-experiments.sh", *argv], cwd=REPO, capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        ["bash", "run-experiments.sh", *argv], cwd=REPO, capture_output=True, text=True, timeout=1200, env=ENV
+    )
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
+def commands(proc) -> list[list[str]]:
+    return [shlex.split(line) for line in proc.stdout.strip().splitlines()[1:]]
+
+
 def test_dry_run_lists_the_papers_study(tmp_path):
     proc = sweep("--dry-run", "--results-dir", str(tmp_path))
-    commands = proc.stdout.strip().splitlines()[1:]
-    assert len(commands) == 1830  # 183 workloads x 10 seeds
-    assert (tmp_path / "commands.txt").read_text().splitlines() == commands
-    for seed in dpt.PAPER_SEEDS:
-        assert sum(f"--seed {seed} " in c for c in commands) == 183
-    aware = [c for c in commands if "--heuristic none" not in c]
+    lines = proc.stdout.strip().splitlines()[1:]
+    assert len(lines) == 1830  # 183 workloads x 10 seeds
+    assert (tmp_path / "commands.txt").read_text().splitlines() == lines
+    listed = commands(proc)
+    assert all(c[0] == sys.executable and c[1] == str(REPO / "dpt.py") for c in listed)  # runnable from any directory
+    for seed in workload.PAPER_SEEDS:
+        assert sum(c[c.index("--seed") + 1] == str(seed) for c in listed) == 183
+    aware = [c for c in lines if "--heuristic none" not in c]
     assert len(aware) == 5 * 36 * 10 and all("--ignore-epochs 5" in c and "--resume" in c for c in aware)
-    assert sum("--dataset cifar100 --model resnet34 --heuristic stripes --measure variance --warmup-epochs 60 --interval-epochs 30 " in c
-               for c in commands) == 10
-    assert len(sweep("--dry-run", "--table", "1", "--results-dir", str(tmp_path)).stdout.strip().splitlines()[1:]) == 370
-    assert len(sweep("--dry-run", "--baselines-only", "--results-dir", str(tmp_path)).stdout.strip().splitlines()[1:]) == 30
-    first = sweep("--dry-run", "--table", "4", "--launch", "torchrun", "--gpus", "4", "--results-dir", str(tmp_path)).stdout.splitlines()[1]
-    assert first.startswith("python -m torch.distributed.run --standalone --nproc_per_node=4 dpt.py --dataset cifar10 --model resnet34")
+    assert (
+        sum(
+            "--dataset cifar100 --model resnet34 --heuristic stripes --measure variance "
+            "--warmup-epochs 60 --interval-epochs 30 "
+            in c
+            for c in lines
+        )
+        == 10
+    )
+    assert len(commands(sweep("--dry-run", "--table", "1", "--results-dir", str(tmp_path)))) == 370
+    assert len(commands(sweep("--dry-run", "--baselines-only", "--results-dir", str(tmp_path)))) == 30
+    first = commands(
+        sweep("--dry-run", "--table", "4", "--launch", "torchrun", "--gpus", "4", "--results-dir", str(tmp_path))
+    )[0]
+    assert first[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", str(REPO / "dpt.py")]
+    assert first[6:10] == ["--dataset", "cifar10", "--model", "resnet34"]
 
 
-def test_impossible_settings_and_bad_flags_are_refused_up_front(tmp_path):
+@pytest.mark.parametrize("argv,expected", [
+    (["--table", "1", "--", "--batch-size", "0"], "--batch-size is per worker"),
+    (["--launch", "torchrun", "--gpus", "2"], "use --launch emulate"),
+    (["--table", "9"], "invalid choice: 9"),
+    (["--", "--seed", "5"], "--seed after -- would override what the sweep sets"),
+    (["--", "--results-dir=elsewhere"], "--results-dir after -- would override"),
+    (["--seeds", "-3"], "--seeds takes distinct seeds"),
+    (["--seeds", "1", "1"], "--seeds takes distinct seeds"),
+    (["--baselines-only", "--no-baselines"], "leave nothing to run"),
+    (["--no-baselines", "--epochs", "5", "--warmups", "10"], "the selection holds no run"),
+    (["--per-gpu", "0"], "must be at least 1"),
+], ids=["bad pass-through flag", "torchrun without GPUs", "unknown table", "seed after --", "results-dir after --",
+        "negative seed", "repeated seed", "nothing selected", "impossible grid", "zero runs per GPU"])
+def test_bad_selections_are_refused_in_one_line(tmp_path, argv, expected):
+    if "--results-dir" not in " ".join(argv):
+        argv = ["--results-dir", str(tmp_path), *argv] if "--" not in argv else ["--results-dir", str(tmp_path), *argv]
+    proc = sweep("--dry-run", *argv, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert (
+        proc.returncode == 2
+        and len(lines) == 1
+        and lines[0].startswith("run-experiments.sh: error: ")
+        and expected in lines[0]
+    ), proc.stderr
+
+
+def test_a_results_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    proc = sweep("--dry-run", "--results-dir", str(tmp_path / "file"), check=False)
+    assert proc.returncode == 2 and "is a file; pass a folder" in proc.stderr
+
+
+def test_impossible_settings_are_counted(tmp_path):
     out = sweep("--dry-run", "--table", "1", "--epochs", "30", "--results-dir", str(tmp_path)).stdout
     assert out.startswith("150 runs") and "22 (W, I) settings left out" in out
-    proc = sweep("--table", "1", "--results-dir", str(tmp_path), "--", "--batch-size", "0", check=False)
-    assert proc.returncode == 2 and "--batch-size is per worker" in proc.stderr
-    proc = sweep("--launch", "torchrun", "--gpus", "2", "--dry-run", check=False)
-    assert proc.returncode == 2 and "use --launch emulate" in proc.stderr
+
+
+def test_without_a_venv_it_says_to_run_setup(tmp_path):
+    (tmp_path / "run-experiments.sh").write_text((REPO / "run-experiments.sh").read_text())
+    proc = subprocess.run(["bash", str(tmp_path / "run-experiments.sh"), "--dry-run"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == \
+        "run-experiments.sh: error: no .venv here; run 'bash setup.sh' first (it installs what the runs need)"
 
 
 @pytest.fixture(scope="module")
@@ -56,35 +114,67 @@ def tiny_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     fakedata.write_cifar10(root / "data", n_train=67, n_test=20)
     out = root / "results"
-    argv = ["--table", "1", "--epochs", "4", "--warmups", "2", "--intervals", "1", "2", "--ignore", "1", "--seeds", "1", "2",
-            "--gpus", "0", "--per-gpu", "2", "--results-dir", str(out), "--", "--data-dir", str(root / "data"), "--batch-size", "10"]
+    argv = [
+        "--table",
+        "1",
+        "--epochs",
+        "4",
+        "--warmups",
+        "2",
+        "--intervals",
+        "1",
+        "2",
+        "--ignore",
+        "1",
+        "--seeds",
+        "1",
+        "2",
+        "--gpus",
+        "0",
+        "--per-gpu",
+        "2",
+        "--results-dir",
+        str(out),
+        "--",
+        "--data-dir",
+        str(root / "data"),
+        "--batch-size",
+        "10",
+    ]
     proc = sweep(*argv)
     return out, argv, proc
 
 
-def test_tiny_sweep_writes_every_row_and_resumes_by_skipping(tiny_sweep):
+def test_tiny_sweep_writes_every_row_and_resumes_by_skipping(tiny_sweep, tmp_path):
     out, argv, proc = tiny_sweep
-    assert proc.stdout.startswith("6 runs (0 already have their row, 6 to go)") and "6 runs done, 0 failed" in proc.stdout
-    for name in ("Baselines/c10-vanilla-resnet18-total4.csv", "CIFAR10-ResNet18-Stripes-Variance/W2-INT1.csv",
-                 "CIFAR10-ResNet18-Stripes-Variance/W2-INT2.csv"):
+    assert (
+        proc.stdout.startswith("6 runs (0 already have their row, 6 to go)") and "6 runs done, 0 failed" in proc.stdout
+    )
+    for name in ("Baselines/c10-vanilla-resnet18-total4.csv", "CIFAR10-ResNet18-Stripes-Variance/W2-INT1-IGN1.csv",
+                 "CIFAR10-ResNet18-Stripes-Variance/W2-INT2-IGN1.csv"):
         frame = pd.read_csv(out / name)
         assert sorted(frame.id) == [1, 2] and list(frame.columns) == results.columns(4)
     assert not list(out.rglob("checkpoints/*.pt"))  # a finished run's checkpoint is removed
-    assert len((out / "commands.txt").read_text().splitlines()) == 6
+    listed = (out / "commands.txt").read_text().splitlines()
+    assert len(listed) == 6
     again = sweep(*argv)
     assert again.stdout.startswith("6 runs (6 already have their row, 0 to go)")
     assert all(len(pd.read_csv(p)) == 2 for p in out.rglob("W2-INT*.csv"))
+    # a line of commands.txt runs from any directory; a finished run does nothing
+    proc = subprocess.run(["bash", "-c", listed[-1]], cwd=tmp_path, capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 0 and "finished already" in proc.stdout
 
 
 def test_tiny_sweep_tables_equal_the_csv_rows(tiny_sweep):
     out, _, _ = tiny_sweep
-    cells = report.cells(report.load_runs(out)).set_index(["warmup_epochs", "interval_epochs"])
+    cells = report.cells(report.load_runs(out)[0]).set_index(["warmup_epochs", "interval_epochs"])
     baseline = pd.read_csv(out / "Baselines" / "c10-vanilla-resnet18-total4.csv").best_accuracy
-    text = subprocess.run([".venv/bin/python" if (REPO / ".venv/bin/python").exists() else "python3", "report.py", str(out)],
-                          cwd=REPO, capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        [sys.executable, "report.py", str(out)], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     assert f"baseline (vanilla DPT) {baseline.mean():.3f} ± {baseline.std(ddof=1):.3f}, n=2" in text
     for interval in (1, 2):
-        direct = pd.read_csv(out / "CIFAR10-ResNet18-Stripes-Variance" / f"W2-INT{interval}.csv").best_accuracy
+        direct = pd.read_csv(out / "CIFAR10-ResNet18-Stripes-Variance" / f"W2-INT{interval}-IGN1.csv").best_accuracy
         cell = cells.loc[(2, interval)]
         assert (cell.n, cell["mean"], cell["std"]) == (2, direct.mean(), direct.std(ddof=1))
         assert cell["diff"] == pytest.approx(direct.mean() - baseline.mean())
@@ -98,25 +188,107 @@ def test_notebook_draws_the_figures_headless(tiny_sweep, tmp_path, monkeypatch):
     notebook = nbformat.read(REPO / "plots.ipynb", as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     drawn = {p.name for p in (tmp_path / "figures").iterdir()}
+    slug = "cifar10-resnet18-stripes-variance-T4-E1"
     for name in ("figure5", "heatmap", "curves"):
-        assert {f"{name}-cifar10-resnet18-stripes-variance.png", f"{name}-cifar10-resnet18-stripes-variance.pdf"} <= drawn
+        assert {f"{name}-{slug}.png", f"{name}-{slug}.pdf"} <= drawn, drawn
+    assert {"figure5.png", "figure5.pdf"} <= drawn  # all panels in one figure, as the paper's
     assert {f"paper-heatmap-table{t}.png" for t in range(1, 6)} <= drawn
     printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
-    assert "6 runs, 1 importance-aware workloads" in printed
+    assert "6 runs, 1 importance-aware tables" in printed
+
+
+def test_a_mistyped_results_folder_stops_the_notebook(tmp_path, monkeypatch):
+    monkeypatch.setenv("DPT_RESULTS", str(tmp_path / "typo"))
+    monkeypatch.setenv("DPT_FIGURES", str(tmp_path / "figures"))
+    notebook = nbformat.read(REPO / "plots.ipynb", as_version=4)
+    with pytest.raises(Exception, match="is not a folder of result CSVs"):
+        NotebookClient(
+            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+        ).execute()
 
 
 def test_a_failing_run_is_logged_and_the_sweep_goes_on(tmp_path):
     fakedata.write_cifar10(tmp_path / "data", n_train=67, n_test=20)
     out = tmp_path / "results"
-    csv = results.csv_path(out, "cifar10", "resnet18", "none", "variance", 1, 0, 1)
+    csv = results.csv_path(out, Workload("cifar10", "resnet18", "none", "variance", 1, 1, 0, 0))
     broken = results.checkpoint_path(csv, 2)
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a checkpoint")  # seed 2's run will refuse to resume from it
-    proc = sweep("--baselines-only", "--table", "1", "--epochs", "1", "--seeds", "1", "2", "3", "--gpus", "0",
-                 "--results-dir", str(out), "--", "--data-dir", str(tmp_path / "data"), "--batch-size", "10", check=False)
+    proc = sweep(
+        "--baselines-only",
+        "--table",
+        "1",
+        "--epochs",
+        "1",
+        "--seeds",
+        "1",
+        "2",
+        "3",
+        "--gpus",
+        "0",
+        "--results-dir",
+        str(out),
+        "--",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--batch-size",
+        "10",
+        check=False,
+    )
     assert proc.returncode == 1 and "2 runs done, 1 failed" in proc.stdout
     assert sorted(pd.read_csv(csv).id) == [1, 3]
     failures = (out / "sweep-failures.txt").read_text()
     assert "exit 2 c10-vanilla-resnet18-total1-seed2" in failures and "--seed 2" in failures
     log = next(out.rglob("sweep-logs/*/c10-vanilla-resnet18-total1-seed2.log")).read_text()
     assert "corrupt checkpoint" in log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stopped_sweep_stops_its_runs_and_a_rerun_adds_one_row_per_seed(tmp_path, sig):
+    fakedata.write_cifar10(tmp_path / "data", n_train=67, n_test=20)
+    out = tmp_path / "results"
+    argv = [
+        "bash",
+        "run-experiments.sh",
+        "--baselines-only",
+        "--table",
+        "1",
+        "--epochs",
+        "30",
+        "--seeds",
+        "1",
+        "2",
+        "--gpus",
+        "0",
+        "--per-gpu",
+        "2",
+        "--results-dir",
+        str(out),
+        "--",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--batch-size",
+        "10",
+    ]
+    proc = subprocess.Popen(argv, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not list(out.rglob("checkpoints/*.lock")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # the runs are training
+    proc.send_signal(sig)
+    printed = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130 and "stopped" in printed
+    time.sleep(0.5)
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True, text=True).stdout.split()
+    assert leftover == [], f"runs still going after the sweep stopped: {leftover}"
+    again = subprocess.run(
+        argv[: argv.index("--epochs") + 1] + ["3"] + argv[argv.index("--epochs") + 2 :],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stdout[-2000:]
+    frame = pd.read_csv(out / "Baselines" / "c10-vanilla-resnet18-total3.csv")
+    assert sorted(frame.id) == [1, 2]  # one row per seed

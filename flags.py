@@ -1,0 +1,273 @@
+"""dpt.py's flags: one parser whose defaults are the paper's settings, and the checks of the flags
+against each other. Torch-free, so a typo is reported in a fraction of a second (dpt.py parses
+before it imports torch) and sweep.py resolves thousands of runs quickly:
+
+    python -c "import flags; a = flags.parse_args(['--warmup-epochs', '30']); \
+print(flags.workload(a), a.interval_epochs)"
+
+Every flag defines the run (a checkpoint resumes only under the same values) unless it is in
+OPERATIONAL: where files go, how the run is launched, and how fast it goes.
+"""
+import argparse
+import math
+import os
+import sys
+
+import workload as names
+from workload import Workload
+
+SEED_LIMIT = 2**32  # seeds feed torch's and Python's generators after small offsets (seed + epoch, ...)
+# Flags that do not change a run's result (beyond rounding): they may differ on --resume.
+OPERATIONAL = {"data_dir", "results_dir", "description", "save_partitions", "checkpoint_every", "resume", "backend",
+               "timeout", "deterministic", "emulate_workers", "emulation", "data_on_device",
+               "wandb", "wandb_project", "wandb_entity", "wandb_name"}
+
+
+class BadFlag(ValueError):
+    """A flag's value is impossible (alone or with the others); parse_args reports it as the caller's error."""
+
+
+def die(message: str, prog: str = "dpt.py") -> None:
+    """Bad input: one line on stderr (from rank 0 only under torchrun), exit status 2, no traceback."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        die(message, self.prog)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Defaults are the paper's settings (section 5.1 and its code)."""
+    p = Parser(
+        prog="dpt.py",
+        description="Importance-aware data-parallel training (Sheikholeslami et al., DAIS 2023).",
+        allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    w = p.add_argument_group("workload")
+    w.add_argument("--dataset", default="cifar10", choices=list(names.DATASETS))
+    w.add_argument("--model", default="resnet18", choices=list(names.MODELS))
+    w.add_argument("--heuristic", default="stripes", choices=[*names.HEURISTICS, *names.ALIASES.keys() - {"none"}],
+                   help="partitioning heuristic; none = vanilla DPT for every epoch (the baseline); "
+                        "the paper's code names roundrobin (= stripes) and steps (= blocks) are accepted")
+    w.add_argument(
+        "--measure",
+        default="variance",
+        choices=list(names.MEASURES),
+        help="importance of an example from its recorded window",
+    )
+    s = p.add_argument_group("schedule (epochs)")
+    s.add_argument("--total-epochs", type=int, default=names.PAPER_EPOCHS, help="T")
+    s.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=20,
+        help="E_warmup: vanilla epochs before the first partition (set to T under --heuristic none)",
+    )
+    s.add_argument(
+        "--interval-epochs",
+        type=int,
+        default=5,
+        help="E_interval: epochs per fixed partition; the last interval also runs the (T - W) mod I leftover epochs",
+    )
+    s.add_argument(
+        "--ignore-epochs",
+        type=int,
+        default=names.PAPER_IGNORE,
+        help="E_ignore: first warmup epochs left out of the first importance",
+    )
+    s.add_argument(
+        "--repartition",
+        choices=["once", "interval"],
+        default=None,
+        help="interval: repartition every E_interval epochs (default with a heuristic); "
+        "once: one partition for all T - W epochs after warmup (default, and the only mode, with --heuristic none)",
+    )
+    s.add_argument(
+        "--shuffle", choices=["yes", "no"], default="yes", help="reshuffle each worker's fixed partition every epoch"
+    )
+    o = p.add_argument_group("optimization")
+    o.add_argument("--batch-size", type=int, default=256, help="per worker (the paper: 4 workers x 256)")
+    o.add_argument("--lr", type=float, default=0.1, help="constant, no schedule (as the paper's code)")
+    o.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum")
+    o.add_argument("--weight-decay", type=float, default=5e-4)
+    o.add_argument(
+        "--seed",
+        type=int,
+        default=names.PAPER_SEEDS[0],
+        help="torch.manual_seed in every process; also shuffles the fixed partitions "
+        "and keys each example's augmentation",
+    )
+    o.add_argument("--sampler-seed", type=int, default=0,
+                   help="seed of warmup's DistributedSampler (the paper's code left it at its default 0 for every run)")
+    o.add_argument(
+        "--amp",
+        choices=["none", "bf16"],
+        default="none",
+        help="autocast the forward pass to bfloat16 (defines the run: a float32 run does not resume under bf16)",
+    )
+    e = p.add_argument_group("data and evaluation")
+    e.add_argument(
+        "--eval-protocol",
+        choices=["paper", "standard"],
+        default="paper",
+        help="paper: test set with the training augmentation, BatchNorm in training mode (the paper's code); "
+        "standard: eval mode, no augmentation",
+    )
+    e.add_argument("--subset", type=int, default=0, help="train on the first N training examples only (0: all)")
+    e.add_argument("--test-subset", type=int, default=0, help="evaluate on the first N test examples only (0: all)")
+    r = p.add_argument_group("files and launch (do not change the result)")
+    r.add_argument("--data-dir", default="data", help="where datasets are (or are downloaded to)")
+    r.add_argument("--results-dir", default="results", help="CSV rows, JSON logs and checkpoints go under here")
+    r.add_argument("--description", default="", help="free text stored in the log (and W&B notes)")
+    r.add_argument(
+        "--save-partitions",
+        action="store_true",
+        help="also save every partition and the examples each rank recorded per window (<log>.partitions.pt)",
+    )
+    r.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="save the run's state every K epochs (0: never) to <results-dir>/<workload>/checkpoints/<run>.pt",
+    )
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from this run's checkpoint if there is one (else start afresh), to the same result row",
+    )
+    r.add_argument(
+        "--backend",
+        choices=["nccl", "gloo"],
+        default=None,
+        help="process-group backend (default: nccl with CUDA, else gloo)",
+    )
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        help="seconds a rank waits in a collective for the others (a hung or dead rank) before the run fails",
+    )
+    r.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="torch.use_deterministic_algorithms(True), for bitwise repeatable runs",
+    )
+    f = p.add_argument_group("speed: one device as N workers (does not change the result beyond rounding)")
+    f.add_argument("--emulate-workers", type=int, default=1,
+                   help="logical workers per process, with exactly the semantics of that many DDP ranks "
+                        "(own batches, own BatchNorm statistics, averaged gradients); workers = processes x this")
+    f.add_argument(
+        "--emulation",
+        choices=["fused", "sequential"],
+        default="fused",
+        help="fused: the workers' batches in one forward pass, BatchNorm per worker (fast); sequential: one "
+        "forward/backward per worker, gradients accumulated: bit for bit 2-rank DDP's arithmetic (a reference)",
+    )
+    f.add_argument("--data-on-device", action="store_true",
+                   help="hold the datasets as uint8 tensors on the device and gather batches there (no DataLoader)")
+    b = p.add_argument_group("Weights & Biases (optional)")
+    b.add_argument(
+        "--wandb", action="store_true", help="log each epoch to W&B (needs `wandb login`, or WANDB_MODE=offline)"
+    )
+    b.add_argument("--wandb-project", default="importance-aware-dpt")
+    b.add_argument("--wandb-entity", default=None)
+    b.add_argument("--wandb-name", default=None, help="run name (default: the run's CSV file and seed)")
+    return p
+
+
+def run_defining() -> list[str]:
+    """The flags (dest names) that define a run: every flag not marked OPERATIONAL."""
+    return [dest for dest in vars(build_parser().parse_args([])) if dest not in OPERATIONAL]
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Finite, sensible numbers; raise BadFlag otherwise."""
+    if args.total_epochs < 1:
+        raise BadFlag(f"--total-epochs must be at least 1 (got {args.total_epochs})")
+    if args.batch_size < 1:
+        raise BadFlag(f"--batch-size is per worker and must be at least 1 (got {args.batch_size})")
+    if args.batch_size == 1 and args.model in names.IMAGE_MODELS:
+        raise BadFlag(
+            "--batch-size 1 gives every worker batches of one example, which BatchNorm cannot train on; pass at least 2"
+        )
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise BadFlag(f"--lr must be a positive finite number (got {args.lr})")
+    if not (math.isfinite(args.momentum) and 0 < args.momentum < 1):
+        raise BadFlag(
+            f"--momentum must be in (0, 1): Nesterov SGD needs momentum, "
+            f"and 1 or more never decays (got {args.momentum})"
+        )
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise BadFlag(f"--weight-decay must be a finite number >= 0 (got {args.weight_decay})")
+    for flag in ("seed", "sampler_seed"):
+        value = getattr(args, flag)
+        if not 0 <= value < SEED_LIMIT:
+            raise BadFlag(f"--{flag.replace('_', '-')} must be in 0..{SEED_LIMIT - 1} (got {value})")
+    if args.subset < 0 or args.test_subset < 0:
+        raise BadFlag("--subset and --test-subset take a number of examples (0 for all)")
+    if args.emulate_workers < 1:
+        raise BadFlag(
+            f"--emulate-workers is the number of workers each process hosts "
+            f"and must be at least 1 (got {args.emulate_workers})"
+        )
+    if args.checkpoint_every < 0:
+        raise BadFlag(f"--checkpoint-every takes a number of epochs, 0 for never (got {args.checkpoint_every})")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise BadFlag(f"--timeout takes a positive number of seconds (got {args.timeout})")
+
+
+def check_schedule(args: argparse.Namespace) -> None:
+    """The schedule against itself, filling in the derived values; raise BadFlag on an impossible one."""
+    T, W, I, E = args.total_epochs, args.warmup_epochs, args.interval_epochs, args.ignore_epochs
+    if args.heuristic == "none":
+        if args.repartition == "interval":
+            raise BadFlag("--heuristic none trains vanilla DPT for all epochs and never repartitions; "
+                "drop --repartition interval, or pick --heuristic stripes or blocks")
+        args.warmup_epochs, args.repartition, args.interval_epochs, args.ignore_epochs = T, "once", 0, 0
+        return
+    if W > T:
+        raise BadFlag(f"--warmup-epochs {W} exceeds --total-epochs {T}; warmup is part of the T epochs")
+    args.repartition = args.repartition or "interval"
+    if W < 1 or W == T:
+        raise BadFlag(f"--heuristic {args.heuristic} needs 1 <= --warmup-epochs < --total-epochs (got W={W}, T={T}); "
+            "for vanilla DPT throughout use --heuristic none")
+    if E < 0 or E >= W:
+        raise BadFlag(
+            f"--ignore-epochs {E} leaves no warmup loss column to score (W={W}); "
+            "pass 0 <= --ignore-epochs < --warmup-epochs"
+        )
+    if args.repartition == "once":
+        args.interval_epochs = T - W
+    elif I < 1:
+        raise BadFlag(f"--interval-epochs must be at least 1 in interval mode (got {I}); or pass --repartition once")
+    elif I > T - W:
+        raise BadFlag(
+            f"--interval-epochs {I} exceeds the {T - W} epochs after warmup; pass at most {T - W} or --repartition once"
+        )
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Check the flags against each other and fill in the derived ones; BadFlag on bad input."""
+    args.heuristic = names.ALIASES.get(args.heuristic, args.heuristic)
+    check_numbers(args)
+    check_schedule(args)
+    return args
+
+
+def parse_args(argv: list[str] | None = None, prog: str = "dpt.py") -> argparse.Namespace:
+    """dpt.py's flags, resolved; bad input ends the program with one line from `prog` (exit 2)."""
+    parser = build_parser()
+    parser.prog = prog
+    try:
+        return resolve(parser.parse_args(argv))
+    except BadFlag as err:
+        die(str(err), prog)
+
+
+def workload(args: argparse.Namespace) -> Workload:
+    return Workload(args.dataset, args.model, args.heuristic, args.measure, args.total_epochs, args.warmup_epochs,
+                    args.interval_epochs, args.ignore_epochs)

@@ -1,0 +1,152 @@
+"""What a run trains and how it partitions (a Workload), and the one table of names: the flag
+values, the names the paper's code and CSVs use, and the names folders and titles show.
+
+dpt.py builds a Workload from its flags; results.py names files after it; sweep.py and report.py
+list and group runs by it. Torch-free, so flags and sweeps resolve in a fraction of a second:
+
+    python -c "import workload as W; w = W.PAPER_TABLES[1].at(20, 5); print(w, w.title, w.csv_name)"
+"""
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+
+class Name(NamedTuple):
+    folder: str  # in result folder names: <Dataset>-<Model>-<Heuristic>-<Measure> (no '-' inside)
+    title: str   # in tables and figures
+    paper: str   # in CSV rows: the paper's code's name where it had one
+
+
+# task: "image" rows report test accuracy (higher is better); "text" rows held-out bits per byte (lower).
+DATASETS = {
+    "cifar10": Name("CIFAR10", "CIFAR-10", "c10"),
+    "cifar100": Name("CIFAR100", "CIFAR-100", "c100"),
+    "fashionmnist": Name("FashionMNIST", "Fashion-MNIST", "fmnist"),
+}
+TEXT_DATASETS = {
+    "kjv": Name("KJV", "King James Bible", "kjv"),
+    "text": Name("Text", "text file", "text"),  # --text-file: a user's corpus
+}
+MODELS = {
+    "resnet18": Name("ResNet18", "ResNet-18", "resnet18"),
+    "resnet34": Name("ResNet34", "ResNet-34", "resnet34"),
+    "lstm": Name("LSTM", "LSTM", "lstm"),
+    "gpt": Name("GPT", "GPT", "gpt"),
+}
+IMAGE_MODELS, TEXT_MODELS = ("resnet18", "resnet34"), ("lstm", "gpt")
+HEURISTICS = {
+    "none": Name("Vanilla", "vanilla DPT", "none"),
+    "stripes": Name("Stripes", "Stripes", "roundrobin"),
+    "blocks": Name("Blocks", "Blocks", "steps"),
+    "random": Name("Random", "random", "random"),
+    "snake": Name("Snake", "snake", "snake"),
+    "balance": Name("Balance", "balance", "balance"),
+    "class-stripes": Name("ClassStripes", "class Stripes", "class-stripes"),
+    "blocks-rotate": Name("BlocksRotate", "rotating Blocks", "blocks-rotate"),
+    "sticky-stripes": Name("StickyStripes", "sticky Stripes", "sticky-stripes"),
+}
+MEASURES = {
+    "average": Name("Average", "average", "average"),
+    "variance": Name("Variance", "variance", "variance"),
+    "forgetting": Name("Forgetting", "forgetting", "forgetting"),
+    "confidence": Name("Confidence", "confidence", "confidence"),
+    "variability": Name("Variability", "variability", "variability"),
+    "ab-variance": Name("ABVariance", "active-bias variance", "ab-variance"),
+    "ab-closeness": Name("ABCloseness", "active-bias closeness", "ab-closeness"),
+    "el2n": Name("EL2N", "EL2N", "el2n"),
+    "grad-norm": Name("GradNorm", "gradient norm", "grad-norm"),
+}
+ALIASES = {n.paper: h for h, n in HEURISTICS.items()}  # roundrobin -> stripes, steps -> blocks
+
+PAPER_EPOCHS, PAPER_IGNORE = 100, 5
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A run but for its seed: (dataset, model, heuristic, measure) and its schedule. A paper table
+    is a workload whose warmup and interval are left open (None): the W x I grid."""
+    dataset: str
+    model: str
+    heuristic: str
+    measure: str
+    total_epochs: int = PAPER_EPOCHS
+    warmup_epochs: int | None = None
+    interval_epochs: int | None = None
+    ignore_epochs: int = PAPER_IGNORE
+
+    def __post_init__(self):
+        assert self.dataset in DATASETS or self.dataset in TEXT_DATASETS, self.dataset
+        assert self.model in MODELS and self.heuristic in HEURISTICS and self.measure in MEASURES, self
+
+    def at(self, warmup: int, interval: int) -> "Workload":
+        return replace(self, warmup_epochs=warmup, interval_epochs=interval)
+
+    @property
+    def task(self) -> str:
+        return "text" if self.dataset in TEXT_DATASETS else "image"
+
+    @property
+    def vanilla(self) -> bool:
+        return self.heuristic == "none"
+
+    @property
+    def table(self) -> tuple:
+        """What one W x I table holds: everything but W and I."""
+        return (self.dataset, self.model, self.heuristic, self.measure, self.total_epochs, self.ignore_epochs)
+
+    @property
+    def folder(self) -> str:
+        if self.vanilla:
+            return "Baselines"
+        names = (_names(self.dataset), MODELS[self.model], HEURISTICS[self.heuristic], MEASURES[self.measure])
+        return "-".join(n.folder for n in names)
+
+    @property
+    def csv_name(self) -> str:
+        """The paper's layout: W<W>-INT<I>.csv, and <c10|c100|fmnist>-vanilla-<model>-total<T>.csv for
+        baselines. An E_ignore other than the paper's 5 is part of the name, so runs that differ in it
+        never share a file."""
+        if self.vanilla:
+            return f"{_names(self.dataset).paper}-vanilla-{self.model}-total{self.total_epochs}.csv"
+        ignore = "" if self.ignore_epochs == PAPER_IGNORE else f"-IGN{self.ignore_epochs}"
+        return f"W{self.warmup_epochs}-INT{self.interval_epochs}{ignore}.csv"
+
+    @property
+    def title(self) -> str:
+        """'CIFAR-10, ResNet-18, Stripes, variance' (as the paper's Figure 5 panels)."""
+        parts = [_names(self.dataset).title, MODELS[self.model].title, HEURISTICS[self.heuristic].title]
+        if not self.vanilla:
+            parts.append(MEASURES[self.measure].title)
+        if self.total_epochs != PAPER_EPOCHS:
+            parts.append(f"T={self.total_epochs}")
+        if self.ignore_epochs != PAPER_IGNORE and not self.vanilla:
+            parts.append(f"E_ignore={self.ignore_epochs}")
+        return ", ".join(parts)
+
+    @property
+    def setting(self) -> str:
+        return "baseline" if self.vanilla else f"W{self.warmup_epochs}-INT{self.interval_epochs}"
+
+    @property
+    def baseline(self) -> "Workload":
+        """The vanilla workload this one is compared with (same data, model and T)."""
+        return Workload(self.dataset, self.model, "none", "variance", self.total_epochs, self.total_epochs, 0, 0)
+
+
+def _names(dataset: str) -> Name:
+    return DATASETS.get(dataset) or TEXT_DATASETS[dataset]
+
+
+def ignore_from_csv_name(stem: str) -> int:
+    """E_ignore of the runs in a result file named as `Workload.csv_name` (the paper's: 5)."""
+    return int(stem.rsplit("-IGN", 1)[1]) if "-IGN" in stem else PAPER_IGNORE
+
+
+# The paper's Tables 1-5: each a W x I grid of one workload, compared with its dataset and model's baseline.
+PAPER_TABLES = {1: Workload("cifar10", "resnet18", "stripes", "variance"),
+                2: Workload("cifar10", "resnet18", "stripes", "average"),
+                3: Workload("cifar10", "resnet18", "blocks", "variance"),
+                4: Workload("cifar10", "resnet34", "stripes", "variance"),
+                5: Workload("cifar100", "resnet34", "stripes", "variance")}
+PAPER_WARMUPS = (10, 15, 20, 30, 40, 60)
+PAPER_INTERVALS = (1, 5, 8, 10, 15, 30)
+PAPER_SEEDS = (17611, 74606, 8271, 33432, 15455, 64937, 99740, 58915, 61898, 85405)
