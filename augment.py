@@ -4,7 +4,8 @@ on whole uint8 batches, on the device that holds them, with per-example randomne
 dpt.py calls `augment` on every training batch (and on test batches under --eval-protocol paper):
 
     python -c "import torch, augment; x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8); \
-print(augment.augment(x, torch.arange(2), seed=1, epoch=0, stream=augment.TRAIN, mean=(0.5,)*3, std=(0.2,)*3, padding=4).shape)"
+print(augment.augment(x, torch.arange(2), seed=1, epoch=0, stream=augment.TRAIN, mean=(0.5,)*3, std=(0.2,)*3, \
+padding=4).shape)"
 
 Each example's crop offsets and flip are a function of (seed, epoch, stream, example index): a
 counter-based hash instead of a global generator, so an example gets the same draw whichever
@@ -34,7 +35,9 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def draws(indices: torch.Tensor, seed: int, epoch: int, stream: int, padding: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def draws(
+    indices: torch.Tensor, seed: int, epoch: int, stream: int, padding: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-example (top, left, flip): top and left uniform on 0..2*padding, flip with probability 1/2."""
     key = torch.tensor(seed & _M32, dtype=torch.int64)  # hashed on the CPU: no copy to the device per step
     for word in (epoch, stream):
@@ -47,7 +50,9 @@ def draws(indices: torch.Tensor, seed: int, epoch: int, stream: int, padding: in
     return top, left, flip
 
 
-def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, padding: int) -> torch.Tensor:
+def crop_flip(
+    images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, padding: int
+) -> torch.Tensor:
     """Zero-pad by `padding`, crop each image at (top, left) to its original size, mirror where flip.
     One gather for the whole batch; the result is channels_last in memory (NHWC), which the
     convolutions prefer, and is the layout torchvision's per-image crops would stack to."""

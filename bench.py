@@ -31,11 +31,11 @@ from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms as T
 
 import data
-import dpt
 import heuristics
 import importance
 import models
-from samplers import WorkerBatches
+import train
+from samplers import WorkerBatches, for_window
 
 
 def synthetic(n: int, seed: int = 0) -> data.Split:
@@ -65,7 +65,7 @@ def paper_style(split: data.Split, args, device: torch.device, track: bool) -> d
     """One worker's epoch (1/workers of the data), twice: the first warms up, the second is timed."""
     torch.manual_seed(0)
     model = models.build("resnet18", 10, 3).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    optimizer = models.optimizer(model, 0.1, 0.9, 5e-4)
     sampler = DistributedSampler(range(len(split)), num_replicas=args.workers, rank=0, shuffle=True, seed=0)
     loader = DataLoader(PaperStyleDataset(split), batch_size=args.batch_size, sampler=sampler, num_workers=0,
                         pin_memory=device.type == "cuda")
@@ -95,28 +95,35 @@ def paper_style(split: data.Split, args, device: torch.device, track: bool) -> d
 
 
 def ours(split: data.Split, args, device: torch.device, on_device: bool, track: bool, emulation: str,
-         barrier=None) -> dict:
-    """All workers emulated in this process through dpt.train_epoch; the second epoch is timed
+         barrier=None, record: tuple[str, ...] = ("loss",)) -> dict:
+    """All workers emulated in this process through train.train_epoch; the second epoch is timed
     (after `barrier`, when several copies must time the same moment)."""
-    flags = ["--emulate-workers", str(args.workers), "--emulation", emulation, "--batch-size", str(args.batch_size),
-             "--amp", args.amp] + (["--data-on-device"] if on_device else [])
-    run_args = dpt.parse_args(flags)
     torch.manual_seed(0)
-    model = models.build("resnet18", 10, 3)
-    if emulation == "fused":
-        models.emulate_workers(model, args.workers)
-    model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    model = models.build("resnet18", 10, 3, workers=args.workers, fused=emulation == "fused").to(
+        device, memory_format=torch.channels_last
+    )
+    optimizer = models.optimizer(model, 0.1, 0.9, 5e-4)
     split = split.to(device) if on_device else split
-    samplers = [DistributedSampler(range(len(split)), num_replicas=args.workers, rank=w, shuffle=True, seed=0)
-                for w in range(args.workers)]
-    batches = WorkerBatches(samplers, args.batch_size)
-    matrix = importance.LossMatrix(len(split), 2, device) if track else None
-    dpt.train_epoch(model, optimizer, batches, split, data.SPECS["cifar10"], 0, run_args, device, matrix, 0)
+    step = train.Step.build(
+        amp=args.amp == "bf16",
+        workers=args.workers,
+        batch_size=args.batch_size,
+        device=device,
+        spec=data.SPECS["cifar10"],
+        sequential=emulation == "sequential",
+        on_device=on_device,
+        channels=record,
+    )
+    batches = WorkerBatches(
+        for_window(split, None, range(args.workers), args.workers, shuffle=True, sampler_seed=0, seed=0),
+        args.batch_size,
+    )
+    recorder = importance.Recorder(len(split), 2, record, device) if track else None
+    train.train_epoch(model, optimizer, batches, split, step, 0, recorder, 0)
     if barrier is not None:
         barrier.wait()
     began = time.time()
-    stats = dpt.train_epoch(model, optimizer, batches, split, data.SPECS["cifar10"], 1, run_args, device, matrix, 1)
+    stats = train.train_epoch(model, optimizer, batches, split, step, 1, recorder, 1)
     return {"images_per_s": stats["images_per_s"], "step_ms": 1000 * stats["train_s"] / len(batches),
             "tracking_percent": 100 * stats["tracking_s"] / stats["train_s"],
             "images": len(split), "window": [began, time.time()]}
@@ -148,7 +155,11 @@ def concurrent(args) -> list[dict]:
         # a forward pass each: about a third of a training image's cost)
         hours = 1830 * 100 * (50_000 + 10_000 / 3) / aggregate / 3600
         out.append({"runs_at_once": k, "aggregate_images_per_s": aggregate, "study_hours": hours})
-        print(f"{k:3d} runs at once: {aggregate:10.0f} images/s in all; the paper's 1830 runs would take about {hours:,.0f} h", flush=True)
+        print(
+            f"{k:3d} runs at once: {aggregate:10.0f} images/s in all; "
+            f"the paper's 1830 runs would take about {hours:,.0f} h",
+            flush=True,
+        )
     return out
 
 
@@ -159,8 +170,8 @@ def partition_overheads(args, device: torch.device) -> dict:
     window = torch.rand(args.partition_examples, 15, device=device)
 
     def ours_once():
-        scores = importance.MEASURES["variance"](window)
-        return heuristics.partition(importance.order(scores).cpu(), args.workers, "stripes")
+        scores, order = importance.rank("variance", {"loss": window}, None)
+        return heuristics.partition(order.cpu(), args.workers, "stripes")
 
     def paper_once():
         variance, _ = torch.var_mean(window.cpu(), dim=1)
@@ -182,6 +193,10 @@ def partition_overheads(args, device: torch.device) -> dict:
     return out
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=4)
@@ -190,8 +205,13 @@ def main() -> None:
     p.add_argument("--amp", choices=["none", "bf16"], default="bf16" if torch.cuda.is_available() else "none",
                    help="for our rows (default: bf16 on a GPU, none on a CPU)")
     p.add_argument("--partition-examples", type=int, default=50_000)
-    p.add_argument("--concurrent", type=int, nargs="+", metavar="K",
-                   help="instead of the table: K copies at once for each K (a sweep's runs per GPU), aggregate images/s")
+    p.add_argument(
+        "--concurrent",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="instead of the table: K copies at once for each K (a sweep's runs per GPU), aggregate images/s",
+    )
     p.add_argument("--out", default="bench.json")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -216,8 +236,11 @@ def main() -> None:
     overheads = partition_overheads(args, device)
 
     base = rows[0]["images_per_s"]
-    print(f"\n{device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or platform.machine()}), "
-          f"torch {torch.__version__}, ResNet-18, 32x32, {args.workers} workers x {args.batch_size}, {args.steps} steps, amp {args.amp}")
+    print(
+        f"\n{device} ({device_name(device)}), "
+        f"torch {torch.__version__}, ResNet-18, 32x32, {args.workers} workers x {args.batch_size}, "
+        f"{args.steps} steps, amp {args.amp}"
+    )
     print(f"{'path':34s} {'tracking':>8s} {'img/s':>10s} {'ms/step':>9s} {'x paper':>8s} {'tracking % of epoch':>20s}")
     for row in rows:
         row["vs_paper_style"] = row["images_per_s"] / base
@@ -226,8 +249,15 @@ def main() -> None:
               f"{row['step_ms']:9.1f} {row['vs_paper_style']:8.2f} {share}")
     print(f"importance + partition, {args.partition_examples} examples x 15 epochs: "
           f"ours {overheads['ours_s'] * 1000:.1f} ms, paper-style {overheads['paper_style_s'] * 1000:.1f} ms")
-    result = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.machine(),
-              "torch": str(torch.__version__), "args": vars(args), "rows": rows, "partition_overheads": overheads}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": str(torch.__version__),
+        "args": vars(args),
+        "rows": rows,
+        "partition_overheads": overheads,
+    }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"wrote {args.out}")

@@ -14,6 +14,7 @@ import fcntl
 import gzip
 import os
 import socket
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +57,13 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 class Split:
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: torch.Tensor  # (N,) int64
+    source: str = ""  # the files it was read from, for the run's log
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def to(self, device: torch.device | str) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images.to(device), self.labels.to(device), self.source)
 
 
 class IndexedDataset(torch.utils.data.Dataset):
@@ -150,7 +152,7 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error: a damaged deflate stream
         raise DataError(f"corrupt data file {path} ({err}); delete it or point --data-dir at a good copy") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 3:
         raise DataError(f"corrupt data file {path}: not an unsigned-byte IDX file (bad magic number)")
@@ -190,10 +192,15 @@ def _checked(name: str, images: torch.Tensor, labels: torch.Tensor, where: str) 
     if len(images) != len(labels) or len(labels) == 0:
         raise DataError(f"corrupt {name} data in {where}: {len(images)} images but {len(labels)} labels")
     if images.shape[1] != spec.channels:
-        raise DataError(f"corrupt {name} data in {where}: images have {images.shape[1]} channels, expected {spec.channels}")
+        raise DataError(
+            f"corrupt {name} data in {where}: images have {images.shape[1]} channels, expected {spec.channels}"
+        )
     if labels.min() < 0 or labels.max() >= spec.num_classes:
         raise DataError(f"corrupt {name} data in {where}: labels outside 0..{spec.num_classes - 1}")
-    return Split(images.contiguous(), labels)
+    files = where.split(", ")
+    return Split(
+        images.contiguous(), labels, where if len(files) < 3 else f"{os.path.commonpath(files)}/ ({len(files)} files)"
+    )
 
 
 def load(name: str, data_dir: str | os.PathLike, train: bool, subset: int = 0) -> Split:
@@ -201,11 +208,15 @@ def load(name: str, data_dir: str | os.PathLike, train: bool, subset: int = 0) -
     if name not in SPECS:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(SPECS)}")
     root = Path(data_dir).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"--data-dir {root} is a file, not a folder; pass the folder that holds the dataset")
     split = _load_fashion_mnist(root, train) if name == "fashionmnist" else _load_cifar(name, root, train)
     if subset:
         if subset > len(split):
             which = "--subset" if train else "--test-subset"
             raise DataError(f"{which} {subset} exceeds the {len(split)} {'training' if train else 'test'} "
                             f"examples of {name}; pass at most {len(split)}")
-        split = Split(split.images[:subset].clone(), split.labels[:subset].clone())
+        split = Split(
+            split.images[:subset].clone(), split.labels[:subset].clone(), f"the first {subset} of {split.source}"
+        )
     return split

@@ -1,163 +1,55 @@
 """Importance-aware data-parallel training (Sheikholeslami et al., DAIS 2023): the training script.
 
-    torchrun --nproc_per_node=4 dpt.py --dataset cifar10 --model resnet18 \\
-        --heuristic stripes --measure variance --warmup-epochs 20 \\
+    torchrun --nproc_per_node=4 dpt.py --dataset cifar10 --model resnet18 \
+        --heuristic stripes --measure variance --warmup-epochs 20 \
         --interval-epochs 5 --ignore-epochs 5 --total-epochs 100 --seed 17611
-    python dpt.py --dataset fashionmnist --subset 2000 --total-epochs 6 --warmup-epochs 3 --interval-epochs 1 --ignore-epochs 1
+    python dpt.py --dataset fashionmnist --subset 2000 --total-epochs 6 --warmup-epochs 3 \
+        --interval-epochs 1 --ignore-epochs 1
 
-Vanilla DPT for E_warmup epochs (a DistributedSampler per worker) while every example's loss is
-recorded; then intervals of E_interval epochs on fixed partitions (a ConstantSampler per
-worker), each chosen by a heuristic from the importance of the examples over the window before
-(the warmup minus its first E_ignore epochs, then the previous interval). Test accuracy every
-epoch; one CSV row per run in the paper's schema and a JSON log beside it (results.py).
+Vanilla DPT for E_warmup epochs (a DistributedSampler per worker) while every example's training
+signals are recorded; then intervals of E_interval epochs on fixed partitions (a ConstantSampler
+per worker), each chosen by a heuristic from the importance of the examples over the window before
+(the warmup minus its first E_ignore epochs, then the previous interval). Test accuracy every epoch;
+one CSV row per run in the paper's schema and a JSON log beside it (results.py).
 
 Plain `python dpt.py` is world size 1. Under torchrun, the process group comes from RANK,
 WORLD_SIZE and LOCAL_RANK (NCCL with CUDA, gloo without; --backend overrides). Only rank 0
-evaluates, prints and writes results.
+evaluates, prints and writes results. Every flag is in flags.py.
 """
-import argparse
-import contextlib
-import importlib.util
-import math
-import os
 import sys
-import time
-from pathlib import Path
 
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
+import flags
 
-import augment
-import data
-import heuristics
-import importance
-import models
-import results
-import samplers
-from samplers import WorkerBatches
+if __name__ == "__main__":
+    flags.parse_args(sys.argv[1:])  # a typo fails here, in a fraction of a second, before the torch import below
 
-PAPER_SEEDS = (17611, 74606, 8271, 33432, 15455, 64937, 99740, 58915, 61898, 85405)
+import datetime  # noqa: E402
+import fcntl  # noqa: E402
+import math  # noqa: E402
+import netrc  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from argparse import Namespace  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
 
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
-def die(message: str) -> None:
-    """Bad input: one line on stderr (once per node under torchrun), exit status 2, no traceback."""
-    if os.environ.get("LOCAL_RANK", "0") == "0":
-        print(f"dpt.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        die(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Defaults are the paper's settings (section 5.1 and its code)."""
-    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    w = p.add_argument_group("workload")
-    w.add_argument("--dataset", default="cifar10", choices=list(data.SPECS))
-    w.add_argument("--model", default="resnet18", choices=list(models.MODELS))
-    w.add_argument("--heuristic", default="stripes", choices=["none", *heuristics.HEURISTICS, *heuristics.ALIASES.keys() - {"none"}],
-                   help="partitioning heuristic; none = vanilla DPT for every epoch (the baseline); "
-                        "the paper's code names roundrobin (= stripes) and steps (= blocks) are accepted")
-    w.add_argument("--measure", default="variance", choices=list(importance.MEASURES), help="importance of an example from its row of losses")
-    s = p.add_argument_group("schedule (epochs)")
-    s.add_argument("--total-epochs", type=int, default=100, help="T")
-    s.add_argument("--warmup-epochs", type=int, default=20, help="E_warmup: vanilla epochs before the first partition (set to T under --heuristic none)")
-    s.add_argument("--interval-epochs", type=int, default=5, help="E_interval: epochs per fixed partition; the last interval also runs the (T - W) mod I leftover epochs")
-    s.add_argument("--ignore-epochs", type=int, default=5, help="E_ignore: first warmup epochs left out of the first importance")
-    s.add_argument("--repartition", choices=["once", "interval"], default=None,
-                   help="interval: repartition every E_interval epochs (default with a heuristic); "
-                        "once: one partition for all T - W epochs after warmup (default, and the only mode, with --heuristic none)")
-    s.add_argument("--shuffle", choices=["yes", "no"], default="yes", help="reshuffle each worker's fixed partition every epoch")
-    o = p.add_argument_group("optimization")
-    o.add_argument("--batch-size", type=int, default=256, help="per worker (the paper: 4 workers x 256)")
-    o.add_argument("--lr", type=float, default=0.1, help="constant, no schedule (as the paper's code)")
-    o.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum")
-    o.add_argument("--weight-decay", type=float, default=5e-4)
-    o.add_argument("--seed", type=int, default=PAPER_SEEDS[0], help="torch.manual_seed in every process; also keys each example's augmentation")
-    o.add_argument("--sampler-seed", type=int, default=0,
-                   help="seed of the samplers' shuffles (the paper's code left DistributedSampler at its default 0 for every run)")
-    r = p.add_argument_group("run")
-    r.add_argument("--eval-protocol", choices=["paper", "standard"], default="paper",
-                   help="paper: test set with the training augmentation, BatchNorm in training mode (the paper's code); "
-                        "standard: eval mode, no augmentation")
-    r.add_argument("--data-dir", default="data", help="where datasets are (or are downloaded to)")
-    r.add_argument("--subset", type=int, default=0, help="train on the first N training examples only (0: all)")
-    r.add_argument("--test-subset", type=int, default=0, help="evaluate on the first N test examples only (0: all)")
-    r.add_argument("--results-dir", default="results", help="CSV rows and JSON logs go under here")
-    r.add_argument("--description", default="", help="free text stored in the log (and W&B notes)")
-    r.add_argument("--save-partitions", action="store_true",
-                   help="also save every partition and the examples each rank recorded per window (<log>.partitions.pt)")
-    r.add_argument("--checkpoint-every", type=int, default=0,
-                   help="save the run's state every K epochs (0: never) to <results-dir>/<workload>/checkpoints/<run>.pt")
-    r.add_argument("--resume", action="store_true",
-                   help="continue from this run's checkpoint if there is one (else start afresh), to the same result row")
-    r.add_argument("--backend", choices=["nccl", "gloo"], default=None, help="process-group backend (default: nccl with CUDA, else gloo)")
-    r.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True), for bitwise repeatable runs")
-    f = p.add_argument_group("speed (one GPU as N workers)")
-    f.add_argument("--emulate-workers", type=int, default=1,
-                   help="logical workers per process, with exactly the semantics of that many DDP ranks "
-                        "(own batches, own BatchNorm statistics, averaged gradients); workers = processes x this")
-    f.add_argument("--emulation", choices=["fused", "sequential"], default="fused",
-                   help="fused: the workers' batches in one forward pass, BatchNorm per worker (fast); sequential: one "
-                        "forward/backward per worker, gradients accumulated: bit for bit 2-rank DDP's arithmetic (a reference)")
-    f.add_argument("--data-on-device", action="store_true",
-                   help="hold the datasets as uint8 tensors on the device and gather batches there (no DataLoader)")
-    f.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast the forward pass to bfloat16")
-    b = p.add_argument_group("Weights & Biases (optional)")
-    b.add_argument("--wandb", action="store_true", help="log each epoch to W&B (WANDB_MODE=offline works without a network)")
-    b.add_argument("--wandb-project", default="importance-aware-dpt")
-    b.add_argument("--wandb-entity", default=None)
-    b.add_argument("--wandb-name", default=None, help="run name (default: the run's CSV file and seed)")
-    return p
+import data  # noqa: E402
+import heuristics  # noqa: E402
+import importance  # noqa: E402
+import models  # noqa: E402
+import results  # noqa: E402
+import samplers  # noqa: E402
+import train  # noqa: E402
+from flags import die  # noqa: E402
+from samplers import WorkerBatches  # noqa: E402
+from workload import Workload  # noqa: E402
 
 
-def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Check the flags against each other and fill in the derived ones; die() on bad input."""
-    args.heuristic = heuristics.ALIASES.get(args.heuristic, args.heuristic)
-    T, W, I, E = args.total_epochs, args.warmup_epochs, args.interval_epochs, args.ignore_epochs
-    if T < 1:
-        die(f"--total-epochs must be at least 1 (got {T})")
-    if args.batch_size < 1:
-        die(f"--batch-size is per worker and must be at least 1 (got {args.batch_size})")
-    if args.lr <= 0 or args.momentum <= 0 or args.weight_decay < 0:
-        die("--lr and --momentum must be positive (Nesterov SGD needs momentum) and --weight-decay non-negative")
-    if args.subset < 0 or args.test_subset < 0:
-        die("--subset and --test-subset take a number of examples (0 for all)")
-    if args.emulate_workers < 1:
-        die(f"--emulate-workers is the number of workers each process hosts and must be at least 1 (got {args.emulate_workers})")
-    if args.checkpoint_every < 0:
-        die(f"--checkpoint-every takes a number of epochs, 0 for never (got {args.checkpoint_every})")
-    if args.heuristic == "none":
-        if args.repartition == "interval":
-            die("--heuristic none trains vanilla DPT for all epochs and never repartitions; "
-                "drop --repartition interval, or pick --heuristic stripes or blocks")
-        args.warmup_epochs, args.repartition, args.interval_epochs = T, "once", 0
-        return args
-    if W > T:
-        die(f"--warmup-epochs {W} exceeds --total-epochs {T}; warmup is part of the T epochs")
-    args.repartition = args.repartition or "interval"
-    if W < 1 or W == T:
-        die(f"--heuristic {args.heuristic} needs 1 <= --warmup-epochs < --total-epochs (got W={W}, T={T}); "
-            "for vanilla DPT throughout use --heuristic none")
-    if E < 0 or E >= W:
-        die(f"--ignore-epochs {E} leaves no warmup loss column to score (W={W}); pass 0 <= --ignore-epochs < --warmup-epochs")
-    if args.repartition == "once":
-        args.interval_epochs = T - W
-    elif I < 1:
-        die(f"--interval-epochs must be at least 1 in interval mode (got {I}); or pass --repartition once")
-    elif I > T - W:
-        die(f"--interval-epochs {I} exceeds the {T - W} epochs after warmup; pass at most {T - W} or --repartition once")
-    return args
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return resolve(build_parser().parse_args(argv))
-
+# ---- the schedule ------------------------------------------------------------------------------
 
 def windows(total: int, warmup: int, interval: int) -> list[tuple[int, int]]:
     """(first epoch, number of epochs) of the warmup and of each interval, as the paper's code:
@@ -171,138 +63,475 @@ def windows(total: int, warmup: int, interval: int) -> list[tuple[int, int]]:
     return plan
 
 
-class DeviceTimer:
-    """Sums the time of short sections without a sync per section: CUDA events on a GPU,
-    the wall clock on a CPU. `seconds()` syncs once."""
+# ---- up-front checks: everything that can be wrong is found before any process group -----------
 
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.events, self.wall = [], 0.0
+@dataclass
+class Job:
+    """What the checks found: the data, where results go, and the checkpoint to resume from."""
+    workload: Workload
+    train: data.Split
+    test: data.Split
+    num_workers: int
+    csv: Path
+    checkpoint_path: Path
+    checkpoint: dict | None
+    lock: object = None  # the run's lock file, held open for the process's life
+    provenance: dict = field(default_factory=dict)  # this process's code and packages (results.provenance)
+    finished: bool = False  # the run's row is in its CSV already (--resume: nothing to do)
 
-    def __enter__(self):
-        if self.cuda:
-            self.events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
-            self.events[-1][0].record()
-        else:
-            self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            self.events[-1][1].record()
-        else:
-            self.wall += time.perf_counter() - self.start
-
-    def seconds(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-            return sum(a.elapsed_time(b) for a, b in self.events) / 1000
-        return self.wall
+    @property
+    def labels(self) -> torch.Tensor | None:
+        return getattr(self.train, "labels", None)
 
 
-def epoch_batches(batches: WorkerBatches, train: data.Split, device: torch.device, on_device: bool):
-    """This epoch's steps as (uint8 images, labels, keys, example indices) on `device`: gathered from a
-    device-resident split, or through a DataLoader (the general path, for data that does not fit on
-    the device). A key is the index, or index + N for a padding copy."""
-    if on_device:
-        keys = batches.keys().to(device)  # the whole epoch's keys in one copy
-        size = batches.batch_size
-        for step in range(len(batches)):
-            step_keys = keys[:, step * size:(step + 1) * size].reshape(-1)
-            index = step_keys % len(train)
-            yield train.images[index], train.labels[index], step_keys, index
+def writable(folder: Path, flag: str) -> None:
+    """Create `folder` and write a probe file there, or die naming `flag`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        die(f"cannot write results to {folder} ({err.strerror or err}); pass a writable {flag}")
+
+
+def check_wandb(args: Namespace) -> None:
+    """W&B logs only with credentials or an offline mode: find out now, not after training."""
+    import importlib.util
+    if importlib.util.find_spec("wandb") is None:
+        die("--wandb needs the wandb package: pip install wandb (or drop --wandb)")
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
         return
-    loader = DataLoader(data.IndexedDataset(train), batch_sampler=batches, pin_memory=device.type == "cuda")
-    for images, labels, keys in loader:
-        keys = keys.to(device, non_blocking=True)
-        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True), keys, keys % len(train)
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        if netrc.netrc(os.environ.get("NETRC")).authenticators(host):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    die("--wandb needs a W&B login: run `wandb login`, or set WANDB_MODE=offline to log locally")
 
 
-def sequential_backward(model, inputs: torch.Tensor, labels: torch.Tensor, args) -> torch.Tensor:
-    """The emulated workers one after another on the same parameters, gradients accumulated (the
-    plain reference for the fused path). Each pass is exactly a rank's computation, and scaling by
-    1/2 and summing two terms are exact, so 2 workers reproduce 2-rank DDP bit for bit. Only worker
-    0 updates BatchNorm's running statistics, as DDP keeps rank 0's. Returns per-example losses."""
-    workers = args.emulate_workers
-    module = model.module if isinstance(model, DDP) else model
-    losses = []
-    for k, (x, y) in enumerate(zip(inputs.chunk(workers), labels.chunk(workers))):
-        last = k == workers - 1
-        with (contextlib.nullcontext() if last or not isinstance(model, DDP) else model.no_sync()), \
-                (contextlib.nullcontext() if k == 0 else models.batch_statistics(module)), \
-                torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
-            worker_losses = F.cross_entropy(model(x).float(), y, reduction="none")
-        (worker_losses.mean() / workers).backward()
-        losses.append(worker_losses.detach())
-    return torch.cat(losses)
+def check_memory(args: Namespace, num_examples: int, device: torch.device) -> None:
+    """The recorder holds (channels x examples x epochs of the longest window) float32 values."""
+    T, W, I = args.total_epochs, args.warmup_epochs, args.interval_epochs
+    longest = max(W, I + (T - W) % I) if W < T else W  # the warmup, or the last (longest) interval
+    need = importance.Recorder.nbytes(num_examples, longest, len(channels(args)))
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        free = int(meminfo["MemAvailable"].split()[0]) * 1024
+    if need > free // 2:
+        die(f"recording {num_examples} examples x {longest} epochs x {len(channels(args))} channels needs "
+            f"{need / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free on {device.type}; lower --total-epochs "
+            f"(or --warmup-epochs / --interval-epochs) or --subset")
 
 
-def train_epoch(model, optimizer, batches: WorkerBatches, train: data.Split, spec: data.Spec, epoch: int,
-                args, device: torch.device, matrix: importance.LossMatrix | None, column: int) -> dict:
-    """One epoch over this process's workers' batches. Per-example losses come from the same
-    forward pass as the training loss and go to the loss matrix (None: not recorded, for
-    bench.py); nothing syncs the device per step."""
-    batches.set_epoch(epoch)
-    tracking = DeviceTimer(device)
-    loss_sum = torch.zeros((), device=device)
-    start = time.perf_counter()
-    for images, labels, keys, index in epoch_batches(batches, train, device, args.data_on_device):
-        inputs = augment.augment(images, index, args.seed, epoch, augment.TRAIN, spec.mean, spec.std, spec.crop_padding)
-        optimizer.zero_grad(set_to_none=True)
-        if args.emulation == "sequential" and args.emulate_workers > 1:
-            losses = sequential_backward(model, inputs, labels, args)
-        else:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
-                logits = model(inputs)
-            losses = F.cross_entropy(logits.float(), labels, reduction="none")
-            # Every worker's chunk has the same size, so this is the mean of the workers' mean losses:
-            # with DDP averaging over processes, the gradient N ranks of one worker each would compute.
-            losses.mean().backward()
-        optimizer.step()
-        if matrix is not None:
-            with tracking:
-                matrix.record(keys, column, losses)
-        loss_sum += losses.detach().sum()
-    totals = torch.tensor([loss_sum.item(), batches.samples_per_worker * len(batches.samplers)], device=device)
-    seconds = time.perf_counter() - start
-    if dist.is_initialized():
-        dist.all_reduce(totals)  # over all workers, padding included
-    loss_total, samples = totals.tolist()
-    return {"train_loss": loss_total / samples, "images_per_s": samples / seconds, "train_s": seconds,
-            "tracking_s": tracking.seconds()}
+def acquire(lock_path: Path):
+    """Hold the run's lock, or die: two processes running one run would append two rows for it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        die(f"another process is running this run ({handle.read().strip() or 'pid unknown'}, lock {lock_path}); "
+            f"wait for it to finish or stop it, then run again")
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+    handle.flush()
+    return handle
 
 
-@torch.no_grad()
-def evaluate(model, test: data.Split, spec: data.Spec, epoch: int, args, device: torch.device) -> float:
-    """Test accuracy in percent. paper: the training augmentation and BatchNorm batch statistics, as
-    the paper's code (which never switched to eval mode); standard: eval mode, plain images.
-    Batches of --batch-size, as one worker's (BatchNorm statistics depend on the batch)."""
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    paper = args.eval_protocol == "paper"
-    with models.batch_statistics(model) if paper else models.eval_mode(model):
-        for start in range(0, len(test), args.batch_size):
-            images = test.images[start:start + args.batch_size].to(device, non_blocking=True)
-            labels = test.labels[start:start + args.batch_size].to(device, non_blocking=True)
-            if paper:
-                index = torch.arange(start, start + len(labels), device=device)
-                inputs = augment.augment(images, index, args.seed, epoch, augment.TEST, spec.mean, spec.std, spec.crop_padding)
-            else:
-                inputs = augment.normalize(images, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
-                correct += (model(inputs).argmax(dim=1) == labels).sum()
-    return 100.0 * correct.item() / len(test)
+def check_inputs(args: Namespace, world: int, rank: int) -> Job:
+    """Every check that needs files or memory, in the order a user would fix them; die() on the
+    first problem. Reads and probes only: nothing is written but the run's lock."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if (args.backend or ("nccl" if device.type == "cuda" else "gloo")) == "nccl" and device.type != "cuda":
+        die("--backend nccl needs CUDA GPUs; use --backend gloo on CPUs")
+    if args.wandb and rank == 0:
+        check_wandb(args)
+    num_workers = world * args.emulate_workers
+    workload = flags.workload(args)
+    csv = results.csv_path(args.results_dir, workload)
+    try:
+        train_split = data.load(args.dataset, args.data_dir, train=True, subset=args.subset)
+        test_split = data.load(args.dataset, args.data_dir, train=False, subset=args.test_subset)
+    except data.DataError as err:
+        die(str(err))
+    if len(train_split) < num_workers:
+        die(f"{len(train_split)} training examples cannot be split across {num_workers} workers; raise --subset")
+    # Training-mode BatchNorm cannot normalize a batch of one example (the last step of an epoch,
+    # or the last test batch under the paper's protocol): refuse now rather than crash mid-run.
+    per_worker = math.ceil(len(train_split) / num_workers)
+    if per_worker % args.batch_size == 1:
+        die(
+            f"{len(train_split)} examples on {num_workers} workers give {per_worker} per worker, "
+            f"leaving a batch of one "
+            f"with --batch-size {args.batch_size}, which BatchNorm cannot train on; change --batch-size or --subset"
+        )
+    if args.eval_protocol == "paper" and len(test_split) % args.batch_size == 1:
+        die(
+            f"{len(test_split)} test examples leave a last batch of one with --batch-size {args.batch_size}, "
+            f"which the paper's "
+            f"protocol (BatchNorm in training mode) cannot evaluate; change --batch-size or --test-subset"
+        )
+    check_memory(args, len(train_split), device if args.data_on_device else torch.device("cpu"))
+    if Path(args.results_dir).exists() and not Path(args.results_dir).is_dir():
+        die(f"--results-dir {args.results_dir} is a file; pass a folder")
+    if csv.is_dir():
+        die(f"the result file {csv} is a folder; move it away or pass another --results-dir")
+    checkpoint_path = results.checkpoint_path(csv, args.seed)
+    job = Job(workload, train_split, test_split, num_workers, csv, checkpoint_path, None)
+    if rank == 0:  # the one that writes
+        writable(csv.parent, "--results-dir")
+        writable(csv.parent / "logs", "--results-dir")
+        if args.checkpoint_every or args.resume:
+            writable(checkpoint_path.parent, "--results-dir")
+        try:
+            results.check_appendable(csv, results.columns(args.total_epochs, workload.task))
+        except ValueError as err:
+            die(str(err))
+    if args.resume:
+        job.checkpoint = load_checkpoint(checkpoint_path, args, num_workers)
+    if results.has_row(csv, args.seed):  # never two rows for one run
+        if not args.resume:
+            die(f"{csv} already holds the row of --seed {args.seed}: this run is done; pass another --seed or "
+                f"--results-dir (or --resume, which then does nothing)")
+        job.finished = True
+        return job
+    if rank == 0:
+        job.lock = acquire(checkpoint_path.with_suffix(".lock"))  # last: no check after it can leave it held
+    return job
 
 
-def repartition(matrix: importance.LossMatrix, window_index: int, args, num_workers: int) -> tuple[torch.Tensor, heuristics.Partition, float]:
-    """Merge the losses of the window before `window_index` across processes, score, sort and
-    partition: identical on every process, since all hold the same merged matrix and the sort is
-    stable. Returns the scores too. The first E_ignore columns are dropped only when scoring the
-    warmup (window_index 1), as the paper's code did; later intervals are scored whole."""
+# ---- importance and partitions --------------------------------------------------------------------
+
+def channels(args: Namespace) -> tuple[str, ...]:
+    """What the run records: exactly what its measure reads (vanilla runs record the loss, as the
+    paper's warmup-only baseline did)."""
+    return importance.MEASURES[args.measure].channels if args.heuristic != "none" else ("loss",)
+
+
+def worker_samplers(
+    dataset, partition: heuristics.Partition | None, workers: range, num_workers: int, args: Namespace
+) -> list:
+    """The samplers of `workers`: random slices every epoch in warmup (vanilla DPT), then their fixed
+    partitions, shuffled from the run's seed as the paper's code did."""
+    return samplers.for_window(dataset, partition, workers, num_workers, shuffle=args.shuffle == "yes",
+                               sampler_seed=args.sampler_seed, seed=args.seed)
+
+
+def movement(before: torch.Tensor, after: heuristics.Partition) -> dict:
+    """Per worker, how many examples left its partition and how many joined, against `before`
+    (the worker that trained each example in the last epoch)."""
+    left, joined = [], []
+    now = torch.full_like(before, -1)
+    for w, part in enumerate(after):
+        now[part] = w
+    for w in range(len(after)):
+        left.append(int(((before == w) & (now != w)).sum()))
+        joined.append(int(((now == w) & (before != w)).sum()))
+    return {"left": left, "joined": joined, "moved": sum(joined)}
+
+
+def repartition(recorder: importance.Recorder, window_index: int, previous: dict | None, args: Namespace,
+                num_workers: int, labels: torch.Tensor | None = None,
+                before: torch.Tensor | None = None) -> tuple[torch.Tensor, heuristics.Partition, dict, float]:
+    """Merge the window before `window_index` across processes, score, sort and partition: identical
+    on every process, since all hold the same merged signals and the sorts are stable. The first
+    E_ignore columns are dropped only when scoring the warmup (window_index 1), as the paper's code
+    did; later intervals are scored whole. `previous`: each channel's column just before the window
+    (forgetting counts a transition across the boundary); `labels` and `before` (who trained each
+    example last) for the heuristics that read them. Returns the scores, the partition, the window's
+    last column (the next window's `previous`) and the seconds taken."""
     start = time.perf_counter()
     ignore = args.ignore_epochs if window_index == 1 else 0
-    window = matrix.merged()[:, ignore:]
-    scores = importance.MEASURES[args.measure](window)
-    parts = heuristics.partition(importance.order(scores).cpu(), num_workers, args.heuristic)
-    return scores, parts, time.perf_counter() - start
+    merged = recorder.merged()
+    window = {c: m[:, ignore:] for c, m in merged.items()}
+    if window_index == 1:
+        previous = {c: m[:, ignore - 1] for c, m in merged.items()} if ignore else None
+    scores, order = importance.rank(args.measure, window, previous)
+    context = heuristics.Context(scores.cpu(), labels, before, window_index, args.seed)
+    parts = heuristics.partition(order.cpu(), num_workers, args.heuristic, context)
+    return scores, parts, {c: m[:, -1] for c, m in merged.items()}, time.perf_counter() - start
+
+
+def begin_window(run: "Run", index: int, plan: list, args: Namespace, job: "Job", device: torch.device,
+                 record: tuple[str, ...]) -> None:
+    """Start window `index`: after warmup, repartition from the window before (logging how many
+    examples each worker lost and gained); then an empty recorder."""
+    first_epoch, length = plan[index]
+    if index > 0:
+        everyone = worker_samplers(job.train, run.partition, range(job.num_workers), job.num_workers, args)
+        before = samplers.assignment(everyone, first_epoch - 1)
+        scores, run.partition, run.carry, seconds = repartition(run.recorder, index, run.carry, args, job.num_workers,
+                                                                 job.labels, before)
+        moved = movement(before, run.partition)
+        run.log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": seconds,
+                                     "partition_sizes": [len(p) for p in run.partition], "movement": moved})
+        if args.save_partitions:
+            run.partitions[-1]["trained"] = gather_rows(run.recorder.recorded_rows())
+            run.partitions.append({"start_epoch": first_epoch + 1, "epochs": length, "partition": run.partition,
+                                   "importance": scores.cpu(), "movement": moved})
+    elif args.save_partitions:
+        run.partitions.append({"start_epoch": 1, "epochs": length, "partition": None})
+    run.window, run.recorder = index, importance.Recorder(len(job.train), length, record, device)
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------
+
+def load_checkpoint(path: Path, args: Namespace, num_workers: int) -> dict | None:
+    """This run's checkpoint for --resume, checked against the flags; None if there is none."""
+    results.clean_temporaries(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        die(f"corrupt checkpoint {path} ({type(err).__name__}); delete it to start the run afresh")
+    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
+        missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else "everything"
+        die(
+            f"{path} is not a checkpoint of dpt.py (missing {missing}); "
+            f"delete it to start the run afresh"
+        )
+    changed = [f"--{k.replace('_', '-')} {state['args'].get(k)} -> {getattr(args, k)}" for k in flags.run_defining()
+               if state["args"].get(k) != getattr(args, k)]
+    if state["num_workers"] != num_workers:
+        changed.append(f"workers {state['num_workers']} -> {num_workers} (processes x --emulate-workers)")
+    if changed:
+        die(f"checkpoint {path} belongs to another run ({'; '.join(changed)}); drop --resume or restore those flags")
+    return state
+
+
+CHECKPOINT_KEYS = {"args", "num_workers", "epoch", "window", "model", "optimizer", "rng", "recorded", "carry",
+                   "partition", "metrics", "log", "log_name", "partitions", "elapsed_s"}
+
+
+@dataclass
+class Run:
+    """The state a run carries from epoch to epoch, and what a checkpoint saves."""
+    window: int = 0  # the window (0: warmup) the next epoch belongs to, or the one just finished
+    epoch: int = 0  # epochs trained so far
+    partition: heuristics.Partition | None = None
+    recorder: importance.Recorder | None = None
+    carry: dict | None = None  # each channel's last column of the window before the current one
+    metrics: list = field(default_factory=list)  # the row's per-epoch metric
+    log: dict = field(default_factory=dict)
+    log_name: str = ""
+    partitions: list = field(default_factory=list)  # --save-partitions: one entry per window
+    elapsed_s: float = 0.0
+
+
+def save_checkpoint(run: Run, window_start: int, model, optimizer, args: Namespace, job: Job, started: float) -> None:
+    """Every process takes part (the recorder's merge is a collective); rank 0 writes."""
+    recorded = run.recorder.merged(run.epoch - window_start)
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return
+    results.save_torch(
+        job.checkpoint_path,
+        {
+            "args": vars(args),
+            "num_workers": job.num_workers,
+            "epoch": run.epoch,
+            "window": run.window,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "recorded": {c: v.cpu() for c, v in recorded.items()},
+            "carry": run.carry and {c: v.cpu() for c, v in run.carry.items()},
+            "partition": run.partition,
+            "metrics": run.metrics,
+            "log": run.log,
+            "log_name": run.log_name,
+            "partitions": run.partitions,
+            "elapsed_s": time.perf_counter() - started,
+            "provenance": job.provenance,
+        },
+    )
+
+
+def restore(state: dict, model, optimizer, plan: list, job: Job, device: torch.device, rank: int) -> Run:
+    """The run where its checkpoint left it, the current window's signals so far included (merged
+    values: rank 0 restores them, the others start empty, so the next merge sums to the same)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    first, length = plan[state["window"]]
+    recorder = importance.Recorder(len(job.train), length, tuple(state["recorded"]), device)
+    if rank == 0:
+        recorder.restore(state["recorded"])
+    carry = state["carry"] and {c: v.to(device) for c, v in state["carry"].items()}
+    run = Run(state["window"], state["epoch"], state["partition"], recorder, carry, state["metrics"], state["log"],
+              state["log_name"], state["partitions"], state["elapsed_s"])
+    run.log["resumed_at_epoch"].append(run.epoch + 1)
+    run.log.setdefault("resume_provenance", []).append(job.provenance)  # the code may have changed since
+    return run
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+def start_process_group(args: Namespace, launched: bool, local_rank: int) -> torch.device:
+    if launched:
+        backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=args.timeout))
+    return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+
+
+def phase(args: Namespace, index: int) -> str:
+    return "vanilla" if args.heuristic == "none" else "warmup" if index == 0 else f"interval {index}"
+
+
+def log_epoch(run: Run, epoch: int, phase: str, stats: dict, args: Namespace, wandb_run) -> None:
+    run.metrics.append(stats["test_accuracy"])
+    run.log["epochs"].append({"epoch": epoch + 1, "phase": phase, **stats})
+    print(f"epoch {epoch + 1:3d}/{args.total_epochs} {phase:>11s}  loss {stats['train_loss']:.4f}  "
+          f"test {stats['test_accuracy']:6.2f}%  {stats['images_per_s']:8.0f} img/s  "
+          f"tracking {stats['tracking_s']:.3f}s", flush=True)
+    if wandb_run:
+        wandb_run.log({"epoch": epoch + 1, **stats})
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = flags.parse_args(argv)
+    launched = "RANK" in os.environ  # torchrun, nanoGPT-style
+    rank, world, local_rank = (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+    job = check_inputs(args, world, rank)
+    if job.finished:
+        if rank == 0:
+            print(f"{results.run_name(job.csv, args.seed)} finished already: its row is in {job.csv}; nothing to do")
+        return
+    try:
+        train_run(args, job, launched, rank, world, local_rank)
+    finally:
+        if job.lock:
+            job.lock.close()  # releases the run's lock (the process's exit would too)
+
+
+def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, local_rank: int) -> None:
+    master = rank == 0
+    job.provenance = results.provenance()
+
+    # ---- from here on processes talk to each other ----
+    device = start_process_group(args, launched, local_rank)
+    if args.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = not args.deterministic
+    torch.manual_seed(args.seed)
+    spec = data.SPECS[args.dataset]
+    train_split, test_split = (
+        (job.train.to(device), job.test.to(device)) if args.data_on_device else (job.train, job.test)
+    )
+    step = train.Step.build(
+        amp=args.amp == "bf16",
+        workers=args.emulate_workers,
+        batch_size=args.batch_size,
+        device=device,
+        spec=spec,
+        sequential=args.emulation == "sequential",
+        seed=args.seed,
+        on_device=args.data_on_device,
+        eval_protocol=args.eval_protocol,
+        channels=channels(args),
+    )
+    # channels_last: augmented batches arrive NHWC, and DDP's gradient buckets want the grads' layout
+    # to match the parameters'.
+    model = models.build(args.model, spec.num_classes, spec.channels, workers=args.emulate_workers,
+                         fused=args.emulation == "fused").to(device, memory_format=torch.channels_last)
+    train_model = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None) if launched else model
+    optimizer = models.optimizer(model, args.lr, args.momentum, args.weight_decay)
+    my_workers = range(rank * args.emulate_workers, (rank + 1) * args.emulate_workers)
+    plan = windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
+    name = results.run_name(job.csv, args.seed)
+
+    if job.checkpoint:
+        run = restore(job.checkpoint, model, optimizer, plan, job, device, rank)
+    else:
+        run = Run(log_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        run.log = {
+            "workload": vars(job.workload),
+            "provenance": job.provenance,
+            "world_size": world,
+            "workers": job.num_workers,
+            "device": str(device),
+            "data": job.train.source,
+            "test_data": job.test.source,
+            "csv": str(job.csv),
+            "epochs": [],
+            "intervals": [],
+            "resumed_at_epoch": [],
+        }
+    run.log["args"] = vars(args)
+    log_path = job.csv.parent / "logs" / run.log_name  # beside the results given, wherever the checkpoint was made
+    wandb_run = None
+    if args.wandb and master:
+        import wandb
+        wandb_run = wandb.init(project=args.wandb_project, entity=args.wandb_entity, name=args.wandb_name or name,
+                               config=vars(args), notes=args.description or None)
+    if master:
+        print(
+            f"{name}: {job.num_workers} workers ({world} processes x {args.emulate_workers}) "
+            f"x batch {args.batch_size}, "
+            f"{len(train_split)} train / {len(test_split)} test examples from {job.train.source}, {device}, "
+            f"results -> {job.csv}" + (f"; resuming after epoch {run.epoch}" if job.checkpoint else ""),
+            flush=True,
+        )
+
+    started = time.perf_counter() - run.elapsed_s
+    for index in range(run.window, len(plan)):
+        first_epoch, length = plan[index]
+        if run.epoch == first_epoch:  # a new window (a resumed run may be in the middle of one)
+            begin_window(run, index, plan, args, job, device, step.channels)
+        batches = WorkerBatches(
+            worker_samplers(train_split, run.partition, my_workers, job.num_workers, args), args.batch_size
+        )
+        for epoch in range(run.epoch, first_epoch + length):
+            stats = train.train_epoch(
+                train_model, optimizer, batches, train_split, step, epoch, run.recorder, epoch - first_epoch
+            )
+            run.epoch = epoch + 1
+            if master:
+                log_epoch(
+                    run,
+                    epoch,
+                    phase(args, index),
+                    stats | train.evaluate(model, test_split, step, epoch),
+                    args,
+                    wandb_run,
+                )
+            if args.checkpoint_every and run.epoch % args.checkpoint_every == 0:
+                save_checkpoint(run, first_epoch, model, optimizer, args, job, started)
+    if args.save_partitions:
+        run.partitions[-1]["trained"] = gather_rows(run.recorder.recorded_rows())
+
+    if master:
+        finish(run, args, job, time.perf_counter() - started, log_path, wandb_run)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def finish(run: Run, args: Namespace, job: Job, total_s: float, log_path: Path, wandb_run) -> None:
+    """The row (appended under the lock), the log, the saved partitions; rank 0 only."""
+    values = results.row(args.seed, run.metrics, job.workload)
+    results.append_row(job.csv, values)
+    run.log.update(best_accuracy=values["best_accuracy"], best_epoch=values["best_epoch"], total_training_s=total_s,
+                   tracking_s_per_epoch=sum(e["tracking_s"] for e in run.log["epochs"]) / len(run.log["epochs"]))
+    results.write_json(log_path, run.log)
+    if args.save_partitions:
+        results.save_torch(log_path.with_suffix(".partitions.pt"), {"args": vars(args), "windows": run.partitions})
+    print(f"best test accuracy {values['best_accuracy']:.2f}% at epoch {values['best_epoch']}, "
+          f"{total_s:.1f}s; row appended to {job.csv}, log {log_path}")
+    if wandb_run:
+        wandb_run.summary.update({"best_accuracy": values["best_accuracy"], "best_epoch": values["best_epoch"]})
+        wandb_run.finish()
 
 
 def gather_rows(rows: torch.Tensor) -> list[torch.Tensor]:
@@ -312,195 +541,6 @@ def gather_rows(rows: torch.Tensor) -> list[torch.Tensor]:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, rows.cpu())
     return out
-
-
-def worker_samplers(dataset, partition: heuristics.Partition | None, my_workers: range, num_workers: int, args) -> list:
-    """This process's workers' samplers: random slices every epoch in warmup (vanilla DPT), then
-    their fixed partitions."""
-    return samplers.for_window(dataset, partition, my_workers, num_workers, shuffle=args.shuffle == "yes",
-                               sampler_seed=args.sampler_seed, seed=args.seed)
-
-
-# What makes two runs the same run: a checkpoint resumes only under the same values.
-RUN_DEFINING = ("dataset", "model", "heuristic", "measure", "total_epochs", "warmup_epochs", "interval_epochs",
-                "ignore_epochs", "repartition", "shuffle", "batch_size", "lr", "momentum", "weight_decay", "seed",
-                "sampler_seed", "eval_protocol", "subset", "test_subset")
-
-
-def load_checkpoint(path: Path, args, num_workers: int) -> dict | None:
-    """This run's checkpoint for --resume, checked against the flags; None if there is none."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        die(f"corrupt checkpoint {path} ({type(err).__name__}); delete it to start the run afresh")
-    changed = [f"--{k.replace('_', '-')} {state['args'][k]} -> {getattr(args, k)}" for k in RUN_DEFINING
-               if state["args"][k] != getattr(args, k)]
-    if state["num_workers"] != num_workers:
-        changed.append(f"workers {state['num_workers']} -> {num_workers} (processes x --emulate-workers)")
-    if changed:
-        die(f"checkpoint {path} belongs to another run ({'; '.join(changed)}); drop --resume or restore those flags")
-    return state
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    launched = "RANK" in os.environ  # torchrun, nanoGPT-style
-    rank = int(os.environ.get("RANK", 0))
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    master = rank == 0
-    backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    if backend == "nccl" and not torch.cuda.is_available():
-        die("--backend nccl needs CUDA GPUs; use --backend gloo on CPUs")
-    if args.wandb and importlib.util.find_spec("wandb") is None:
-        die("--wandb needs the wandb package: pip install wandb (or drop --wandb)")
-    num_workers = world * args.emulate_workers
-    spec = data.SPECS[args.dataset]
-    csv_path = results.csv_path(args.results_dir, args.dataset, args.model, args.heuristic, args.measure,
-                                args.warmup_epochs, args.interval_epochs, args.total_epochs)
-    run_name = results.run_name(csv_path, args.seed)
-    checkpoint_path = results.checkpoint_path(csv_path, args.seed)
-    try:
-        train = data.load(args.dataset, args.data_dir, train=True, subset=args.subset)
-        test = data.load(args.dataset, args.data_dir, train=False, subset=args.test_subset)
-        results.check_appendable(csv_path, args.total_epochs)
-    except (data.DataError, ValueError) as err:
-        die(str(err))
-    if len(train) < num_workers:
-        die(f"{len(train)} training examples cannot be split across {num_workers} workers; raise --subset")
-    # Training-mode BatchNorm cannot normalize a batch of one example (the last step of an epoch,
-    # or the last test batch under the paper's protocol): refuse now rather than crash mid-run.
-    per_worker = math.ceil(len(train) / num_workers)
-    if per_worker % args.batch_size == 1:
-        die(f"{len(train)} examples on {num_workers} workers give {per_worker} per worker, leaving a last batch of one "
-            f"with --batch-size {args.batch_size}, which BatchNorm cannot train on; change --batch-size or --subset")
-    if args.eval_protocol == "paper" and len(test) % args.batch_size == 1:
-        die(f"{len(test)} test examples leave a last batch of one with --batch-size {args.batch_size}, which the paper's "
-            f"protocol (BatchNorm in training mode) cannot evaluate; change --batch-size or --test-subset")
-    checkpoint = load_checkpoint(checkpoint_path, args, num_workers) if args.resume else None
-    if checkpoint and checkpoint["epoch"] == args.total_epochs and results.has_row(csv_path, args.seed):
-        if master:
-            print(f"{run_name} finished already: its row is in {csv_path}; nothing to do")
-        return
-
-    # Everything above only reads; from here on processes talk to each other.
-    if launched:
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if args.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = not args.deterministic
-    torch.manual_seed(args.seed)
-    if args.data_on_device:
-        train, test = train.to(device), test.to(device)
-
-    # channels_last: augmented batches arrive NHWC, and DDP's gradient buckets want the grads'
-    # layout to match the parameters'.
-    model = models.build(args.model, spec.num_classes, spec.channels)
-    if args.emulate_workers > 1 and args.emulation == "fused":
-        models.emulate_workers(model, args.emulate_workers)
-    model.to(device, memory_format=torch.channels_last)
-    train_model = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None) if launched else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=True,
-                                weight_decay=args.weight_decay)
-    my_workers = range(rank * args.emulate_workers, (rank + 1) * args.emulate_workers)
-    dataset = data.IndexedDataset(train)
-
-    log_path = csv_path.parent / "logs" / f"{run_name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    log = {"args": vars(args), "world_size": world, "workers": num_workers, "device": str(device),
-           "torch": str(torch.__version__), "csv": str(csv_path), "epochs": [], "intervals": [], "resumed_at_epoch": []}
-    accuracies, saved_windows, start_epoch, resume_window, elapsed = [], [], 0, -1, 0.0
-    if checkpoint:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng"])
-        accuracies, saved_windows, log = checkpoint["accuracies"], checkpoint["saved_windows"], checkpoint["log"]
-        start_epoch, resume_window, elapsed = checkpoint["epoch"], checkpoint["window"], checkpoint["elapsed_s"]
-        log_path = Path(checkpoint["log_path"])
-        log["args"] = vars(args)
-        log["resumed_at_epoch"].append(start_epoch + 1)
-    wandb_run = None
-    if args.wandb and master:
-        import wandb
-        wandb_run = wandb.init(project=args.wandb_project, entity=args.wandb_entity, name=args.wandb_name or run_name,
-                               config=vars(args), notes=args.description or None)
-    if master:
-        print(f"{run_name}: {num_workers} workers ({world} processes x {args.emulate_workers}) x batch {args.batch_size}, "
-              f"{len(train)} train / {len(test)} test examples, {device}, results -> {csv_path}"
-              + (f"; resuming after epoch {start_epoch}" if checkpoint else ""))
-
-    run_start = time.perf_counter() - elapsed
-    plan = windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
-    matrix, partition = None, None
-    for index, (first_epoch, length) in enumerate(plan):
-        if index < resume_window:
-            continue
-        if index == resume_window:  # the window the checkpoint was taken in: its partition and losses so far
-            partition = checkpoint["partition"]
-            matrix = importance.LossMatrix(len(train), length, device)
-            if master:
-                matrix.restore(checkpoint["matrix"])
-        else:
-            if index > 0:
-                trained = gather_rows(matrix.recorded_rows()) if args.save_partitions else None
-                scores, partition, heuristic_s = repartition(matrix, index, args, num_workers)
-                log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": heuristic_s,
-                                         "partition_sizes": [len(p) for p in partition]})
-                if args.save_partitions:
-                    saved_windows[-1]["trained"] = trained
-                    saved_windows.append({"start_epoch": first_epoch + 1, "epochs": length, "partition": partition,
-                                          "importance": scores.cpu()})
-            elif args.save_partitions:
-                saved_windows.append({"start_epoch": 1, "epochs": length, "partition": None})
-            matrix = importance.LossMatrix(len(train), length, device)
-        batches = WorkerBatches(worker_samplers(dataset, partition, my_workers, num_workers, args), args.batch_size)
-        phase = "vanilla" if args.heuristic == "none" else "warmup" if index == 0 else f"interval {index}"
-        for column, epoch in enumerate(range(first_epoch, first_epoch + length)):
-            if epoch < start_epoch:
-                continue
-            stats = train_epoch(train_model, optimizer, batches, train, spec, epoch, args, device, matrix, column)
-            if master:
-                stats["test_accuracy"] = evaluate(model, test, spec, epoch, args, device)
-                accuracies.append(stats["test_accuracy"])
-                log["epochs"].append({"epoch": epoch + 1, "phase": phase, **stats})
-                print(f"epoch {epoch + 1:3d}/{args.total_epochs} {phase:>11s}  loss {stats['train_loss']:.4f}  "
-                      f"test {stats['test_accuracy']:6.2f}%  {stats['images_per_s']:8.0f} img/s  "
-                      f"tracking {stats['tracking_s']:.3f}s", flush=True)
-                if wandb_run:
-                    wandb_run.log({"epoch": epoch + 1, **stats})
-            if args.checkpoint_every and (epoch + 1) % args.checkpoint_every == 0:
-                merged = matrix.merged()[:, :column + 1]  # a collective: every process takes part
-                if master:
-                    results.save_torch(checkpoint_path, {
-                        "args": vars(args), "num_workers": num_workers, "epoch": epoch + 1, "window": index,
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "matrix": merged.cpu(),
-                        "partition": partition, "accuracies": accuracies, "log": log, "log_path": str(log_path),
-                        "saved_windows": saved_windows, "rng": torch.get_rng_state(), "elapsed_s": time.perf_counter() - run_start})
-    if args.save_partitions:
-        saved_windows[-1]["trained"] = gather_rows(matrix.recorded_rows())
-
-    if master:
-        values = results.row(args.seed, accuracies, args.warmup_epochs, args.interval_epochs, args.measure,
-                             heuristics.PAPER_NAMES[args.heuristic], args.model, args.dataset)
-        results.append_row(csv_path, values)
-        total_s = time.perf_counter() - run_start
-        log.update(best_accuracy=values["best_accuracy"], best_epoch=values["best_epoch"], total_training_s=total_s,
-                   tracking_s_per_epoch=sum(e["tracking_s"] for e in log["epochs"]) / len(log["epochs"]))
-        results.write_json(log_path, log)
-        if args.save_partitions:
-            results.save_torch(log_path.with_suffix(".partitions.pt"), {"args": vars(args), "windows": saved_windows})
-        print(f"best test accuracy {values['best_accuracy']:.2f}% at epoch {values['best_epoch']}, "
-              f"{total_s:.1f}s; row appended to {csv_path}, log {log_path}")
-        if wandb_run:
-            wandb_run.summary.update({"best_accuracy": values["best_accuracy"], "best_epoch": values["best_epoch"]})
-            wandb_run.finish()
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

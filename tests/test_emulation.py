@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dpt
 import models
+import train
 from runs import checkpoint, launch, only, only_log, partitions, relative_difference
 
 
@@ -22,13 +22,19 @@ def tiny(root, out, *extra):
             "--deterministic", *extra]
 
 
+@pytest.mark.slow
 def test_sequential_emulation_reproduces_two_rank_ddp(cifar10_dir, tmp_path):
     root, _ = cifar10_dir
     runs = {}
-    for name, nproc, emulate in (("ddp", 2, []), ("emulated", None, ["--emulate-workers", "2", "--emulation", "sequential"])):
+    for name, nproc, emulate in (
+        ("ddp", 2, []),
+        ("emulated", None, ["--emulate-workers", "2", "--emulation", "sequential"]),
+    ):
         # 8 warmup steps (2 epochs x 4 steps of 2 x 10 examples), checkpointed at the end
         warm = tmp_path / name / "warmup"
-        launch(tiny(root, warm, "--heuristic", "none", "--total-epochs", "2", "--checkpoint-every", "2", *emulate), nproc)
+        launch(
+            tiny(root, warm, "--heuristic", "none", "--total-epochs", "2", "--checkpoint-every", "2", *emulate), nproc
+        )
         # the same warmup, a repartition, and an interval
         part = tmp_path / name / "interval"
         launch(tiny(root, part, "--total-epochs", "3", "--warmup-epochs", "2", "--interval-epochs", "1",
@@ -39,7 +45,7 @@ def test_sequential_emulation_reproduces_two_rank_ddp(cifar10_dir, tmp_path):
     for a, b in ((warm_a, warm_b), (part_a, part_b)):
         assert relative_difference(a["model"], b["model"]) < 1e-5  # parameters and BatchNorm buffers
         assert relative_difference(a["optimizer"]["state"][0], b["optimizer"]["state"][0]) < 1e-5
-        assert torch.allclose(a["matrix"], b["matrix"], rtol=1e-5, atol=1e-6)
+        assert torch.allclose(a["recorded"]["loss"], b["recorded"]["loss"], rtol=1e-5, atol=1e-6)
     for wa, wb in zip(saved_a["windows"][1:], saved_b["windows"][1:]):
         assert all(torch.equal(x, y) for x, y in zip(wa["partition"], wb["partition"]))
         assert torch.allclose(wa["importance"], wb["importance"], rtol=1e-5, atol=1e-7)
@@ -55,8 +61,8 @@ def test_fused_gradients_match_the_sequential_reference(workers, batch):
     fused = models.emulate_workers(copy.deepcopy(reference), workers)
     x = torch.randn(workers * batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (workers * batch,))
-    args = dpt.parse_args(["--emulate-workers", str(workers), "--emulation", "sequential"])
-    reference_losses = dpt.sequential_backward(reference, x, y, args)
+    step = train.Step.build(workers=workers, batch_size=batch, device=torch.device("cpu"), sequential=True)
+    reference_losses = train.sequential_backward(reference, x, y, step, None)["loss"]
     fused_losses = F.cross_entropy(fused(x), y, reduction="none")
     fused_losses.mean().backward()
     assert torch.allclose(fused_losses.detach(), reference_losses, rtol=1e-5, atol=1e-6)
@@ -77,6 +83,7 @@ def test_fused_gradients_match_the_sequential_reference(workers, batch):
         assert off_by < 1e-6 * got.abs().max() + 1e-9 and ghost_off_by > 1e-3 * got.abs().max(), name
 
 
+@pytest.mark.slow
 def test_fused_run_matches_two_rank_ddp_after_one_step(cifar10_dir, tmp_path):
     root, _ = cifar10_dir
     flags = ["--heuristic", "none", "--total-epochs", "1", "--subset", "20", "--checkpoint-every", "1"]
@@ -84,15 +91,32 @@ def test_fused_run_matches_two_rank_ddp_after_one_step(cifar10_dir, tmp_path):
     launch(tiny(root, tmp_path / "fused", *flags, "--emulate-workers", "2"))
     a, b = checkpoint(tmp_path / "ddp"), checkpoint(tmp_path / "fused")
     assert relative_difference(a["model"], b["model"]) < 1e-6
-    assert torch.equal(a["matrix"], b["matrix"])  # the step's forward pass is bit for bit the same
+    assert torch.equal(a["recorded"]["loss"], b["recorded"]["loss"])  # the step's forward pass is bit for bit the same
 
 
+@pytest.mark.slow
 def test_torchrun_ranks_each_emulating_workers(cifar10_dir, tmp_path):
     """2 ranks x 2 emulated workers = 4 workers: each rank trains exactly its two workers' partitions."""
     root, _ = cifar10_dir
     out = tmp_path / "res"
-    launch(tiny(root, out, "--total-epochs", "3", "--warmup-epochs", "2", "--interval-epochs", "1", "--ignore-epochs", "0",
-                "--emulate-workers", "2", "--save-partitions"), 2)
+    launch(
+        tiny(
+            root,
+            out,
+            "--total-epochs",
+            "3",
+            "--warmup-epochs",
+            "2",
+            "--interval-epochs",
+            "1",
+            "--ignore-epochs",
+            "0",
+            "--emulate-workers",
+            "2",
+            "--save-partitions",
+        ),
+        2,
+    )
     log = only_log(out)
     assert log["workers"] == 4 and log["world_size"] == 2
     assert log["intervals"][0]["partition_sizes"] == [17, 17, 17, 16]
@@ -102,6 +126,7 @@ def test_torchrun_ranks_each_emulating_workers(cifar10_dir, tmp_path):
         assert window["trained"][rank].tolist() == sorted(mine.tolist())
 
 
+@pytest.mark.slow
 def test_device_resident_data_path_gives_the_same_run(cifar10_dir, tmp_path):
     root, _ = cifar10_dir
     flags = ["--total-epochs", "3", "--warmup-epochs", "2", "--interval-epochs", "1", "--ignore-epochs", "0",
@@ -110,9 +135,10 @@ def test_device_resident_data_path_gives_the_same_run(cifar10_dir, tmp_path):
     launch(tiny(root, tmp_path / "device", *flags, "--data-on-device"))
     a, b = checkpoint(tmp_path / "loader"), checkpoint(tmp_path / "device")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert torch.equal(a["matrix"], b["matrix"]) and a["accuracies"] == b["accuracies"]
+    assert torch.equal(a["recorded"]["loss"], b["recorded"]["loss"]) and a["metrics"] == b["metrics"]
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains(cifar10_dir, tmp_path):
     root, _ = cifar10_dir
     out = tmp_path / "res"
@@ -120,5 +146,5 @@ def test_bf16_autocast_trains(cifar10_dir, tmp_path):
                 "--data-on-device", "--emulate-workers", "2", "--checkpoint-every", "2"))
     state = checkpoint(out)
     assert state["model"]["conv1.weight"].dtype == torch.float32  # master weights stay float32
-    assert torch.isfinite(state["matrix"]).all() and (state["matrix"] > 0).all()
+    assert torch.isfinite(state["recorded"]["loss"]).all() and (state["recorded"]["loss"] > 0).all()
     assert all(torch.isfinite(torch.tensor(e["train_loss"])) for e in only_log(out)["epochs"])

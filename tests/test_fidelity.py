@@ -12,8 +12,10 @@ from torch import nn
 import augment
 import data
 import dpt
+import flags
 import importance
 import models
+import train
 from samplers import ConstantSampler
 
 
@@ -28,14 +30,14 @@ def test_average_and_variance_are_torch_var_mean_bit_for_bit():
     assert not torch.equal(window.mean(dim=1), mean)  # why it matters: .mean() rounds differently
 
 
-class FixedMatrix:
-    """Stands in for the loss matrix: merged() returns a fixed window."""
+class FixedRecorder:
+    """Stands in for the recorder: merged() returns a fixed window of losses."""
 
     def __init__(self, values: torch.Tensor):
         self.values = values
 
-    def merged(self) -> torch.Tensor:
-        return self.values
+    def merged(self) -> dict:
+        return {"loss": self.values}
 
 
 @pytest.mark.parametrize("measure", ["average", "variance"])
@@ -43,10 +45,10 @@ def test_ignore_epochs_apply_to_the_first_repartition_only(measure):
     g = torch.Generator().manual_seed(1)
     window = torch.rand(40, 6, generator=g)
     window[:, :2] += torch.linspace(50, 0, 40)[:, None] * torch.rand(40, 2, generator=g)  # the ignored columns dominate
-    args = dpt.parse_args(["--measure", measure, "--ignore-epochs", "2", "--warmup-epochs", "6"])
-    score = importance.MEASURES[measure]
-    first, _, _ = dpt.repartition(FixedMatrix(window), 1, args, 4)
-    later, _, _ = dpt.repartition(FixedMatrix(window), 2, args, 4)
+    args = flags.parse_args(["--measure", measure, "--ignore-epochs", "2", "--warmup-epochs", "6"])
+    score = importance.average if measure == "average" else importance.variance
+    first, _, _, _ = dpt.repartition(FixedRecorder(window), 1, None, args, 4)
+    later, _, _, _ = dpt.repartition(FixedRecorder(window), 2, None, args, 4)
     assert torch.equal(first, score(window[:, 2:]))
     assert torch.equal(later, score(window))
     assert not torch.equal(importance.order(first), importance.order(later))
@@ -68,24 +70,34 @@ class Spy(nn.Module):
         return torch.zeros(len(x), 10)
 
 
+def test_the_paper_protocol_is_the_default():
+    assert flags.parse_args([]).eval_protocol == "paper"
+
+
 def test_paper_protocol_evaluates_augmented_images_with_batch_statistics():
     spec = data.SPECS["cifar10"]
     g = torch.Generator().manual_seed(2)
-    test = data.Split(torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8, generator=g), torch.zeros(30, dtype=torch.int64))
-    args = dpt.parse_args(["--batch-size", "16", "--seed", "5"])
+    test = data.Split(
+        torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8, generator=g), torch.zeros(30, dtype=torch.int64)
+    )
+    step = train.Step.build(
+        workers=1, batch_size=16, device=torch.device("cpu"), spec=spec, seed=5, eval_protocol="paper"
+    )
     model = Spy().eval()
     before = model.bn.running_mean.clone()
-    assert dpt.evaluate(model, test, spec, 3, args, torch.device("cpu")) == 100.0
+    assert train.evaluate(model, test, step, 3) == {"test_accuracy": 100.0}
     assert [len(x) for x, _, _ in model.calls] == [16, 14]
     for (x, training, tracking), start in zip(model.calls, (0, 16)):
         index = torch.arange(start, start + len(x))
-        expected = augment.augment(test.images[index], index, 5, 3, augment.TEST, spec.mean, spec.std, spec.crop_padding)
+        expected = augment.augment(
+            test.images[index], index, 5, 3, augment.TEST, spec.mean, spec.std, spec.crop_padding
+        )
         assert torch.equal(x, expected)  # the training augmentation, keyed by the test stream
         assert training and not tracking  # batch statistics, running buffers untouched
     assert torch.equal(model.bn.running_mean, before) and not model.training  # the model's mode is restored
 
     model.calls.clear()
-    dpt.evaluate(model, test, spec, 3, dpt.parse_args(["--batch-size", "16", "--eval-protocol", "standard"]), torch.device("cpu"))
+    train.evaluate(model, test, train.Step.build(workers=1, batch_size=16, device=torch.device("cpu"), spec=spec), 3)
     x, training, _ = model.calls[0]
     assert not training and torch.equal(x, augment.normalize(test.images[:16], spec.mean, spec.std))
 
@@ -94,7 +106,7 @@ def test_paper_protocol_evaluates_augmented_images_with_batch_statistics():
 
 def test_fixed_partitions_are_shuffled_from_the_runs_seed_as_the_papers_code():
     parts = [torch.arange(0, 100, 2), torch.arange(1, 100, 2)]
-    args = dpt.parse_args(["--seed", "74606", "--sampler-seed", "3"])
+    args = flags.parse_args(["--seed", "74606", "--sampler-seed", "3"])
     warmup = dpt.worker_samplers(range(100), None, range(2), 2, args)
     after = dpt.worker_samplers(range(100), parts, range(2), 2, args)
     assert all(type(s) is torch.utils.data.DistributedSampler and s.seed == 3 for s in warmup)
@@ -110,12 +122,18 @@ def test_fixed_partitions_are_shuffled_from_the_runs_seed_as_the_papers_code():
 # ---- the optimizer, the data's normalization, the models ---------------------------------------
 
 def test_the_optimizer_is_nesterov_sgd_with_the_papers_settings():
-    args = dpt.parse_args([])
+    args = flags.parse_args([])
     model = nn.Linear(3, 2)
     opt = models.optimizer(model, args.lr, args.momentum, args.weight_decay)
     group = opt.param_groups[0]
     assert type(opt) is torch.optim.SGD
-    assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"], group["dampening"]) == (0.1, 0.9, 5e-4, True, 0)
+    assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"], group["dampening"]) == (
+        0.1,
+        0.9,
+        5e-4,
+        True,
+        0,
+    )
     # two steps against the textbook update: g += wd*w; b = mu*b + g; w -= lr*(g + mu*b)
     w = model.weight.detach().double().clone()
     b = torch.zeros_like(w)
@@ -142,11 +160,25 @@ def test_models_are_torchvision_resnets_with_the_imagenet_stem(name, blocks):
     model = models.build(name, num_classes=100, channels=3)
     assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == blocks
     c = model.conv1
-    assert (c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.bias) == (3, 64, (7, 7), (2, 2), (3, 3), None)
+    assert (c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.bias) == (
+        3,
+        64,
+        (7, 7),
+        (2, 2),
+        (3, 3),
+        None,
+    )
     assert isinstance(model.maxpool, nn.MaxPool2d) and model.maxpool.kernel_size == 3 and model.maxpool.stride == 2
     assert (model.fc.in_features, model.fc.out_features) == (512, 100) and model.fc.bias is not None
     gray = models.build(name, num_classes=10, channels=1).conv1
-    assert (gray.in_channels, gray.out_channels, gray.kernel_size, gray.stride, gray.padding, gray.bias) == (1, 64, (7, 7), (2, 2), (3, 3), None)
+    assert (gray.in_channels, gray.out_channels, gray.kernel_size, gray.stride, gray.padding, gray.bias) == (
+        1,
+        64,
+        (7, 7),
+        (2, 2),
+        (3, 3),
+        None,
+    )
 
 
 def test_initial_weights_follow_the_papers_construction_order():

@@ -12,7 +12,10 @@ from samplers import ConstantSampler, WorkerBatches, num_real
 def constant_samplers(n: int, workers: int, heuristic: str = "blocks", shuffle: bool = True, seed: int = 0):
     order = torch.randperm(n, generator=torch.Generator().manual_seed(5))
     parts = heuristics.partition(order, workers, heuristic)
-    return parts, [ConstantSampler(range(n), parts, num_replicas=workers, rank=w, shuffle=shuffle, seed=seed) for w in range(workers)]
+    return parts, [
+        ConstantSampler(range(n), parts, num_replicas=workers, rank=w, shuffle=shuffle, seed=seed)
+        for w in range(workers)
+    ]
 
 
 def test_is_a_distributed_sampler():
