@@ -8,21 +8,26 @@
 #     bash setup.sh && bash run-small-experiment.sh [extra dpt.py flags]
 set -euo pipefail
 cd "$(dirname "$0")"
-bin=.venv/bin
-[ -x $bin/torchrun ] || bin=$(dirname "$(command -v torchrun)")
+if [ ! -x .venv/bin/torchrun ]; then
+  echo "run-small-experiment.sh: error: no .venv here; run 'bash setup.sh' first" >&2
+  exit 2
+fi
 results=${RESULTS_DIR:-results/small-experiment}
 
-gpus=$($bin/python -c "import torch; print(torch.cuda.device_count())")
-launch=(--nproc_per_node=2)
 # NCCL cannot put two ranks on one GPU: there, one rank emulates both workers.
-[ "$gpus" -eq 1 ] && launch=(--nproc_per_node=1 dpt.py --emulate-workers 2) || launch+=(dpt.py)
+gpus=$(.venv/bin/python -c "import torch; print(torch.cuda.device_count())")
+if [ "$gpus" -eq 1 ]; then
+  launch=(--nproc_per_node=1 dpt.py --emulate-workers 2)
+else
+  launch=(--nproc_per_node=2 dpt.py)
+fi
 
-OMP_NUM_THREADS=1 $bin/torchrun --standalone "${launch[@]}" \
+OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone "${launch[@]}" \
   --dataset fashionmnist --model resnet18 --subset 2000 --test-subset 1000 \
   --heuristic stripes --measure variance --total-epochs 8 --warmup-epochs 3 --ignore-epochs 1 \
   --interval-epochs 2 --batch-size 64 --lr 0.05 \
   --results-dir "$results" --description "run-small-experiment.sh" "$@"
 
 echo
-echo "Results: $results/FashionMNIST-ResNet18-Stripes-Variance/W3-INT2.csv (one row per run, the paper's schema)"
+echo "Results: $results/FashionMNIST-ResNet18-Stripes-Variance/W3-INT2-IGN1.csv (one row per run, the paper's schema)"
 echo "         $results/FashionMNIST-ResNet18-Stripes-Variance/logs/ (per-run JSON: args, per-epoch accuracy, loss, overheads)"

@@ -1,10 +1,6 @@
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import fakedata  # noqa: E402
+import fakedata
 
 
 @pytest.fixture

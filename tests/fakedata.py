@@ -1,7 +1,8 @@
 """Tiny datasets written in the real on-disk formats (CIFAR's pickled batches, MNIST's IDX files),
 so the real loading code runs in tests without downloads. Used by the tests' fixtures:
 
-    python -c "import sys; sys.path.insert(0, 'tests'); import fakedata; print(fakedata.write_cifar10('/tmp/c10', 50, 20))"
+    python -c "import sys; sys.path.insert(0, 'tests'); import fakedata; \
+print(fakedata.write_cifar10('/tmp/c10', 50, 20))"
 """
 import gzip
 import pickle
@@ -51,9 +52,20 @@ def write_cifar100(root: str | Path, n_train: int, n_test: int, seed: int = 0) -
         labels = rng.integers(0, 100, size=n)
         images = _images(rng, n, 3, 32, labels, 100)
         out[split] = (images, labels)
-        _pickle(folder / split, {"batch_label": split, "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(),
-                                 "data": images.reshape(n, -1), "filenames": [f"{i}.png" for i in range(n)]})
-    _pickle(folder / "meta", {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": [f"s{i}" for i in range(20)]})
+        _pickle(
+            folder / split,
+            {
+                "batch_label": split,
+                "fine_labels": labels.tolist(),
+                "coarse_labels": (labels // 5).tolist(),
+                "data": images.reshape(n, -1),
+                "filenames": [f"{i}.png" for i in range(n)],
+            },
+        )
+    _pickle(
+        folder / "meta",
+        {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": [f"s{i}" for i in range(20)]},
+    )
     return out
 
 

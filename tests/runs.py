@@ -1,22 +1,57 @@
-"""Helpers for tests that run dpt.py for real (plain python or torchrun) and read what it wrote."""
+"""Helpers shared by the tests: the tiny-run flags, running dpt.py for real (plain python or
+torchrun) with one thread per process, running main() in-process expecting a one-line error, and
+reading what a run wrote."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+import dpt
+
 REPO = Path(__file__).resolve().parent.parent
+# torchrun sets OMP_NUM_THREADS=1 for its ranks; plain-python runs get the same, so that a run and its
+# emulation do the same arithmetic (bit-exact comparisons need equal thread counts).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# A tiny interval run on tests' 67-example CIFAR-10: warmup epochs 1-2, then two 1-epoch intervals.
+TINY = ["--dataset", "cifar10", "--total-epochs", "4", "--warmup-epochs", "2", "--interval-epochs", "1",
+        "--ignore-epochs", "1", "--batch-size", "10"]
 
 
-def launch(args: list[str], nproc: int | None = None, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    """python dpt.py ARGS, or torchrun --standalone --nproc_per_node NPROC dpt.py ARGS; must succeed."""
-    prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
-    proc = subprocess.run(prefix + ["dpt.py", *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def launch(args: list[str], nproc: int | None = None, extra_env: dict | None = None, script: str = "dpt.py",
+           check: bool = True) -> subprocess.CompletedProcess:
+    """python SCRIPT ARGS, or torchrun --standalone --nproc_per_node NPROC SCRIPT ARGS; must succeed."""
+    prefix = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        if nproc
+        else [sys.executable]
+    )
+    proc = subprocess.run(
+        prefix + [script, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**ENV, **(extra_env or {})},
+        timeout=900,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def run_expecting_error(argv: list[str], capsys) -> str:
+    """dpt.main(argv) in-process must exit 2 with one line on stderr and nothing on stdout; returns the line."""
+    with pytest.raises(SystemExit) as exit_info:
+        dpt.main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dpt.py: error: "), captured.err
+    return lines[0]
 
 
 def only(folder: Path, pattern: str) -> Path:

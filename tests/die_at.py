@@ -1,0 +1,43 @@
+"""Run dpt.py and SIGKILL it at a chosen moment: the N-th call of a function (a test's fault injector).
+
+    python tests/die_at.py train.train_epoch 3 -- <dpt.py flags>      # killed as it starts its 3rd epoch
+    python tests/die_at.py results.save_torch 2 --half -- <flags>     # killed halfway through the 2nd checkpoint
+
+With --half the call writes half of what torch.save would write to the checkpoint's temporary file,
+then dies: what a power cut during the write leaves behind.
+"""
+import importlib
+import io
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+target, count, *rest = sys.argv[1:]
+half = rest[0] == "--half"
+argv = rest[rest.index("--") + 1:]
+module_name, *owners, function_name = target.split(".")  # module.function or module.Class.method
+owner = importlib.import_module(module_name)
+for name in owners:
+    owner = getattr(owner, name)
+original = getattr(owner, function_name)
+calls = 0
+
+
+def dying(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == int(count):
+        if half:  # results.save_torch(path, obj): half a checkpoint in the temporary that the rename would publish
+            import torch
+            path, obj = args[0], args[1]
+            buffer = io.BytesIO()
+            torch.save(obj, buffer)
+            (path.parent / f".{path.name}.killed").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+
+
+setattr(owner, function_name, dying)  # dpt looks these up at call time (module.function, or its own globals)
+importlib.import_module("dpt").main(argv)
