@@ -1,5 +1,11 @@
 """The trainer: its schedule, its flags, and real runs (torchrun with gloo, and plain python) on a
 tiny CIFAR-10 written in the real on-disk format. Bad input: tests/test_bad_input.py."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pandas as pd
 import pytest
 import torch
@@ -10,7 +16,7 @@ import heuristics
 import importance
 import results
 import workload
-from runs import TINY, launch, only_log, partitions
+from runs import ENV, REPO, TINY, launch, only_log, partitions
 
 
 # ---- the interval schedule ------------------------------------------------------------------
@@ -157,3 +163,49 @@ def test_torchrun_forgetting_and_class_stripes(cifar10_dir, tmp_path):
     for window in partitions(folder)["windows"][1:]:
         counts = torch.stack([torch.bincount(labels[p], minlength=10) for p in window["partition"]])
         assert (counts.max(dim=0).values - counts.min(dim=0).values).max() <= 1  # the same class mix on both workers
+
+
+def ranks_of(marker: str, deadline: float) -> dict[int, int]:
+    """pid of each dpt.py rank that torchrun started (read from their environments)."""
+    while time.time() < deadline:
+        found = {}
+        for pid in subprocess.run(["pgrep", "-f", "dpt.py"], capture_output=True, text=True).stdout.split():
+            try:
+                env = dict(kv.split("=", 1) for kv in open(f"/proc/{pid}/environ").read().split("\0") if "=" in kv)
+            except OSError:
+                continue
+            if "RANK" in env and env.get("DPT_TEST") == marker:
+                found[int(env["RANK"])] = int(pid)
+        if len(found) == 2:
+            return found
+        time.sleep(0.2)
+    raise AssertionError("torchrun's ranks did not start")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_a_rank_that_dies_or_hangs_does_not_block_the_other(cifar10_dir, tmp_path, fault):
+    """SIGKILL one rank, or SIGSTOP it (a hung rank): the run fails within a bounded time (torchrun stops
+    the survivors when a rank dies; a collective waits at most --timeout seconds for a hung one)."""
+    root, _ = cifar10_dir
+    argv = [*TINY, "--total-epochs", "200", "--warmup-epochs", "199", "--data-dir", str(root),
+            "--results-dir", str(tmp_path), "--timeout", "20"]
+    marker = str(time.time_ns())  # the ranks inherit it through torchrun's environment: how we find them
+    torchrun = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "dpt.py", *argv],
+        cwd=REPO, env={**ENV, "DPT_TEST": marker}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        ranks = ranks_of(marker, time.time() + 120)
+        time.sleep(3)  # training
+        os.kill(ranks[1], signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
+        started = time.time()
+        printed = torchrun.communicate(timeout=240)[1]
+        waited = time.time() - started
+    finally:
+        if torchrun.poll() is None:
+            os.killpg(torchrun.pid, signal.SIGKILL)
+    # a dead rank: torchrun notices within seconds; a hung one: --timeout (20 s), then torchrun's own grace
+    # period to stop a process that ignores SIGTERM (30 s), plus its polling
+    assert torchrun.returncode != 0 and waited < (30 if fault == "killed" else 20 + 30 + 60), (waited, printed[-2000:])
+    assert not list(tmp_path.rglob("*.csv"))
