@@ -58,6 +58,12 @@ def load_runs(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
     runs = runs.copy()
     runs["heuristic"] = runs["heuristic"].map(lambda h: names.ALIASES.get(h, h))
     text = runs["dataset"].isin(list(names.TEXT_DATASETS))
+    twice = runs.duplicated(CELL + ["id"], keep="first")  # one run in two folders (e.g. two sweeps) counts once
+    if twice.any():
+        first = runs[twice].iloc[0]
+        problems.append(f"{int(twice.sum())} runs appear more than once under {folder} (same workload, schedule and "
+                        f"seed, e.g. {first.workload}/{first.file} id {first.id}); each is counted once")
+        runs = runs[~twice].reset_index(drop=True)
     missing = pd.Series(np.nan, index=runs.index)
     runs["value"] = runs.get("best_accuracy", missing).where(~text, runs.get("best_bits_per_byte", missing))
     runs["higher_is_better"] = ~text
@@ -255,6 +261,59 @@ def paper_summary(versus: pd.DataFrame) -> str:
             f"{z.max():.2f} of the paper's std, {int((z > 2).sum())} beyond 2 std")
 
 
+# A comparison: tables that differ in one name only (the follow-up studies: measures, heuristics).
+COMPARED = {"measure": ["dataset", "model", "total_epochs", "ignore_epochs", "heuristic"],
+            "heuristic": ["dataset", "model", "total_epochs", "ignore_epochs", "measure"]}
+
+
+def comparisons(cell_table: pd.DataFrame) -> list[tuple[str, tuple]]:
+    """(the name that varies, the values of the others) for every group of two or more tables that
+    differ only in their measure, or only in their heuristic."""
+    out = []
+    for vary, fixed in COMPARED.items():
+        for key, group in cell_table.groupby(fixed, sort=True):
+            if group[vary].nunique() > 1:
+                out.append((vary, key))
+    return out
+
+
+def comparison(cell_table: pd.DataFrame, vary: str, key: tuple) -> pd.DataFrame:
+    """The cells of one comparison, with Holm's and Benjamini-Hochberg's corrections recomputed over
+    all of them (one family: every value at every setting against the baseline)."""
+    mine = cell_table[(cell_table[COMPARED[vary]] == pd.Series(key, index=COMPARED[vary])).all(axis=1)].copy()
+    mine["p_holm"] = holm(mine.p_value.to_numpy(dtype=float))
+    mine["p_bh"] = benjamini_hochberg(mine.p_value.to_numpy(dtype=float))
+    mine["setting"] = [f"W{w}-INT{i}" for w, i in zip(mine.warmup_epochs, mine.interval_epochs)]
+    return mine
+
+
+def comparison_grid(mine: pd.DataFrame, vary: str) -> pd.DataFrame:
+    """Values of `vary` x settings: 'mean ± std', marked * when the difference from the baseline survives
+    Holm's correction and + when it survives only Benjamini-Hochberg's. Rows in order of the best cell."""
+    better = bool(mine.higher_is_better.iloc[0])
+    order = mine.groupby(vary)["mean"].agg("max" if better else "min").sort_values(ascending=not better).index
+    settings = sorted(set(mine.setting), key=lambda t: tuple(int(x) for x in t[1:].split("-INT")))
+    out = pd.DataFrame("", index=pd.Index(order, name=vary), columns=settings)
+    for row in mine.itertuples():
+        mark = "*" if row.p_holm < ALPHA else "+" if row.p_bh < ALPHA else ""
+        out.loc[getattr(row, vary), row.setting] = fmt(row.mean, row.std) + mark
+    return out
+
+
+def comparison_title(vary: str, key: tuple) -> str:
+    fixed = dict(zip(COMPARED[vary], key))
+    other = "heuristic" if vary == "measure" else "measure"
+    names_ = {"measure": names.MEASURES, "heuristic": names.HEURISTICS}
+    w = Workload(fixed["dataset"], fixed["model"], fixed.get("heuristic", "stripes"), fixed.get("measure", "variance"),
+                 int(fixed["total_epochs"]), ignore_epochs=int(fixed["ignore_epochs"]))
+    parts = [names._names(w.dataset).title, names.MODELS[w.model].title, f"{other} {names_[other][fixed[other]].title}"]
+    if w.total_epochs != names.PAPER_EPOCHS:
+        parts.append(f"T={w.total_epochs}")
+    if w.ignore_epochs != names.PAPER_IGNORE:
+        parts.append(f"E_ignore={w.ignore_epochs}")
+    return f"Across {vary}s: " + ", ".join(parts)
+
+
 def table6(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """Min, average and max over runs, per workload, of the paper's Table 6 quantities; and the
     logs that could not be read."""
@@ -329,6 +388,15 @@ def render(folder: str | Path, paper_csv: str | Path | None, form: str) -> tuple
             versus = with_paper(mine, paper_csv).dropna(subset=["paper_mean"])
             if len(versus):
                 parts += [paper_summary(versus).capitalize() + ".", ""]
+    for vary, key in comparisons(cell_table):
+        mine = comparison(cell_table, vary, key)
+        caption = (f"{comparison_title(vary, key)}. Mean ± std per {vary} and (W, I); * differs from the baseline "
+                   f"after Holm's correction over these {len(mine)} cells, + after Benjamini-Hochberg's only")
+        g = comparison_grid(mine, vary)
+        if form == "latex":
+            parts.append(latex_table(g, vary, caption))
+        else:
+            parts += [f"### {caption}", "", markdown_table(g, vary), "", significance(mine), ""]
     if form == "markdown":
         six, log_problems = table6(folder)
         problems += log_problems

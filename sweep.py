@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import flags
@@ -34,23 +34,9 @@ from workload import Workload
 
 REPO = Path(__file__).resolve().parent
 # dpt.py flags the sweep sets for every run: passing them after `--` would quietly change the study.
-SET_BY_SWEEP = (
-    "--dataset",
-    "--model",
-    "--heuristic",
-    "--measure",
-    "--total-epochs",
-    "--warmup-epochs",
-    "--interval-epochs",
-    "--ignore-epochs",
-    "--seed",
-    "--results-dir",
-    "--checkpoint-every",
-    "--resume",
-    "--emulate-workers",
-    "--data-on-device",
-    "--repartition",
-)
+SET_BY_SWEEP = ("--dataset", "--model", "--heuristic", "--measure", "--total-epochs", "--warmup-epochs",
+                "--interval-epochs", "--ignore-epochs", "--seed", "--results-dir", "--checkpoint-every", "--resume",
+                "--emulate-workers", "--data-on-device", "--repartition")
 
 
 @dataclass
@@ -68,19 +54,23 @@ def die(message: str) -> None:
     flags.die(message, "run-experiments.sh")
 
 
+def selected_tables(opts: argparse.Namespace) -> list[Workload]:
+    """The study's workloads (W and I open), with the sweep's T, E_ignore and any --dataset/--model."""
+    if opts.study == "paper":
+        tables = [names.PAPER_TABLES[t] for t in sorted(set(opts.table or names.PAPER_TABLES))]
+    else:
+        tables = names.STUDIES[opts.study].tables()
+    change = {k: getattr(opts, k) for k in ("dataset", "model") if getattr(opts, k)}
+    return [replace(t, total_epochs=opts.epochs, ignore_epochs=opts.ignore, **change) for t in tables]
+
+
 def grid(opts: argparse.Namespace) -> tuple[list[Workload], int]:
     """The selected workloads, baselines first, and how many (W, I) settings were left out as impossible."""
-    tables = [names.PAPER_TABLES[t] for t in sorted(set(opts.table or names.PAPER_TABLES))]
-    tables = [
-        Workload(t.dataset, t.model, t.heuristic, t.measure, opts.epochs, ignore_epochs=opts.ignore) for t in tables
-    ]
+    tables = selected_tables(opts)
     chosen = []
     if not opts.no_baselines:
-        chosen += list(
-            dict.fromkeys(
-                Workload(t.dataset, t.model, "none", "variance", opts.epochs, opts.epochs, 0, 0) for t in tables
-            )
-        )
+        chosen += list(dict.fromkeys(Workload(t.dataset, t.model, "none", "variance", opts.epochs, opts.epochs, 0, 0)
+                                     for t in tables))
     impossible = 0
     if not opts.baselines_only:
         for table in tables:
@@ -96,30 +86,16 @@ def grid(opts: argparse.Namespace) -> tuple[list[Workload], int]:
 def dpt_flags(w: Workload) -> list[str]:
     out = ["--dataset", w.dataset, "--model", w.model, "--heuristic", w.heuristic]
     if not w.vanilla:
-        out += [
-            "--measure",
-            w.measure,
-            "--warmup-epochs",
-            str(w.warmup_epochs),
-            "--interval-epochs",
-            str(w.interval_epochs),
-            "--ignore-epochs",
-            str(w.ignore_epochs),
-        ]
+        out += ["--measure", w.measure, "--warmup-epochs", str(w.warmup_epochs),
+                "--interval-epochs", str(w.interval_epochs), "--ignore-epochs", str(w.ignore_epochs)]
     return out + ["--total-epochs", str(w.total_epochs)]
 
 
 def study(opts: argparse.Namespace) -> tuple[list[Run], int]:
     """Every run of the selection (seeds within each workload), and the impossible settings left out."""
     chosen, impossible = grid(opts)
-    common = [
-        "--results-dir",
-        str(opts.results_dir),
-        "--checkpoint-every",
-        str(opts.checkpoint_every),
-        "--resume",
-        *opts.dpt_flags,
-    ]
+    common = ["--results-dir", str(opts.results_dir), "--checkpoint-every", str(opts.checkpoint_every), "--resume",
+              *opts.dpt_flags]
     runs = []
     for w in chosen:
         for seed in opts.seeds:
@@ -252,16 +228,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     p = flags.Parser(prog="run-experiments.sh", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--study", choices=["paper", *names.STUDIES], default="paper",
+                   help="paper: the paper's Tables 1-5; measures: every importance measure with Stripes; heuristics: "
+                        "every heuristic with loss variance (both on Table 1's workload and a 2 x 2 W x I grid)")
     p.add_argument("--table", type=int, action="append", choices=sorted(names.PAPER_TABLES),
-                   help="a paper table's workload (repeatable; default: all five)")
+                   help="with --study paper: a paper table's workload (repeatable; default: all five)")
+    p.add_argument("--dataset", choices=[*names.DATASETS, *names.TEXT_DATASETS],
+                   help="run the study on this dataset instead")
+    p.add_argument("--model", choices=list(names.MODELS), help="run the study with this model instead")
     p.add_argument("--baselines-only", action="store_true", help="only the vanilla baselines")
     p.add_argument("--no-baselines", action="store_true", help="leave the vanilla baselines out")
     p.add_argument("--seeds", type=int, nargs="+", default=list(names.PAPER_SEEDS), help="default: the paper's ten")
     p.add_argument("--epochs", type=int, default=names.PAPER_EPOCHS, help="T for every run (short trials: fewer)")
-    p.add_argument("--warmups", type=int, nargs="+", default=list(names.PAPER_WARMUPS), help="the W values of the grid")
-    p.add_argument(
-        "--intervals", type=int, nargs="+", default=list(names.PAPER_INTERVALS), help="the I values of the grid"
-    )
+    p.add_argument("--warmups", type=int, nargs="+", help="the W values of the grid (default: the study's)")
+    p.add_argument("--intervals", type=int, nargs="+", help="the I values of the grid (default: the study's)")
     p.add_argument("--ignore", type=int, default=names.PAPER_IGNORE, help="E_ignore of every importance-aware run")
     p.add_argument(
         "--launch",
@@ -282,7 +262,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=1,
         help="runs at once per GPU (per group of --workers GPUs under torchrun; per node on CPUs)",
     )
-    p.add_argument("--results-dir", type=Path, default=Path("results/paper"))
+    p.add_argument("--results-dir", type=Path, help="default: results/<study>")
     p.add_argument("--checkpoint-every", type=int, default=10, help="epochs between a run's checkpoints")
     p.add_argument(
         "--keep-checkpoints", action="store_true", help="keep a finished run's checkpoint (about 90 MB for ResNet-18)"
@@ -290,6 +270,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="print the commands (and write commands.txt); run nothing")
     opts = p.parse_args(argv)
     opts.dpt_flags = dpt_args
+    study = names.STUDIES.get(opts.study)
+    opts.warmups = opts.warmups or list(study.warmups if study else names.PAPER_WARMUPS)
+    opts.intervals = opts.intervals or list(study.intervals if study else names.PAPER_INTERVALS)
+    opts.results_dir = opts.results_dir or Path("results", opts.study)
+    if opts.table and study:
+        die(f"--table selects among the paper's tables; --study {opts.study} has its own workloads (drop --table)")
     opts.gpus = gpu_count() if opts.gpus is None else opts.gpus
     clash = sorted({a.split("=")[0] for a in dpt_args} & set(SET_BY_SWEEP))
     if clash:

@@ -136,18 +136,26 @@ def inputs_for(raw: torch.Tensor, index: torch.Tensor, step: Step, epoch: int, s
     return augment.augment(raw, index, step.seed, epoch, stream, step.spec.mean, step.spec.std, step.spec.crop_padding)
 
 
-def per_example(logits: torch.Tensor, targets: torch.Tensor, channels: tuple[str, ...],
-                features: HeadInput | None = None) -> dict[str, torch.Tensor]:
-    """Each example's training signals, (B,) each, from the logits that train: images (B, C) with
-    labels (B,), or text (B, L, V) with next bytes (B, L), where an example's value is its mean over
-    its L tokens. "loss" is cross-entropy; "correct" argmax == target; "el2n" ||softmax - onehot||;
-    "grad_norm" the exact norm of the example's gradient w.r.t. the last linear layer (weights and
-    bias): with e_t = p_t - y_t and g_t = [h_t, 1] (h: the layer's input), it is
-    ||(1/L) sum_t e_t g_t^T||_F = ||e|| sqrt(||h||^2 + 1) for one token."""
-    n = targets.shape[0]
+def example_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each example's cross-entropy, (B,): images (B, C) with labels (B,), or text (B, L, V) with next
+    bytes (B, L), where an example's loss is the mean over its L tokens. Training minimizes its mean."""
     z = logits.float().reshape(-1, logits.shape[-1])
+    return F.cross_entropy(z, targets.reshape(-1), reduction="none").view(targets.shape[0], -1).mean(dim=1)
+
+
+def per_example(logits: torch.Tensor, targets: torch.Tensor, channels: tuple[str, ...],
+                features: HeadInput | None = None, loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Each example's training signals, (B,) each (on text: each example's mean over its tokens):
+    "loss" cross-entropy (`loss` if given: the training loss itself); "correct" argmax == target;
+    "el2n" ||softmax - onehot||; "grad_norm" the exact norm of the example's gradient w.r.t. the last
+    linear layer (weights and bias): with e_t = p_t - y_t and g_t = [h_t, 1] (h: the layer's
+    input), it is ||(1/L) sum_t e_t g_t^T||_F, which is ||e|| sqrt(||h||^2 + 1) for one token."""
+    n = targets.shape[0]
+    out = {"loss": (example_loss(logits, targets) if loss is None else loss).detach()}
+    if not set(channels) - {"loss"}:
+        return out
+    z = logits.detach().float().reshape(-1, logits.shape[-1])
     t = targets.reshape(-1)
-    out = {"loss": F.cross_entropy(z, t, reduction="none").view(n, -1).mean(dim=1)}
     if "correct" in channels:
         out["correct"] = (z.argmax(dim=1) == t).float().view(n, -1).mean(dim=1)
     if "el2n" in channels or "grad_norm" in channels:
@@ -169,7 +177,8 @@ def per_example(logits: torch.Tensor, targets: torch.Tensor, channels: tuple[str
 
 
 def sequential_backward(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, step: Step,
-                        features: HeadInput | None) -> dict[str, torch.Tensor]:
+                        channels: tuple[str, ...] = ("loss",), features: HeadInput | None = None,
+                        tracking: contextlib.AbstractContextManager | None = None) -> dict[str, torch.Tensor]:
     """The emulated workers one after another on the same parameters, gradients accumulated (the
     plain reference for the fused path). Each pass is exactly a rank's computation, and scaling by
     1/2 and summing two terms are exact, so 2 workers reproduce 2-rank DDP bit for bit. Only worker
@@ -182,19 +191,22 @@ def sequential_backward(model: nn.Module, inputs: torch.Tensor, targets: torch.T
                 (contextlib.nullcontext() if k == 0 else models.batch_statistics(module)):
             with step.ctx:
                 logits = model(x)
-            worker = per_example(logits, y, step.channels, features)
-            (worker["loss"].mean() / step.workers).backward()
-        signals.append({c: v.detach() for c, v in worker.items()})
+            loss = example_loss(logits, y)
+            with tracking or contextlib.nullcontext():
+                signals.append(per_example(logits, y, channels, features, loss))
+            (loss.mean() / step.workers).backward()
     return {c: torch.cat([s[c] for s in signals]) for c in signals[0]}
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: WorkerBatches, split, step: Step,
                 epoch: int, recorder: importance.Recorder | None = None, column: int = 0) -> dict:
     """One epoch over this process's workers' batches; every example's signals go to `recorder`
-    (None: not recorded, for bench.py). Nothing syncs the device per step."""
+    (None: not recorded, for bench.py). Nothing syncs the device per step. `tracking_s` is the time
+    importance tracking adds: the signals beyond the training loss, and the recorder's scatter."""
     batches.set_epoch(epoch)
     tracking = DeviceTimer(step.device)
-    features = HeadInput(head(model)) if "grad_norm" in step.channels else None
+    channels, timed = (step.channels, tracking) if recorder is not None else (("loss",), contextlib.nullcontext())
+    features = HeadInput(head(model)) if "grad_norm" in channels else None
     loss_sum = torch.zeros((), device=step.device)
     samples = 0
     start = time.perf_counter()
@@ -202,17 +214,19 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Wor
         inputs = inputs_for(raw, index, step, epoch, augment.TRAIN)
         optimizer.zero_grad(set_to_none=True)
         if step.sequential and step.workers > 1:
-            signals = sequential_backward(model, inputs, targets, step, features)
+            signals = sequential_backward(model, inputs, targets, step, channels, features, timed)
         else:
             with step.ctx:
                 logits = model(inputs)
-            signals = per_example(logits, targets, step.channels, features)
-            signals["loss"].mean().backward()
+            loss = example_loss(logits, targets)
+            with timed:
+                signals = per_example(logits, targets, channels, features, loss)
+            loss.mean().backward()
         optimizer.step()
         if recorder is not None:
             with tracking:
                 recorder.record(keys, column, signals)
-        loss_sum += signals["loss"].detach().sum()
+        loss_sum += signals["loss"].sum()
         samples += len(keys)
     if features is not None:
         features.handle.remove()
@@ -250,7 +264,7 @@ def evaluate(model: nn.Module, split, step: Step, epoch: int) -> dict:
             with step.ctx:
                 logits = model(inputs)
             if step.spec is None:
-                total += per_example(logits, targets, ("loss",))["loss"].double().sum()
+                total += example_loss(logits, targets).double().sum()
             else:
                 correct += (logits.argmax(dim=1) == targets).sum()
     if step.spec is not None:

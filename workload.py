@@ -150,3 +150,31 @@ PAPER_TABLES = {1: Workload("cifar10", "resnet18", "stripes", "variance"),
 PAPER_WARMUPS = (10, 15, 20, 30, 40, 60)
 PAPER_INTERVALS = (1, 5, 8, 10, 15, 30)
 PAPER_SEEDS = (17611, 74606, 8271, 33432, 15455, 64937, 99740, 58915, 61898, 85405)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A follow-up study: one workload varied along one of its names (the measure, the heuristic),
+    on a small W x I grid, each against the vanilla baseline. run-experiments.sh --study NAME runs it;
+    report.py and plots.ipynb compare the values side by side."""
+    base: Workload
+    vary: str  # a Workload field: "measure" or "heuristic"
+    values: tuple[str, ...]
+    warmups: tuple[int, ...]
+    intervals: tuple[int, ...]
+
+    def tables(self, **change) -> list[Workload]:
+        """One workload per value (W and I open), with `change` applied (e.g. another dataset for a trial)."""
+        return [replace(self.base, **{self.vary: v}, **change) for v in self.values]
+
+
+# W 20 and 40: an early and a late switch after the 5 ignored epochs, both among the paper's best
+# cells of Tables 1-3; I 5 and 30: frequent repartitions (where the measure and heuristic act most
+# often) and the paper's best interval for Stripes. 4 settings x 10 seeds per value: as many runs per
+# value as a quarter of a paper table, so a study costs about one paper table per 2-3 values.
+STUDY_WARMUPS, STUDY_INTERVALS = (20, 40), (5, 30)
+STUDIES = {
+    "measures": Study(PAPER_TABLES[1], "measure", tuple(MEASURES), STUDY_WARMUPS, STUDY_INTERVALS),
+    "heuristics": Study(PAPER_TABLES[1], "heuristic", tuple(h for h in HEURISTICS if h != "none"), STUDY_WARMUPS,
+                        STUDY_INTERVALS),
+}

@@ -62,7 +62,7 @@ def test_fused_gradients_match_the_sequential_reference(workers, batch):
     x = torch.randn(workers * batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (workers * batch,))
     step = train.Step.build(workers=workers, batch_size=batch, device=torch.device("cpu"), sequential=True)
-    reference_losses = train.sequential_backward(reference, x, y, step, None)["loss"]
+    reference_losses = train.sequential_backward(reference, x, y, step)["loss"]
     fused_losses = F.cross_entropy(fused(x), y, reduction="none")
     fused_losses.mean().backward()
     assert torch.allclose(fused_losses.detach(), reference_losses, rtol=1e-5, atol=1e-6)

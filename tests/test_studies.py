@@ -1,0 +1,80 @@
+"""The follow-up studies (run-experiments.sh --study measures, --study heuristics), CPU-sized: every
+measure and every heuristic on a Fashion-MNIST subset (the real files when Debian's package is
+installed), 3 epochs, 2 seeds, through the CSVs, report.py and plots.ipynb."""
+import subprocess
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+import data
+import fakedata
+import report
+import workload
+from runs import ENV, REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studies")
+    data_dir = root / "data"
+    if not (data.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        fakedata.write_fashion_mnist(data_dir, 200, 100)
+    out = root / "results"
+    for study in ("measures", "heuristics"):
+        proc = subprocess.run(
+            ["bash", "run-experiments.sh", "--study", study, "--dataset", "fashionmnist", "--epochs", "3",
+             "--warmups", "2", "--intervals", "1", "--ignore", "1", "--seeds", "1", "2", "--gpus", "0",
+             "--per-gpu", "2", "--results-dir", str(out / study),
+             "--", "--subset", "200", "--test-subset", "100", "--batch-size", "25", "--data-dir", str(data_dir)],
+            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1800)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def test_every_measure_and_heuristic_ran_both_seeds(studies):
+    runs, problems = report.load_runs(studies)
+    # Stripes with variance is in both studies: the report counts each (run, seed) once, and says so
+    assert len(problems) == 1 and "4 runs appear more than once" in problems[0]
+    aware = runs[runs.heuristic != "none"]
+    measures = aware[aware.workload.str.startswith("FashionMNIST-ResNet18-Stripes-")]
+    assert set(measures.measure) == set(workload.MEASURES)
+    assert set(aware[aware.measure == "variance"].heuristic) == set(workload.HEURISTICS) - {"none"}
+    assert (aware.groupby(["heuristic", "measure"]).size() == 2).all()
+    assert sorted(runs[runs.heuristic == "none"].id) == ["1", "2"]  # both studies' baseline: the same 2 runs
+
+
+def test_the_report_compares_every_value_with_corrections(studies):
+    proc = subprocess.run([sys.executable, "report.py", str(studies), "--paper", ""], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    measures = text[text.index("### Across measures: Fashion-MNIST, ResNet-18, heuristic Stripes, T=3, E_ignore=1"):]
+    table = measures[:measures.index("\n\n", measures.index("| measure"))]
+    assert sorted(line.split("|")[1].strip() for line in table.splitlines()[4:]) == sorted(workload.MEASURES)
+    assert "### Across heuristics: Fashion-MNIST, ResNet-18, measure variance, T=3, E_ignore=1" in text
+    assert "9 cells tested against the baseline" in text and "8 cells tested against the baseline" in text
+    cells = report.cells(report.load_runs(studies)[0])
+    for vary, key in report.comparisons(cells):
+        mine = report.comparison(cells, vary, key)
+        assert (mine.p_holm >= mine.p_value - 1e-12).all() and (mine.p_bh <= mine.p_holm + 1e-12).all()
+
+
+def test_the_notebook_draws_a_figure_per_study(studies, tmp_path, monkeypatch):
+    monkeypatch.setenv("DPT_RESULTS", str(studies))
+    monkeypatch.setenv("DPT_FIGURES", str(tmp_path))
+    notebook = nbformat.read(REPO / "plots.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    drawn = {p.name for p in tmp_path.iterdir()}
+    assert {"study-measures-fashionmnist-resnet18-3-1-stripes.png",
+            "study-heuristics-fashionmnist-resnet18-3-1-variance.png", "figure5.png"} <= drawn, drawn
+
+
+def test_a_study_row_names_its_measure_and_heuristic(studies):
+    frame = pd.read_csv(studies / "measures" / "FashionMNIST-ResNet18-Stripes-Forgetting" / "W2-INT1-IGN1.csv")
+    assert set(frame.measure) == {"forgetting"} and set(frame.heuristic) == {"roundrobin"}
+    assert sorted(frame.id) == [1, 2]
