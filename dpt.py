@@ -23,30 +23,33 @@ import flags
 if __name__ == "__main__":
     flags.parse_args(sys.argv[1:])  # a typo fails here, in a fraction of a second, before the torch import below
 
-import datetime  # noqa: E402
-import fcntl  # noqa: E402
-import math  # noqa: E402
-import netrc  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-from argparse import Namespace  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
+import datetime
+import fcntl
+import math
+import netrc
+import os
+import time
+from argparse import Namespace
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-import data  # noqa: E402
-import heuristics  # noqa: E402
-import importance  # noqa: E402
-import models  # noqa: E402
-import results  # noqa: E402
-import samplers  # noqa: E402
-import train  # noqa: E402
-from flags import die  # noqa: E402
-from samplers import WorkerBatches  # noqa: E402
-from workload import Workload  # noqa: E402
+import data
+import heuristics
+import importance
+import lm
+import models
+import results
+import samplers
+import text
+import train
+import workload as names
+from flags import die
+from samplers import WorkerBatches
+from workload import Workload
 
 
 # ---- the schedule ------------------------------------------------------------------------------
@@ -143,6 +146,28 @@ def acquire(lock_path: Path):
     return handle
 
 
+def text_task(args: Namespace) -> bool:
+    return args.dataset in names.TEXT_DATASETS
+
+
+def on_device(args: Namespace) -> bool:
+    """Text is small: it always lives on the device; images when --data-on-device."""
+    return args.data_on_device or text_task(args)
+
+
+def load_data(args: Namespace, num_workers: int) -> tuple:
+    """The training and test (held-out) splits of --dataset; die() on missing or bad data."""
+    try:
+        if text_task(args):
+            corpus = "kjv" if args.dataset == "kjv" else args.text_file
+            return (text.load(corpus, args.data_dir, args.seq_len, True, subset=args.subset, min_examples=num_workers),
+                    text.load(corpus, args.data_dir, args.seq_len, False, subset=args.test_subset))
+        return (data.load(args.dataset, args.data_dir, train=True, subset=args.subset),
+                data.load(args.dataset, args.data_dir, train=False, subset=args.test_subset))
+    except data.DataError as err:
+        die(str(err))
+
+
 def check_inputs(args: Namespace, world: int, rank: int) -> Job:
     """Every check that needs files or memory, in the order a user would fix them; die() on the
     first problem. Reads and probes only: nothing is written but the run's lock."""
@@ -154,29 +179,20 @@ def check_inputs(args: Namespace, world: int, rank: int) -> Job:
     num_workers = world * args.emulate_workers
     workload = flags.workload(args)
     csv = results.csv_path(args.results_dir, workload)
-    try:
-        train_split = data.load(args.dataset, args.data_dir, train=True, subset=args.subset)
-        test_split = data.load(args.dataset, args.data_dir, train=False, subset=args.test_subset)
-    except data.DataError as err:
-        die(str(err))
+    train_split, test_split = load_data(args, num_workers)
     if len(train_split) < num_workers:
         die(f"{len(train_split)} training examples cannot be split across {num_workers} workers; raise --subset")
-    # Training-mode BatchNorm cannot normalize a batch of one example (the last step of an epoch,
-    # or the last test batch under the paper's protocol): refuse now rather than crash mid-run.
-    per_worker = math.ceil(len(train_split) / num_workers)
-    if per_worker % args.batch_size == 1:
-        die(
-            f"{len(train_split)} examples on {num_workers} workers give {per_worker} per worker, "
-            f"leaving a batch of one "
-            f"with --batch-size {args.batch_size}, which BatchNorm cannot train on; change --batch-size or --subset"
-        )
-    if args.eval_protocol == "paper" and len(test_split) % args.batch_size == 1:
-        die(
-            f"{len(test_split)} test examples leave a last batch of one with --batch-size {args.batch_size}, "
-            f"which the paper's "
-            f"protocol (BatchNorm in training mode) cannot evaluate; change --batch-size or --test-subset"
-        )
-    check_memory(args, len(train_split), device if args.data_on_device else torch.device("cpu"))
+    if workload.task == "image":  # BatchNorm cannot normalize a batch of one: refuse now rather than crash mid-run
+        per_worker = math.ceil(len(train_split) / num_workers)
+        if per_worker % args.batch_size == 1:
+            die(f"{len(train_split)} examples on {num_workers} workers give {per_worker} per worker, leaving a batch "
+                f"of one with --batch-size {args.batch_size}, which BatchNorm cannot train on; "
+                "change --batch-size or --subset")
+        if args.eval_protocol == "paper" and len(test_split) % args.batch_size == 1:
+            die(f"{len(test_split)} test examples leave a last batch of one with --batch-size {args.batch_size}, which "
+                "the paper's protocol (BatchNorm in training mode) cannot evaluate; "
+                "change --batch-size or --test-subset")
+    check_memory(args, len(train_split), device if on_device(args) else torch.device("cpu"))
     if Path(args.results_dir).exists() and not Path(args.results_dir).is_dir():
         die(f"--results-dir {args.results_dir} is a file; pass a folder")
     if csv.is_dir():
@@ -372,6 +388,22 @@ def restore(state: dict, model, optimizer, plan: list, job: Job, device: torch.d
 
 # ---- the run -------------------------------------------------------------------------------------
 
+def build_model(args: Namespace, device: torch.device) -> torch.nn.Module:
+    """ResNets as the paper's code built them (channels_last: augmented batches arrive NHWC, and DDP's
+    gradient buckets want the gradients' layout to match the parameters'), or a language model."""
+    if text_task(args):
+        given = {"layers": args.layers, "hidden": args.hidden, "heads": args.heads, "dropout": args.dropout}
+        arguments = {"lstm": {"layers": ["layers"], "hidden": ["embed", "hidden"], "dropout": ["dropout"]},
+                     "gpt": {"layers": ["n_layer"], "hidden": ["n_embd"], "heads": ["n_head"], "dropout": ["dropout"]}}
+        sizes = {name: given[flag] for flag, targets in arguments[args.model].items() for name in targets
+                 if given[flag] is not None}
+        return lm.build(args.model, text.VOCAB, args.seq_len, **sizes).to(device)
+    spec = data.SPECS[args.dataset]
+    model = models.build(args.model, spec.num_classes, spec.channels, workers=args.emulate_workers,
+                         fused=args.emulation == "fused")
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def start_process_group(args: Namespace, launched: bool, local_rank: int) -> torch.device:
     if launched:
         backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
@@ -386,10 +418,13 @@ def phase(args: Namespace, index: int) -> str:
 
 
 def log_epoch(run: Run, epoch: int, phase: str, stats: dict, args: Namespace, wandb_run) -> None:
-    run.metrics.append(stats["test_accuracy"])
+    text_run = "bits_per_byte" in stats
+    run.metrics.append(stats["bits_per_byte" if text_run else "test_accuracy"])
     run.log["epochs"].append({"epoch": epoch + 1, "phase": phase, **stats})
-    print(f"epoch {epoch + 1:3d}/{args.total_epochs} {phase:>11s}  loss {stats['train_loss']:.4f}  "
-          f"test {stats['test_accuracy']:6.2f}%  {stats['images_per_s']:8.0f} img/s  "
+    held_out = (f"held-out {stats['test_loss']:.4f} nats  ppl {stats['perplexity']:7.3f}  "
+                f"{stats['bits_per_byte']:.4f} bpb  {stats['tokens_per_s']:8.0f} tok/s" if text_run else
+                f"test {stats['test_accuracy']:6.2f}%  {stats['images_per_s']:8.0f} img/s")
+    print(f"epoch {epoch + 1:3d}/{args.total_epochs} {phase:>11s}  loss {stats['train_loss']:.4f}  {held_out}  "
           f"tracking {stats['tracking_s']:.3f}s", flush=True)
     if wandb_run:
         wandb_run.log({"epoch": epoch + 1, **stats})
@@ -426,28 +461,15 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
         torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = not args.deterministic
     torch.manual_seed(args.seed)
-    spec = data.SPECS[args.dataset]
-    train_split, test_split = (
-        (job.train.to(device), job.test.to(device)) if args.data_on_device else (job.train, job.test)
-    )
-    step = train.Step.build(
-        amp=args.amp == "bf16",
-        workers=args.emulate_workers,
-        batch_size=args.batch_size,
-        device=device,
-        spec=spec,
-        sequential=args.emulation == "sequential",
-        seed=args.seed,
-        on_device=args.data_on_device,
-        eval_protocol=args.eval_protocol,
-        channels=channels(args),
-    )
-    # channels_last: augmented batches arrive NHWC, and DDP's gradient buckets want the grads' layout
-    # to match the parameters'.
-    model = models.build(args.model, spec.num_classes, spec.channels, workers=args.emulate_workers,
-                         fused=args.emulation == "fused").to(device, memory_format=torch.channels_last)
+    train_split, test_split = (job.train.to(device), job.test.to(device)) if on_device(args) else (job.train, job.test)
+    step = train.Step.build(amp=args.amp == "bf16", workers=args.emulate_workers, batch_size=args.batch_size,
+                            device=device,
+                            spec=None if text_task(args) else data.SPECS[args.dataset], seed=args.seed,
+                            sequential=args.emulation == "sequential", on_device=on_device(args),
+                            eval_protocol=args.eval_protocol, channels=channels(args))
+    model = build_model(args, device)
     train_model = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None) if launched else model
-    optimizer = models.optimizer(model, args.lr, args.momentum, args.weight_decay)
+    optimizer = models.optimizer(model, args.lr, args.momentum, args.weight_decay, args.optimizer)
     my_workers = range(rank * args.emulate_workers, (rank + 1) * args.emulate_workers)
     plan = windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
     name = results.run_name(job.csv, args.seed)
@@ -456,19 +478,10 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
         run = restore(job.checkpoint, model, optimizer, plan, job, device, rank)
     else:
         run = Run(log_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
-        run.log = {
-            "workload": vars(job.workload),
-            "provenance": job.provenance,
-            "world_size": world,
-            "workers": job.num_workers,
-            "device": str(device),
-            "data": job.train.source,
-            "test_data": job.test.source,
-            "csv": str(job.csv),
-            "epochs": [],
-            "intervals": [],
-            "resumed_at_epoch": [],
-        }
+        run.log = {"workload": vars(job.workload), "provenance": job.provenance, "world_size": world,
+                   "workers": job.num_workers, "device": str(device), "data": job.train.source,
+                   "test_data": job.test.source,
+                   "csv": str(job.csv), "epochs": [], "intervals": [], "resumed_at_epoch": []}
     run.log["args"] = vars(args)
     log_path = job.csv.parent / "logs" / run.log_name  # beside the results given, wherever the checkpoint was made
     wandb_run = None
@@ -494,19 +507,15 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
             worker_samplers(train_split, run.partition, my_workers, job.num_workers, args), args.batch_size
         )
         for epoch in range(run.epoch, first_epoch + length):
-            stats = train.train_epoch(
-                train_model, optimizer, batches, train_split, step, epoch, run.recorder, epoch - first_epoch
-            )
+            stats = train.train_epoch(train_model, optimizer, batches, train_split, step, epoch, run.recorder,
+                                      epoch - first_epoch)
             run.epoch = epoch + 1
+            if not math.isfinite(stats["train_loss"]):  # the same on every rank: it is all-reduced
+                die(f"training diverged in epoch {epoch + 1} (training loss {stats['train_loss']}); "
+                    "no row was written; lower --lr (or use --amp none)", status=1)
             if master:
-                log_epoch(
-                    run,
-                    epoch,
-                    phase(args, index),
-                    stats | train.evaluate(model, test_split, step, epoch),
-                    args,
-                    wandb_run,
-                )
+                stats |= train.evaluate(model, test_split, step, epoch)
+                log_epoch(run, epoch, phase(args, index), stats, args, wandb_run)
             if args.checkpoint_every and run.epoch % args.checkpoint_every == 0:
                 save_checkpoint(run, first_epoch, model, optimizer, args, job, started)
     if args.save_partitions:
@@ -521,16 +530,19 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
 def finish(run: Run, args: Namespace, job: Job, total_s: float, log_path: Path, wandb_run) -> None:
     """The row (appended under the lock), the log, the saved partitions; rank 0 only."""
     values = results.row(args.seed, run.metrics, job.workload)
+    metric = results.METRICS[job.workload.task]
     results.append_row(job.csv, values)
-    run.log.update(best_accuracy=values["best_accuracy"], best_epoch=values["best_epoch"], total_training_s=total_s,
+    best = {metric.column: values[metric.column], "best_epoch": values["best_epoch"]}
+    run.log.update(best, total_training_s=total_s,
                    tracking_s_per_epoch=sum(e["tracking_s"] for e in run.log["epochs"]) / len(run.log["epochs"]))
     results.write_json(log_path, run.log)
     if args.save_partitions:
         results.save_torch(log_path.with_suffix(".partitions.pt"), {"args": vars(args), "windows": run.partitions})
-    print(f"best test accuracy {values['best_accuracy']:.2f}% at epoch {values['best_epoch']}, "
-          f"{total_s:.1f}s; row appended to {job.csv}, log {log_path}")
+    best_value = values[metric.column]
+    shown = f"{best_value:.4f} bits per byte" if job.workload.task == "text" else f"test accuracy {best_value:.2f}%"
+    print(f"best {shown} at epoch {values['best_epoch']}, {total_s:.1f}s; row appended to {job.csv}, log {log_path}")
     if wandb_run:
-        wandb_run.summary.update({"best_accuracy": values["best_accuracy"], "best_epoch": values["best_epoch"]})
+        wandb_run.summary.update(best)
         wandb_run.finish()
 
 

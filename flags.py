@@ -27,11 +27,11 @@ class BadFlag(ValueError):
     """A flag's value is impossible (alone or with the others); parse_args reports it as the caller's error."""
 
 
-def die(message: str, prog: str = "dpt.py") -> None:
-    """Bad input: one line on stderr (from rank 0 only under torchrun), exit status 2, no traceback."""
+def die(message: str, prog: str = "dpt.py", status: int = 2) -> None:
+    """Bad input (status 2) or a failed run: one line on stderr (from rank 0 only under torchrun), no traceback."""
     if os.environ.get("RANK", "0") == "0":
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    sys.exit(status)
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     w = p.add_argument_group("workload")
-    w.add_argument("--dataset", default="cifar10", choices=list(names.DATASETS))
-    w.add_argument("--model", default="resnet18", choices=list(names.MODELS))
+    w.add_argument("--dataset", default="cifar10", choices=[*names.DATASETS, *names.TEXT_DATASETS],
+                   help="images: cifar10, cifar100, fashionmnist; text (language modelling): kjv, the King James Bible "
+                        "from Debian's bible-kjv, or text, the UTF-8 file given by --text-file")
+    w.add_argument("--model", default=None, choices=list(names.MODELS),
+                   help="resnet18 or resnet34 for images (default resnet18), lstm or gpt for text (default gpt)")
     w.add_argument("--heuristic", default="stripes", choices=[*names.HEURISTICS, *names.ALIASES.keys() - {"none"}],
                    help="partitioning heuristic; none = vanilla DPT for every epoch (the baseline); "
                         "the paper's code names roundrobin (= stripes) and steps (= blocks) are accepted")
@@ -92,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("optimization")
     o.add_argument("--batch-size", type=int, default=256, help="per worker (the paper: 4 workers x 256)")
     o.add_argument("--lr", type=float, default=0.1, help="constant, no schedule (as the paper's code)")
-    o.add_argument("--momentum", type=float, default=0.9, help="Nesterov momentum")
+    o.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+                   help="sgd: the paper's (Nesterov momentum, constant lr); "
+                        "adamw: betas (0.9, 0.99), for language models")
+    o.add_argument("--momentum", type=float, default=None, help="SGD's Nesterov momentum (default 0.9; not for adamw)")
     o.add_argument("--weight-decay", type=float, default=5e-4)
     o.add_argument(
         "--seed",
@@ -113,12 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--eval-protocol",
         choices=["paper", "standard"],
-        default="paper",
-        help="paper: test set with the training augmentation, BatchNorm in training mode (the paper's code); "
-        "standard: eval mode, no augmentation",
+        default=None,
+        help="images: paper (the default): test set with the training augmentation, BatchNorm in training mode "
+        "(the paper's code); standard: eval mode, no augmentation. Text: standard only (eval mode)",
     )
     e.add_argument("--subset", type=int, default=0, help="train on the first N training examples only (0: all)")
     e.add_argument("--test-subset", type=int, default=0, help="evaluate on the first N test examples only (0: all)")
+    t = p.add_argument_group("language modelling (--dataset kjv or text); an example is a chunk of --seq-len + 1 bytes")
+    t.add_argument("--text-file", default=None, help="with --dataset text: any UTF-8 file (e.g. Tiny Shakespeare)")
+    t.add_argument("--seq-len", type=int, default=128, help="tokens (bytes) a chunk predicts")
+    t.add_argument("--layers", type=int, default=None, help="LSTM layers (default 2) or GPT blocks (default 4)")
+    t.add_argument("--hidden", type=int, default=None,
+                   help="LSTM embedding and hidden size (default 256), GPT width (default 128)")
+    t.add_argument("--heads", type=int, default=None, help="GPT attention heads (default 4)")
+    t.add_argument("--dropout", type=float, default=None, help="LSTM dropout (default 0.2), GPT dropout (default 0.0)")
     r = p.add_argument_group("files and launch (do not change the result)")
     r.add_argument("--data-dir", default="data", help="where datasets are (or are downloaded to)")
     r.add_argument("--results-dir", default="results", help="CSV rows, JSON logs and checkpoints go under here")
@@ -196,7 +210,11 @@ def check_numbers(args: argparse.Namespace) -> None:
         )
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise BadFlag(f"--lr must be a positive finite number (got {args.lr})")
-    if not (math.isfinite(args.momentum) and 0 < args.momentum < 1):
+    if args.optimizer == "adamw" and args.momentum is not None:
+        raise BadFlag("--momentum is SGD's; AdamW's betas are fixed at (0.9, 0.99): "
+                      "drop --momentum or pass --optimizer sgd")
+    args.momentum = 0.9 if args.momentum is None and args.optimizer == "sgd" else args.momentum
+    if args.optimizer == "sgd" and not (math.isfinite(args.momentum) and 0 < args.momentum < 1):
         raise BadFlag(
             f"--momentum must be in (0, 1): Nesterov SGD needs momentum, "
             f"and 1 or more never decays (got {args.momentum})"
@@ -250,9 +268,56 @@ def check_schedule(args: argparse.Namespace) -> None:
         )
 
 
+TEXT_ONLY = ("text_file", "layers", "hidden", "heads", "dropout")
+
+
+def check_task(args: argparse.Namespace) -> None:
+    """The dataset, the model and the task's own flags agree; fill in the task's defaults."""
+    text = args.dataset in names.TEXT_DATASETS
+    args.model = args.model or ("gpt" if text else "resnet18")
+    if text != (args.model in names.TEXT_MODELS):
+        kind, models = ("text", names.TEXT_MODELS) if text else ("image", names.IMAGE_MODELS)
+        raise BadFlag(f"--model {args.model} does not fit --dataset {args.dataset} ({kind}); "
+                      f"pass --model {' or '.join(models)}")
+    if not text:
+        given = [f"--{f.replace('_', '-')}" for f in TEXT_ONLY if getattr(args, f) is not None]
+        if given:
+            raise BadFlag(f"{', '.join(given)} are for language modelling (--dataset kjv or text); "
+                          f"drop them for --dataset {args.dataset}")
+        args.eval_protocol = args.eval_protocol or "paper"
+        return
+    if (args.dataset == "text") != (args.text_file is not None):
+        raise BadFlag("--dataset text reads the file given by --text-file; "
+                      "pass both (or --dataset kjv without --text-file)")
+    if args.eval_protocol == "paper":
+        raise BadFlag("--eval-protocol paper is the paper's image protocol (augmented test images, BatchNorm "
+                      "in training "
+                      "mode); text is evaluated in eval mode: drop it or pass standard")
+    args.eval_protocol = "standard"
+    if args.measure in names.NOT_ON_TEXT and args.heuristic != "none":
+        raise BadFlag(f"--measure {args.measure} has no meaning on text ({names.NOT_ON_TEXT[args.measure]}); "
+                      "pick another")
+    if args.heuristic in names.NOT_ON_TEXT:
+        raise BadFlag(f"--heuristic {args.heuristic} has no meaning on text "
+                      f"({names.NOT_ON_TEXT[args.heuristic]}); pick another")
+    if args.seq_len < 1:
+        raise BadFlag(f"--seq-len must be at least 1 (got {args.seq_len})")
+    for flag in ("layers", "hidden", "heads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise BadFlag(f"--{flag} must be at least 1 (got {getattr(args, flag)})")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        raise BadFlag(f"--dropout must be in [0, 1) (got {args.dropout})")
+    if args.heads is not None and args.model != "gpt":
+        raise BadFlag("--heads is the GPT's; the LSTM has none (drop it)")
+    if args.model == "gpt" and (args.hidden or 128) % (args.heads or 4):
+        raise BadFlag(f"--hidden {args.hidden or 128} must be a multiple of --heads {args.heads or 4} "
+                      "(the GPT splits its width over the heads)")
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Check the flags against each other and fill in the derived ones; BadFlag on bad input."""
     args.heuristic = names.ALIASES.get(args.heuristic, args.heuristic)
+    check_task(args)
     check_numbers(args)
     check_schedule(args)
     return args

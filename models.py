@@ -32,8 +32,12 @@ def build(name: str, num_classes: int, channels: int, workers: int = 1, fused: b
     return model
 
 
-def optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    """The paper's optimizer: SGD with Nesterov momentum and weight decay, constant learning rate."""
+def optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,
+              name: str = "sgd") -> torch.optim.Optimizer:
+    """The paper's optimizer: SGD with Nesterov momentum and weight decay, constant learning rate; or
+    AdamW (betas 0.9, 0.99, as nanoGPT's small character models), which language models train with."""
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
 
 

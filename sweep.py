@@ -94,8 +94,9 @@ def dpt_flags(w: Workload) -> list[str]:
 def study(opts: argparse.Namespace) -> tuple[list[Run], int]:
     """Every run of the selection (seeds within each workload), and the impossible settings left out."""
     chosen, impossible = grid(opts)
+    study_flags = names.STUDIES[opts.study].flags if opts.study in names.STUDIES else ()
     common = ["--results-dir", str(opts.results_dir), "--checkpoint-every", str(opts.checkpoint_every), "--resume",
-              *opts.dpt_flags]
+              *study_flags, *opts.dpt_flags]
     runs = []
     for w in chosen:
         for seed in opts.seeds:
@@ -230,7 +231,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--study", choices=["paper", *names.STUDIES], default="paper",
                    help="paper: the paper's Tables 1-5; measures: every importance measure with Stripes; heuristics: "
-                        "every heuristic with loss variance (both on Table 1's workload and a 2 x 2 W x I grid)")
+                        "every heuristic with loss variance (both on Table 1's workload and a 2 x 2 W x I grid); "
+                        "lm: language modelling on the King James Bible with a small GPT")
     p.add_argument("--table", type=int, action="append", choices=sorted(names.PAPER_TABLES),
                    help="with --study paper: a paper table's workload (repeatable; default: all five)")
     p.add_argument("--dataset", choices=[*names.DATASETS, *names.TEXT_DATASETS],
@@ -239,10 +241,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--baselines-only", action="store_true", help="only the vanilla baselines")
     p.add_argument("--no-baselines", action="store_true", help="leave the vanilla baselines out")
     p.add_argument("--seeds", type=int, nargs="+", default=list(names.PAPER_SEEDS), help="default: the paper's ten")
-    p.add_argument("--epochs", type=int, default=names.PAPER_EPOCHS, help="T for every run (short trials: fewer)")
+    p.add_argument("--epochs", type=int, help="T for every run (default: the study's; short trials: fewer)")
     p.add_argument("--warmups", type=int, nargs="+", help="the W values of the grid (default: the study's)")
     p.add_argument("--intervals", type=int, nargs="+", help="the I values of the grid (default: the study's)")
-    p.add_argument("--ignore", type=int, default=names.PAPER_IGNORE, help="E_ignore of every importance-aware run")
+    p.add_argument("--ignore", type=int, help="E_ignore of every importance-aware run (default: the study's)")
     p.add_argument(
         "--launch",
         choices=["emulate", "torchrun"],
@@ -274,10 +276,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     opts.warmups = opts.warmups or list(study.warmups if study else names.PAPER_WARMUPS)
     opts.intervals = opts.intervals or list(study.intervals if study else names.PAPER_INTERVALS)
     opts.results_dir = opts.results_dir or Path("results", opts.study)
+    base = study.base if study else names.PAPER_TABLES[1]
+    opts.epochs = opts.epochs if opts.epochs is not None else base.total_epochs
+    opts.ignore = opts.ignore if opts.ignore is not None else base.ignore_epochs
     if opts.table and study:
         die(f"--table selects among the paper's tables; --study {opts.study} has its own workloads (drop --table)")
     opts.gpus = gpu_count() if opts.gpus is None else opts.gpus
-    clash = sorted({a.split("=")[0] for a in dpt_args} & set(SET_BY_SWEEP))
+    study_set = {f for f in (study.flags if study else ()) if f.startswith("--")}
+    clash = sorted({a.split("=")[0] for a in dpt_args} & (set(SET_BY_SWEEP) | study_set))
     if clash:
         die(f"{', '.join(clash)} after -- would override what the sweep sets for each run; use the sweep's own options "
             f"(--seeds, --epochs, --warmups, --intervals, --ignore, --results-dir, --workers, --table)")

@@ -33,6 +33,9 @@ MODELS = {
     "gpt": Name("GPT", "GPT", "gpt"),
 }
 IMAGE_MODELS, TEXT_MODELS = ("resnet18", "resnet34"), ("lstm", "gpt")
+# Names with no meaning on language modelling (importance.MEASURES[...].text is None; heuristics reading labels).
+NOT_ON_TEXT = {"forgetting": "a chunk is not right or wrong as a whole, only its tokens are",
+               "class-stripes": "text chunks have no class"}
 HEURISTICS = {
     "none": Name("Vanilla", "vanilla DPT", "none"),
     "stripes": Name("Stripes", "Stripes", "roundrobin"),
@@ -154,27 +157,37 @@ PAPER_SEEDS = (17611, 74606, 8271, 33432, 15455, 64937, 99740, 58915, 61898, 854
 
 @dataclass(frozen=True)
 class Study:
-    """A follow-up study: one workload varied along one of its names (the measure, the heuristic),
-    on a small W x I grid, each against the vanilla baseline. run-experiments.sh --study NAME runs it;
-    report.py and plots.ipynb compare the values side by side."""
-    base: Workload
-    vary: str  # a Workload field: "measure" or "heuristic"
-    values: tuple[str, ...]
+    """A follow-up study: variants of one workload (another measure, another heuristic, ...) on a small
+    W x I grid, each against the vanilla baseline. run-experiments.sh --study NAME runs it; report.py
+    and plots.ipynb compare the variants that differ in one name side by side."""
+    base: Workload  # its T and E_ignore are the study's
+    variants: tuple[dict, ...]  # Workload fields to change, one dict per variant ({}: the base itself)
     warmups: tuple[int, ...]
     intervals: tuple[int, ...]
+    flags: tuple[str, ...] = ()  # dpt.py flags every run of the study gets (e.g. the optimizer)
 
     def tables(self, **change) -> list[Workload]:
-        """One workload per value (W and I open), with `change` applied (e.g. another dataset for a trial)."""
-        return [replace(self.base, **{self.vary: v}, **change) for v in self.values]
+        """One workload per variant (W and I open), with `change` applied (e.g. another dataset for a trial)."""
+        return list(dict.fromkeys(replace(self.base, **variant, **change) for variant in self.variants))
 
 
 # W 20 and 40: an early and a late switch after the 5 ignored epochs, both among the paper's best
 # cells of Tables 1-3; I 5 and 30: frequent repartitions (where the measure and heuristic act most
-# often) and the paper's best interval for Stripes. 4 settings x 10 seeds per value: as many runs per
-# value as a quarter of a paper table, so a study costs about one paper table per 2-3 values.
+# often) and the paper's best interval for Stripes. 4 settings x 10 seeds per variant: as many runs
+# per variant as a quarter of a paper table.
 STUDY_WARMUPS, STUDY_INTERVALS = (20, 40), (5, 30)
+# Language modelling on the King James Bible with the small GPT: 30 epochs (held-out bits per byte
+# flattens by then at this size), E_ignore 1 (one epoch of random-init losses), W 5 and 10 x I 2 and
+# 5 (repartitions every few epochs, as the image grid's I 5 is 5% of T), AdamW at 3e-3 (SGD at the
+# paper's lr diverges or stalls on a GPT). Variants: vanilla and Stripes-variance, the p-based and
+# gradient measures with Stripes, and the random control and the movement-saving heuristics with variance.
+LM_BASE = Workload("kjv", "gpt", "stripes", "variance", total_epochs=30, ignore_epochs=1)
 STUDIES = {
-    "measures": Study(PAPER_TABLES[1], "measure", tuple(MEASURES), STUDY_WARMUPS, STUDY_INTERVALS),
-    "heuristics": Study(PAPER_TABLES[1], "heuristic", tuple(h for h in HEURISTICS if h != "none"), STUDY_WARMUPS,
+    "measures": Study(PAPER_TABLES[1], tuple({"measure": m} for m in MEASURES), STUDY_WARMUPS, STUDY_INTERVALS),
+    "heuristics": Study(PAPER_TABLES[1], tuple({"heuristic": h} for h in HEURISTICS if h != "none"), STUDY_WARMUPS,
                         STUDY_INTERVALS),
+    "lm": Study(LM_BASE, ({}, {"measure": "average"}, {"measure": "confidence"}, {"measure": "el2n"},
+                          {"measure": "grad-norm"}, {"heuristic": "random"}, {"heuristic": "snake"},
+                          {"heuristic": "sticky-stripes"}),
+                (5, 10), (2, 5), ("--optimizer", "adamw", "--lr", "0.003", "--weight-decay", "0.1")),
 }

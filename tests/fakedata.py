@@ -93,3 +93,13 @@ def write_fashion_mnist(folder: str | Path, n_train: int, n_test: int, seed: int
             else:
                 (folder / name).write_bytes(idx_bytes(array))
     return out
+
+
+def write_text(path: str | Path, lines: int = 2000, seed: int = 0) -> str:
+    """A UTF-8 corpus of `lines` short sentences over a small vocabulary (with a few multi-byte
+    characters), enough lines for text.py's held-out units (every 10th block of 100 lines)."""
+    rng = np.random.default_rng(seed)
+    words = ["the", "king", "said", "unto", "them", "and", "it", "came", "to", "pass", "über", "naïve", "café", "of"]
+    text = "".join(" ".join(rng.choice(words, size=rng.integers(3, 9))).capitalize() + ".\n" for _ in range(lines))
+    Path(path).write_text(text, encoding="utf-8")
+    return text

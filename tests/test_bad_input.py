@@ -67,6 +67,14 @@ def row_already_there(data, out):
     return tiny(data, out)
 
 
+def a_text(name, make, *extra):
+    def setup(data, out):
+        path = out.parent / name
+        make(path)
+        return ["--dataset", "text", "--text-file", str(path), "--results-dir", str(out), "--batch-size", "4", *extra]
+    return setup
+
+
 def results_dir_is_a_file(data, out):
     out.write_text("not a folder")
     return tiny(data, out)
@@ -158,6 +166,29 @@ CASES = [
     ("negative checkpoint period", ["--checkpoint-every", "-1"], "--checkpoint-every takes a number of epochs"),
     ("zero timeout", ["--timeout", "0"], "--timeout takes a positive number of seconds"),
     ("nccl on a CPU", ["--backend", "nccl"], "--backend nccl needs CUDA GPUs"),
+    # language modelling
+    ("image model on text", ["--dataset", "kjv", "--model", "resnet18"], "--model resnet18 does not fit --dataset kjv"),
+    ("text model on images", ["--model", "lstm"], "--model lstm does not fit --dataset cifar10 (image)"),
+    ("text without its file", ["--dataset", "text"], "--dataset text reads the file given by --text-file"),
+    ("text flags on images", ["--text-file", "x.txt", "--layers", "2"],
+     "--text-file, --layers are for language modelling"),
+    ("forgetting on text", ["--dataset", "kjv", "--measure", "forgetting"],
+     "--measure forgetting has no meaning on text"),
+    ("class-stripes on text", ["--dataset", "kjv", "--heuristic", "class-stripes"], "text chunks have no class"),
+    ("paper protocol on text", ["--dataset", "kjv", "--eval-protocol", "paper"], "text is evaluated in eval mode"),
+    ("zero sequence length", ["--dataset", "kjv", "--seq-len", "0"], "--seq-len must be at least 1"),
+    ("dropout of one", ["--dataset", "kjv", "--dropout", "1"], "--dropout must be in [0, 1)"),
+    ("heads on an LSTM", ["--dataset", "kjv", "--model", "lstm", "--heads", "2"], "--heads is the GPT's"),
+    ("width not divisible by heads", ["--dataset", "kjv", "--hidden", "130"],
+     "--hidden 130 must be a multiple of --heads 4"),
+    ("momentum with adamw", ["--optimizer", "adamw", "--momentum", "0.8"], "--momentum is SGD's"),
+    ("missing text file", a_text("nope.txt", lambda p: None), "nope.txt: no such file"),
+    ("empty text file", a_text("empty.txt", lambda p: p.write_bytes(b"")), "empty.txt is empty"),
+    ("text file not UTF-8", a_text("latin1.txt", lambda p: p.write_bytes("café\n".encode("latin-1") * 2000)),
+     "is not UTF-8 text"),
+    ("corpus shorter than a chunk per worker",
+     a_text("short.txt", lambda p: p.write_text("w\n" * 950), "--emulate-workers", "16"),
+     "holds 13 chunks of 129 bytes, fewer than one per worker (16)"),
     # the data
     (
         "missing data offline",

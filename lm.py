@@ -1,0 +1,145 @@
+"""The language models of the text task: a byte-level LSTM and a small GPT, both over text.py's chunks.
+
+dpt.py builds its model here:
+
+    python -c "import lm, text; m = lm.build('gpt', text.VOCAB, seq_len=128); \
+x = text.load('kjv', 'data', 128, train=True).tokens[:4]; print(lm.per_chunk_loss(m, x))"
+
+Both map tokens (B, L) int64 to logits (B, L, vocab), start every chunk from zero state (nothing
+is carried between calls, so chunks are independent examples), contain no BatchNorm, and expose
+their last linear layer as `head`: its input is what per-example last-layer gradient norms need.
+
+Default sizes are small enough to train on 2 CPU cores for a quick start; the published ones:
+- LSTMLanguageModel follows PyTorch's word_language_model example (Embedding -> dropout -> LSTM ->
+  dropout -> Linear decoder, uniform(-0.1, 0.1) init). The example's defaults are embed = hidden
+  = 200, 2 layers, dropout 0.2, untied; its README's larger runs 650/650 dropout 0.5 and 1500/1500
+  dropout 0.65. The WikiText-2 LSTM of the PowerSGD code that ExDyna's cnn-lstm benchmark builds
+  on is 3 layers x 650, tied, dropout 0.4 (word-level there; here the vocabulary is the 256 bytes).
+- GPT follows nanoGPT: its CPU "baby GPT" is 4 layers, 4 heads, 128 wide, dropout 0 (the
+  defaults here); its shakespeare_char config is 6 layers, 6 heads, 384 wide, dropout 0.2.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODELS = ("lstm", "gpt")
+
+
+class LSTMLanguageModel(nn.Module):
+    def __init__(self, vocab: int = 256, embed: int = 256, hidden: int = 256, layers: int = 2,
+                 dropout: float = 0.2, tie_weights: bool = False):
+        super().__init__()
+        if tie_weights and embed != hidden:
+            raise ValueError(f"tie_weights needs embed == hidden (got {embed} and {hidden})")
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.Embedding(vocab, embed)
+        self.rnn = nn.LSTM(embed, hidden, layers, dropout=dropout if layers > 1 else 0.0, batch_first=True)
+        self.decoder = nn.Linear(hidden, vocab)
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        if tie_weights:
+            self.decoder.weight = self.encoder.weight
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.decoder
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.drop(self.encoder(tokens)))  # no initial state given: zeros
+        return self.decoder(self.drop(out))
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float):
+        super().__init__()
+        assert n_embd % n_head == 0, "n_embd must split evenly into heads"
+        self.n_head, self.dropout = n_head, dropout
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, C = x.shape
+        q, k, v = (t.view(B, L, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, L, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int, dropout: float):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * n_embd, n_embd)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout)
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.mlp = MLP(n_embd, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab: int = 256, block_size: int = 128, n_layer: int = 4, n_head: int = 4,
+                 n_embd: int = 128, dropout: float = 0.0):
+        super().__init__()
+        self.block_size = block_size
+        self.wte = nn.Embedding(vocab, n_embd)
+        self.wpe = nn.Embedding(block_size, n_embd)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab, bias=False)
+        self.wte.weight = self.lm_head.weight  # tied: one matrix embeds and unembeds the bytes
+        # nanoGPT's init: N(0, 0.02) weights, zero biases, and the projections that write into the
+        # residual stream scaled by 1/sqrt(2 * n_layer) so its variance does not grow with depth.
+        for name, m in self.named_modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj") else 0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.lm_head
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        L = tokens.shape[1]
+        assert L <= self.block_size, f"a chunk of {L} tokens exceeds block_size {self.block_size}"
+        x = self.drop(self.wte(tokens) + self.wpe(torch.arange(L, device=tokens.device)))
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def build(name: str, vocab: int, seq_len: int, **sizes) -> nn.Module:
+    """The model `name` ("lstm" or "gpt") for chunks of seq_len inputs; `sizes` override the defaults
+    (lstm: embed, hidden, layers, dropout, tie_weights; gpt: n_layer, n_head, n_embd, dropout)."""
+    assert name in MODELS, name
+    if name == "lstm":
+        return LSTMLanguageModel(vocab, **sizes)
+    return GPT(vocab, block_size=seq_len, **sizes)
+
+
+def per_chunk_loss(model: nn.Module, chunks: torch.Tensor) -> torch.Tensor:
+    """Each chunk's mean next-byte cross-entropy in nats, (B,): inputs chunk[:-1], targets chunk[1:]."""
+    tokens = chunks.long()
+    logits = model(tokens[:, :-1])
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="none")
+    return losses.view(len(chunks), -1).mean(dim=1)
