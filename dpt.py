@@ -42,6 +42,7 @@ import heuristics
 import importance
 import lm
 import models
+import reducers
 import results
 import samplers
 import text
@@ -182,6 +183,9 @@ def check_inputs(args: Namespace, world: int, rank: int) -> Job:
     train_split, test_split = load_data(args, num_workers)
     if len(train_split) < num_workers:
         die(f"{len(train_split)} training examples cannot be split across {num_workers} workers; raise --subset")
+    if args.reducer != "none" and world > 1 and args.emulate_workers > 1:
+        die(f"--reducer {args.reducer} under torchrun hosts one worker per rank (its communication hook); "
+            "drop --emulate-workers, or run one process emulating every worker")
     if workload.task == "image":  # BatchNorm cannot normalize a batch of one: refuse now rather than crash mid-run
         per_worker = math.ceil(len(train_split) / num_workers)
         if per_worker % args.batch_size == 1:
@@ -321,7 +325,8 @@ def load_checkpoint(path: Path, args: Namespace, num_workers: int) -> dict | Non
     return state
 
 
-CHECKPOINT_KEYS = {"args", "num_workers", "epoch", "window", "model", "optimizer", "rng", "recorded", "carry",
+CHECKPOINT_KEYS = {"args", "num_workers", "epoch", "window", "model", "optimizer", "rng", "recorded", "exchange",
+                   "carry",
                    "partition", "metrics", "log", "log_name", "partitions", "elapsed_s"}
 
 
@@ -340,40 +345,31 @@ class Run:
     elapsed_s: float = 0.0
 
 
-def save_checkpoint(run: Run, window_start: int, model, optimizer, args: Namespace, job: Job, started: float) -> None:
-    """Every process takes part (the recorder's merge is a collective); rank 0 writes."""
+def save_checkpoint(run: Run, window_start: int, model, optimizer, exchange, args: Namespace, job: Job,
+                    started: float) -> None:
+    """Every process takes part (the recorder's merge and the reducers' states are collectives); rank 0 writes."""
     recorded = run.recorder.merged(run.epoch - window_start)
+    exchanges = gather_objects(exchange.state_dict()) if exchange else None  # one per rank: their residuals differ
     if dist.is_initialized() and dist.get_rank() != 0:
         return
-    results.save_torch(
-        job.checkpoint_path,
-        {
-            "args": vars(args),
-            "num_workers": job.num_workers,
-            "epoch": run.epoch,
-            "window": run.window,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
-            "recorded": {c: v.cpu() for c, v in recorded.items()},
-            "carry": run.carry and {c: v.cpu() for c, v in run.carry.items()},
-            "partition": run.partition,
-            "metrics": run.metrics,
-            "log": run.log,
-            "log_name": run.log_name,
-            "partitions": run.partitions,
-            "elapsed_s": time.perf_counter() - started,
-            "provenance": job.provenance,
-        },
-    )
+    results.save_torch(job.checkpoint_path, {
+        "args": vars(args), "num_workers": job.num_workers, "epoch": run.epoch, "window": run.window,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+        "recorded": {c: v.cpu() for c, v in recorded.items()}, "exchange": exchanges,
+        "carry": run.carry and {c: v.cpu() for c, v in run.carry.items()}, "partition": run.partition,
+        "metrics": run.metrics, "log": run.log, "log_name": run.log_name, "partitions": run.partitions,
+        "elapsed_s": time.perf_counter() - started, "provenance": job.provenance})
 
 
-def restore(state: dict, model, optimizer, plan: list, job: Job, device: torch.device, rank: int) -> Run:
+def restore(state: dict, model, optimizer, exchange, plan: list, job: Job, device: torch.device, rank: int) -> Run:
     """The run where its checkpoint left it, the current window's signals so far included (merged
-    values: rank 0 restores them, the others start empty, so the next merge sums to the same)."""
+    values: rank 0 restores them, the others start empty, so the next merge sums to the same), and
+    this rank's reducer state (residuals, thresholds, blocks)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
+    if exchange:
+        exchange.load_state_dict(state["exchange"][rank], device)
     first, length = plan[state["window"]]
     recorder = importance.Recorder(len(job.train), length, tuple(state["recorded"]), device)
     if rank == 0:
@@ -402,6 +398,18 @@ def build_model(args: Namespace, device: torch.device) -> torch.nn.Module:
     model = models.build(args.model, spec.num_classes, spec.channels, workers=args.emulate_workers,
                          fused=args.emulation == "fused")
     return model.to(device, memory_format=torch.channels_last)
+
+
+def gradient_exchange(args: Namespace, train_model, launched: bool, rank: int, num_workers: int):
+    """The --reducer's state: registered as the DDP model's communication hook under torchrun (this
+    rank's worker), or hosting every emulated worker of this process (train.sequential_backward)."""
+    if args.reducer == "none":
+        return None
+    if launched:
+        state = reducers.make_state(args.reducer, args.density, num_workers, workers=[rank])
+        train_model.register_comm_hook(state, reducers.hook)
+        return state
+    return reducers.make_state(args.reducer, args.density, num_workers)
 
 
 def start_process_group(args: Namespace, launched: bool, local_rank: int) -> torch.device:
@@ -462,26 +470,27 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
     torch.backends.cudnn.benchmark = not args.deterministic
     torch.manual_seed(args.seed)
     train_split, test_split = (job.train.to(device), job.test.to(device)) if on_device(args) else (job.train, job.test)
-    step = train.Step.build(amp=args.amp == "bf16", workers=args.emulate_workers, batch_size=args.batch_size,
-                            device=device,
-                            spec=None if text_task(args) else data.SPECS[args.dataset], seed=args.seed,
-                            sequential=args.emulation == "sequential", on_device=on_device(args),
-                            eval_protocol=args.eval_protocol, channels=channels(args))
     model = build_model(args, device)
     train_model = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None) if launched else model
+    exchange = gradient_exchange(args, train_model, launched, rank, job.num_workers)
+    step = train.Step.build(amp=args.amp == "bf16", workers=args.emulate_workers, batch_size=args.batch_size,
+                            device=device, spec=None if text_task(args) else data.SPECS[args.dataset], seed=args.seed,
+                            sequential=args.emulation == "sequential", on_device=on_device(args),
+                            eval_protocol=args.eval_protocol, channels=channels(args),
+                            reducer=None if launched else exchange)
     optimizer = models.optimizer(model, args.lr, args.momentum, args.weight_decay, args.optimizer)
     my_workers = range(rank * args.emulate_workers, (rank + 1) * args.emulate_workers)
     plan = windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
     name = results.run_name(job.csv, args.seed)
 
     if job.checkpoint:
-        run = restore(job.checkpoint, model, optimizer, plan, job, device, rank)
+        run = restore(job.checkpoint, model, optimizer, exchange, plan, job, device, rank)
     else:
         run = Run(log_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
         run.log = {"workload": vars(job.workload), "provenance": job.provenance, "world_size": world,
                    "workers": job.num_workers, "device": str(device), "data": job.train.source,
-                   "test_data": job.test.source,
-                   "csv": str(job.csv), "epochs": [], "intervals": [], "resumed_at_epoch": []}
+                   "test_data": job.test.source, "csv": str(job.csv), "epochs": [], "intervals": [],
+                   "resumed_at_epoch": []}
     run.log["args"] = vars(args)
     log_path = job.csv.parent / "logs" / run.log_name  # beside the results given, wherever the checkpoint was made
     wandb_run = None
@@ -490,22 +499,18 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
         wandb_run = wandb.init(project=args.wandb_project, entity=args.wandb_entity, name=args.wandb_name or name,
                                config=vars(args), notes=args.description or None)
     if master:
-        print(
-            f"{name}: {job.num_workers} workers ({world} processes x {args.emulate_workers}) "
-            f"x batch {args.batch_size}, "
-            f"{len(train_split)} train / {len(test_split)} test examples from {job.train.source}, {device}, "
-            f"results -> {job.csv}" + (f"; resuming after epoch {run.epoch}" if job.checkpoint else ""),
-            flush=True,
-        )
+        print(f"{name}: {job.num_workers} workers ({world} processes x {args.emulate_workers}) "
+              f"x batch {args.batch_size}, {len(train_split)} train / {len(test_split)} test examples from "
+              f"{job.train.source}, {device}, results -> {job.csv}"
+              + (f"; resuming after epoch {run.epoch}" if job.checkpoint else ""), flush=True)
 
     started = time.perf_counter() - run.elapsed_s
     for index in range(run.window, len(plan)):
         first_epoch, length = plan[index]
         if run.epoch == first_epoch:  # a new window (a resumed run may be in the middle of one)
             begin_window(run, index, plan, args, job, device, step.channels)
-        batches = WorkerBatches(
-            worker_samplers(train_split, run.partition, my_workers, job.num_workers, args), args.batch_size
-        )
+        batches = WorkerBatches(worker_samplers(train_split, run.partition, my_workers, job.num_workers, args),
+                                args.batch_size)
         for epoch in range(run.epoch, first_epoch + length):
             stats = train.train_epoch(train_model, optimizer, batches, train_split, step, epoch, run.recorder,
                                       epoch - first_epoch)
@@ -513,11 +518,13 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
             if not math.isfinite(stats["train_loss"]):  # the same on every rank: it is all-reduced
                 die(f"training diverged in epoch {epoch + 1} (training loss {stats['train_loss']}); "
                     "no row was written; lower --lr (or use --amp none)", status=1)
+            if exchange:
+                stats["exchange"] = exchange.take_stats()  # this rank's: bytes it sent, its selection time
             if master:
                 stats |= train.evaluate(model, test_split, step, epoch)
                 log_epoch(run, epoch, phase(args, index), stats, args, wandb_run)
             if args.checkpoint_every and run.epoch % args.checkpoint_every == 0:
-                save_checkpoint(run, first_epoch, model, optimizer, args, job, started)
+                save_checkpoint(run, first_epoch, model, optimizer, exchange, args, job, started)
     if args.save_partitions:
         run.partitions[-1]["trained"] = gather_rows(run.recorder.recorded_rows())
 
@@ -548,10 +555,15 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, log_path: Path, 
 
 def gather_rows(rows: torch.Tensor) -> list[torch.Tensor]:
     """Every process's recorded rows, on every process (only for --save-partitions)."""
+    return gather_objects(rows.cpu())
+
+
+def gather_objects(value) -> list:
+    """Every process's `value`, in rank order, on every process."""
     if not dist.is_initialized():
-        return [rows.cpu()]
+        return [value]
     out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, rows.cpu())
+    dist.all_gather_object(out, value)
     return out
 
 

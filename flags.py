@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LSTM embedding and hidden size (default 256), GPT width (default 128)")
     t.add_argument("--heads", type=int, default=None, help="GPT attention heads (default 4)")
     t.add_argument("--dropout", type=float, default=None, help="LSTM dropout (default 0.2), GPT dropout (default 0.0)")
+    x = p.add_argument_group("gradient exchange: a DDP communication hook (reducers.py); emulated workers need "
+                             "--emulation sequential")
+    x.add_argument("--reducer", choices=list(names.REDUCERS), default="none",
+                   help="none: DDP's dense all-reduce; exact: the same through the hook; exdyna (Yoon & Oh, "
+                        "CCGrid 2024) and the sparsifying baselines micro, topk, global-topk, threshold, cltk, "
+                        "gaussiank, with error feedback")
+    x.add_argument("--density", type=float, default=None,
+                   help="the fraction of gradient entries a sparsifying reducer sends (default 0.01)")
     r = p.add_argument_group("files and launch (do not change the result)")
     r.add_argument("--data-dir", default="data", help="where datasets are (or are downloaded to)")
     r.add_argument("--results-dir", default="results", help="CSV rows, JSON logs and checkpoints go under here")
@@ -314,9 +322,26 @@ def check_task(args: argparse.Namespace) -> None:
                       "(the GPT splits its width over the heads)")
 
 
+def check_exchange(args: argparse.Namespace) -> None:
+    """A reducer and its density; fill in the default density."""
+    if args.reducer != "none" and args.emulate_workers > 1 and args.emulation == "fused":
+        raise BadFlag(f"--reducer {args.reducer} exchanges each worker's own gradient, which the fused emulation never "
+                      f"forms; pass --emulation sequential")
+    if args.reducer in ("none", "exact"):
+        if args.density is not None:
+            raise BadFlag(f"--density is for a sparsifying --reducer; --reducer {args.reducer} sends every entry "
+                          "(drop it)")
+        args.density = None if args.reducer == "none" else 1.0
+        return
+    args.density = 0.01 if args.density is None else args.density
+    if not (math.isfinite(args.density) and 0 < args.density <= 1):
+        raise BadFlag(f"--density must be in (0, 1] (got {args.density}); e.g. 0.01 sends 1% of the gradient entries")
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Check the flags against each other and fill in the derived ones; BadFlag on bad input."""
     args.heuristic = names.ALIASES.get(args.heuristic, args.heuristic)
+    check_exchange(args)
     check_task(args)
     check_numbers(args)
     check_schedule(args)
@@ -335,4 +360,4 @@ def parse_args(argv: list[str] | None = None, prog: str = "dpt.py") -> argparse.
 
 def workload(args: argparse.Namespace) -> Workload:
     return Workload(args.dataset, args.model, args.heuristic, args.measure, args.total_epochs, args.warmup_epochs,
-                    args.interval_epochs, args.ignore_epochs)
+                    args.interval_epochs, args.ignore_epochs, args.reducer, args.density)

@@ -29,9 +29,9 @@ import results
 import workload as names
 from workload import Workload
 
-TABLE = ["dataset", "model", "heuristic", "measure", "total_epochs", "ignore_epochs"]  # one W x I table
+TABLE = ["dataset", "model", "heuristic", "measure", "total_epochs", "ignore_epochs", "exchange"]  # one W x I table
 CELL = TABLE + ["warmup_epochs", "interval_epochs"]
-BASELINE = ["dataset", "model", "total_epochs"]
+BASELINE = ["dataset", "model", "total_epochs", "exchange"]  # the vanilla runs a table is compared with
 ALPHA = 0.05
 
 
@@ -70,9 +70,12 @@ def load_runs(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
     return runs, problems
 
 
-def workload_of(row) -> Workload:
-    return Workload(row.dataset, row.model, row.heuristic, row.measure, int(row.total_epochs),
-                    int(row.warmup_epochs), int(row.interval_epochs), int(row.ignore_epochs))
+def table_workload(table: tuple) -> Workload:
+    """The Workload (W and I open) of a table key."""
+    dataset, model, heuristic, measure, total, ignore, exchange = table
+    reducer, density = exchange.split("@") if exchange != "none" else ("none", None)
+    return Workload(dataset, model, heuristic, measure, int(total), ignore_epochs=int(ignore), reducer=reducer,
+                    density=None if density is None else float(density))
 
 
 def select(frame: pd.DataFrame, table: tuple, warmup: int | None = None, interval: int | None = None) -> pd.DataFrame:
@@ -154,9 +157,8 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def select_baseline(frame: pd.DataFrame, row: dict) -> pd.DataFrame:
-    return frame[
-        (frame.dataset == row["dataset"]) & (frame.model == row["model"]) & (frame.total_epochs == row["total_epochs"])
-    ]
+    """The rows of `frame` with `row`'s dataset, model, T and gradient exchange."""
+    return frame[(frame[BASELINE] == pd.Series([row[k] for k in BASELINE], index=BASELINE)).all(axis=1)]
 
 
 def tables(cell_table: pd.DataFrame) -> list[tuple]:
@@ -167,7 +169,7 @@ def tables(cell_table: pd.DataFrame) -> list[tuple]:
 
 
 def paper_key(w: Workload) -> tuple:
-    return (w.dataset, w.model, w.heuristic, w.measure, w.total_epochs, w.ignore_epochs)
+    return (w.dataset, w.model, w.heuristic, w.measure, w.total_epochs, w.ignore_epochs, w.exchange)
 
 
 def paper_number(table: tuple) -> int | None:
@@ -189,7 +191,7 @@ def paper_cells(paper_csv: str | Path) -> pd.DataFrame:
     """PaperCSVs/paper-reported.csv, read once per process."""
     frame = pd.read_csv(paper_csv)
     frame["heuristic"] = frame["heuristic"].map(lambda h: names.ALIASES.get(h, h))
-    frame["total_epochs"], frame["ignore_epochs"] = names.PAPER_EPOCHS, names.PAPER_IGNORE
+    frame["total_epochs"], frame["ignore_epochs"], frame["exchange"] = names.PAPER_EPOCHS, names.PAPER_IGNORE, "none"
     return frame
 
 
@@ -204,9 +206,8 @@ def with_paper(cell_table: pd.DataFrame, paper_csv: str | Path) -> pd.DataFrame:
 
 
 def title(table: tuple) -> str:
-    w = Workload(*table[:4], total_epochs=table[4], ignore_epochs=table[5])
     number = paper_number(table)
-    return (f"Table {number}: " if number else "") + w.title
+    return (f"Table {number}: " if number else "") + table_workload(table).title
 
 
 def fmt(mean: float, std: float, decimals: int = 3) -> str:
@@ -262,8 +263,8 @@ def paper_summary(versus: pd.DataFrame) -> str:
 
 
 # A comparison: tables that differ in one name only (the follow-up studies: measures, heuristics).
-COMPARED = {"measure": ["dataset", "model", "total_epochs", "ignore_epochs", "heuristic"],
-            "heuristic": ["dataset", "model", "total_epochs", "ignore_epochs", "measure"]}
+COMPARED = {"measure": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "heuristic"],
+            "heuristic": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "measure"]}
 
 
 def comparisons(cell_table: pd.DataFrame) -> list[tuple[str, tuple]]:
@@ -304,13 +305,9 @@ def comparison_title(vary: str, key: tuple) -> str:
     fixed = dict(zip(COMPARED[vary], key))
     other = "heuristic" if vary == "measure" else "measure"
     names_ = {"measure": names.MEASURES, "heuristic": names.HEURISTICS}
-    w = Workload(fixed["dataset"], fixed["model"], fixed.get("heuristic", "stripes"), fixed.get("measure", "variance"),
-                 int(fixed["total_epochs"]), ignore_epochs=int(fixed["ignore_epochs"]))
+    w = table_workload(tuple({**fixed, vary: "variance" if vary == "measure" else "stripes"}[k] for k in TABLE))
     parts = [names._names(w.dataset).title, names.MODELS[w.model].title, f"{other} {names_[other][fixed[other]].title}"]
-    if w.total_epochs != names.PAPER_EPOCHS:
-        parts.append(f"T={w.total_epochs}")
-    if w.ignore_epochs != names.PAPER_IGNORE:
-        parts.append(f"E_ignore={w.ignore_epochs}")
+    parts += w.title.split(", ")[4:]  # T, E_ignore, the reducer: what differs from the paper's settings
     return f"Across {vary}s: " + ", ".join(parts)
 
 
@@ -337,6 +334,42 @@ def table6(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
         runs="count", min="min", average="mean", max="max"
     )
     return out.reset_index(), problems
+
+
+def exchange_logs(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """One row per finished run's epoch with a gradient reducer (the JSON logs' "exchange"): the run's
+    workload and reducer, its best metric, and the epoch's density, relative density error, bytes
+    sent per worker per step against dense, imbalance, residual ratio and the hook's time split."""
+    rows, problems = [], []
+    for path in sorted(Path(folder).rglob("logs/*.json")):
+        try:
+            log = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            problems.append(f"{path}: not a JSON log ({type(err).__name__}); skipped")
+            continue
+        w = log.get("workload", {}) if isinstance(log, dict) else {}
+        if w.get("reducer", "none") == "none" or "best_epoch" not in log:
+            continue
+        best = log.get("best_accuracy", log.get("best_bits_per_byte"))
+        for epoch in log["epochs"]:
+            rows.append({"run": path.stem, "workload": path.parent.parent.name, "reducer": w["reducer"],
+                         "exchange": f"{w['reducer']}@{w['density']:g}", "density_target": w["density"], "best": best,
+                         "higher_is_better": "best_accuracy" in log, "epoch": epoch["epoch"], **epoch["exchange"]})
+    return pd.DataFrame(rows), problems
+
+
+def exchange_summary(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per workload and reducer: runs, best metric (mean), and over their epochs the mean density, its
+    relative error, the traffic per worker per step and its share of a dense all-reduce."""
+    means = {c: (c, "mean") for c in ("density", "density_error", "bytes_per_worker", "dense_bytes", "imbalance",
+                                      "selection_s", "communication_s")}
+    per_run = epochs.groupby(["workload", "exchange", "run"]).agg(best=("best", "first"), **means).reset_index()
+    out = per_run.groupby(["workload", "exchange"]).agg(runs=("run", "count"), best=("best", "mean"), **means)
+    out = out.reset_index()
+    out = out.rename(columns={"selection_s": "selection_ms", "communication_s": "communication_ms"})
+    out["traffic_vs_dense"] = out.bytes_per_worker / out.dense_bytes
+    out[["selection_ms", "communication_ms"]] *= 1000
+    return out
 
 
 def tests_frame(mine: pd.DataFrame) -> pd.DataFrame:
@@ -397,6 +430,17 @@ def render(folder: str | Path, paper_csv: str | Path | None, form: str) -> tuple
             parts.append(latex_table(g, vary, caption))
         else:
             parts += [f"### {caption}", "", markdown_table(g, vary), "", significance(mine), ""]
+    epochs, exchange_problems = exchange_logs(folder)
+    problems += exchange_problems
+    if len(epochs) and form == "markdown":
+        summary = exchange_summary(epochs)
+        shown = summary.assign(**{c: summary[c].map(lambda v: f"{v:.4g}") for c in summary.columns[3:]})
+        parts += ["### Gradient exchange: per reducer, means over runs and epochs (from the JSON logs)", "",
+                  markdown_table(shown.set_index("workload"), "workload"), "",
+                  "density: entries sent / entries, summed over workers; density_error: mean relative error to the "
+                  "target per step; bytes_per_worker: indices and values one worker sends per step; traffic_vs_dense: "
+                  "against a dense all-reduce of the same bucket; imbalance: max selected per worker x n / total - 1.",
+                  ""]
     if form == "markdown":
         six, log_problems = table6(folder)
         problems += log_problems

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from workload import HEURISTICS, Workload, ignore_from_csv_name
+from workload import HEURISTICS, Workload, from_csv_name
 
 
 class Metric(NamedTuple):
@@ -44,7 +44,7 @@ class Metric(NamedTuple):
 METRICS = {"image": Metric("best_accuracy", True, 2, "best test accuracy (%)"),
            "text": Metric("best_bits_per_byte", False, 4, "best held-out bits per byte")}
 TAIL_COLUMNS = ["best_epoch", "warmup_epochs", "interval_epochs", "measure", "heuristic", "model", "dataset"]
-RESULT_NAME = re.compile(r"^(W\d+-INT\d+(-IGN\d+)?|[a-z0-9]+-vanilla-.+)\.csv$")  # what the layout names a result file
+RESULT_NAME = re.compile(r"^(W\d+-INT\d+(-IGN\d+)?(-R[a-z-]+-D[0-9.e+-]+)?|[a-z0-9]+-vanilla-.+)\.csv$")  # result files
 
 
 def columns(total_epochs: int, task: str = "image") -> list[str]:
@@ -195,7 +195,9 @@ def read_csvs(folder: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
         if skipped:
             problems.append(f"{path}: {len(frame)} rows read, {len(skipped)} skipped ({'; '.join(skipped[:3])})")
         frame["workload"], frame["file"] = path.parent.name, path.stem
-        frame["ignore_epochs"] = 0 if "-vanilla-" in path.stem else ignore_from_csv_name(path.stem)
+        named = from_csv_name(path.stem)
+        frame["ignore_epochs"] = named["ignore_epochs"]
+        frame["exchange"] = "none" if named["reducer"] == "none" else f"{named['reducer']}@{named['density']:g}"
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["id", "best_accuracy", "workload", "file", "total_epochs"]), problems

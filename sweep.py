@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent
 # dpt.py flags the sweep sets for every run: passing them after `--` would quietly change the study.
 SET_BY_SWEEP = ("--dataset", "--model", "--heuristic", "--measure", "--total-epochs", "--warmup-epochs",
                 "--interval-epochs", "--ignore-epochs", "--seed", "--results-dir", "--checkpoint-every", "--resume",
-                "--emulate-workers", "--data-on-device", "--repartition")
+                "--emulate-workers", "--data-on-device", "--repartition", "--reducer", "--density")
 
 
 @dataclass
@@ -69,8 +69,8 @@ def grid(opts: argparse.Namespace) -> tuple[list[Workload], int]:
     tables = selected_tables(opts)
     chosen = []
     if not opts.no_baselines:
-        chosen += list(dict.fromkeys(Workload(t.dataset, t.model, "none", "variance", opts.epochs, opts.epochs, 0, 0)
-                                     for t in tables))
+        chosen += list(dict.fromkeys(Workload(t.dataset, t.model, "none", "variance", opts.epochs, opts.epochs, 0, 0,
+                                              t.reducer, t.density) for t in tables))
     impossible = 0
     if not opts.baselines_only:
         for table in tables:
@@ -88,6 +88,8 @@ def dpt_flags(w: Workload) -> list[str]:
     if not w.vanilla:
         out += ["--measure", w.measure, "--warmup-epochs", str(w.warmup_epochs),
                 "--interval-epochs", str(w.interval_epochs), "--ignore-epochs", str(w.ignore_epochs)]
+    if w.reducer != "none":
+        out += ["--reducer", w.reducer] + (["--density", f"{w.density:g}"] if w.reducer != "exact" else [])
     return out + ["--total-epochs", str(w.total_epochs)]
 
 
@@ -119,7 +121,9 @@ def command(run: Run, opts: argparse.Namespace, python: str) -> list[str]:
             script,
             *run.flags,
         ]
-    return [python, script, "--emulate-workers", str(opts.workers), "--data-on-device", *run.flags]
+    # a reducer exchanges each worker's own gradient: the sequential emulation forms them
+    sequential = ["--emulation", "sequential"] if "--reducer" in run.flags else []
+    return [python, script, "--emulate-workers", str(opts.workers), *sequential, "--data-on-device", *run.flags]
 
 
 def slots(opts: argparse.Namespace) -> list[str | None]:
@@ -232,7 +236,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--study", choices=["paper", *names.STUDIES], default="paper",
                    help="paper: the paper's Tables 1-5; measures: every importance measure with Stripes; heuristics: "
                         "every heuristic with loss variance (both on Table 1's workload and a 2 x 2 W x I grid); "
-                        "lm: language modelling on the King James Bible with a small GPT")
+                        "lm: language modelling on the King James Bible with a small GPT; exchange: every gradient "
+                        "reducer at density 0.01")
     p.add_argument("--table", type=int, action="append", choices=sorted(names.PAPER_TABLES),
                    help="with --study paper: a paper table's workload (repeatable; default: all five)")
     p.add_argument("--dataset", choices=[*names.DATASETS, *names.TEXT_DATASETS],

@@ -28,6 +28,7 @@ import augment
 import data
 import importance
 import models
+import reducers
 from samplers import WorkerBatches
 
 
@@ -43,6 +44,7 @@ class Step:
     on_device: bool = False  # the split is resident on `device`: gather batches there, no DataLoader
     eval_protocol: str = "standard"
     channels: tuple[str, ...] = ("loss",)  # what the recorder records
+    reducer: "reducers.ReducerState | None" = None  # exchanges the workers' gradients (None: DDP's all-reduce)
     ctx: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)  # autocast, built once
 
     @staticmethod
@@ -179,12 +181,15 @@ def per_example(logits: torch.Tensor, targets: torch.Tensor, channels: tuple[str
 def sequential_backward(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, step: Step,
                         channels: tuple[str, ...] = ("loss",), features: HeadInput | None = None,
                         tracking: contextlib.AbstractContextManager | None = None) -> dict[str, torch.Tensor]:
-    """The emulated workers one after another on the same parameters, gradients accumulated (the
-    plain reference for the fused path). Each pass is exactly a rank's computation, and scaling by
-    1/2 and summing two terms are exact, so 2 workers reproduce 2-rank DDP bit for bit. Only worker
-    0 updates BatchNorm's running statistics, as DDP keeps rank 0's."""
+    """The emulated workers one after another on the same parameters (the plain reference for the
+    fused path). Each pass is exactly a rank's computation. Without a reducer the gradients are
+    accumulated (scaling by 1/2 and summing two terms are exact, so 2 workers reproduce 2-rank DDP bit
+    for bit); with one, each worker's gradient is kept apart, flattened into one bucket (the parameters
+    in order), and `step.reducer` exchanges them as its DDP hook would across ranks. Only worker 0
+    updates BatchNorm's running statistics, as DDP keeps rank 0's."""
     module = model.module if isinstance(model, DDP) else model
-    signals = []
+    params = [p for p in module.parameters() if p.requires_grad]
+    signals, grads = [], []
     for k, (x, y) in enumerate(zip(inputs.chunk(step.workers), targets.chunk(step.workers))):
         last = k == step.workers - 1
         with (contextlib.nullcontext() if last or not isinstance(model, DDP) else model.no_sync()), \
@@ -194,7 +199,17 @@ def sequential_backward(model: nn.Module, inputs: torch.Tensor, targets: torch.T
             loss = example_loss(logits, y)
             with tracking or contextlib.nullcontext():
                 signals.append(per_example(logits, y, channels, features, loss))
-            (loss.mean() / step.workers).backward()
+            if step.reducer is None:
+                (loss.mean() / step.workers).backward()
+                continue
+            loss.mean().backward()
+            grads.append(torch.cat([p.grad.reshape(-1) for p in params]))
+            for p in params:
+                p.grad = None
+    if step.reducer is not None:
+        update = reducers.reduce(step.reducer, torch.stack(grads))
+        for p, g in zip(params, update.split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
     return {c: torch.cat([s[c] for s in signals]) for c in signals[0]}
 
 
@@ -213,7 +228,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Wor
     for raw, targets, keys, index in epoch_batches(batches, split, step):
         inputs = inputs_for(raw, index, step, epoch, augment.TRAIN)
         optimizer.zero_grad(set_to_none=True)
-        if step.sequential and step.workers > 1:
+        if (step.sequential and step.workers > 1) or (step.reducer is not None and not isinstance(model, DDP)):
             signals = sequential_backward(model, inputs, targets, step, channels, features, timed)
         else:
             with step.ctx:

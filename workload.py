@@ -6,6 +6,7 @@ list and group runs by it. Torch-free, so flags and sweeps resolve in a fraction
 
     python -c "import workload as W; w = W.PAPER_TABLES[1].at(20, 5); print(w, w.title, w.csv_name)"
 """
+import re
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -59,6 +60,8 @@ MEASURES = {
     "grad-norm": Name("GradNorm", "gradient norm", "grad-norm"),
 }
 ALIASES = {n.paper: h for h, n in HEURISTICS.items()}  # roundrobin -> stripes, steps -> blocks
+# Gradient reducers (reducers.py, a DDP communication hook): "none" is DDP's own dense all-reduce.
+REDUCERS = ("none", "exact", "exdyna", "micro", "topk", "global-topk", "threshold", "cltk", "gaussiank")
 
 PAPER_EPOCHS, PAPER_IGNORE = 100, 5
 
@@ -75,10 +78,13 @@ class Workload:
     warmup_epochs: int | None = None
     interval_epochs: int | None = None
     ignore_epochs: int = PAPER_IGNORE
+    reducer: str = "none"  # how gradients are exchanged, and the density of a sparsifying one
+    density: float | None = None
 
     def __post_init__(self):
         assert self.dataset in DATASETS or self.dataset in TEXT_DATASETS, self.dataset
         assert self.model in MODELS and self.heuristic in HEURISTICS and self.measure in MEASURES, self
+        assert self.reducer in REDUCERS and (self.reducer == "none") == (self.density is None), self
 
     def at(self, warmup: int, interval: int) -> "Workload":
         return replace(self, warmup_epochs=warmup, interval_epochs=interval)
@@ -92,9 +98,9 @@ class Workload:
         return self.heuristic == "none"
 
     @property
-    def table(self) -> tuple:
-        """What one W x I table holds: everything but W and I."""
-        return (self.dataset, self.model, self.heuristic, self.measure, self.total_epochs, self.ignore_epochs)
+    def exchange(self) -> str:
+        """The gradient exchange: 'none' (DDP's all-reduce), or reducer@density."""
+        return "none" if self.reducer == "none" else f"{self.reducer}@{self.density:g}"
 
     @property
     def folder(self) -> str:
@@ -108,10 +114,11 @@ class Workload:
         """The paper's layout: W<W>-INT<I>.csv, and <c10|c100|fmnist>-vanilla-<model>-total<T>.csv for
         baselines. An E_ignore other than the paper's 5 is part of the name, so runs that differ in it
         never share a file."""
+        exchange = "" if self.reducer == "none" else f"-R{self.reducer}-D{self.density:g}"
         if self.vanilla:
-            return f"{_names(self.dataset).paper}-vanilla-{self.model}-total{self.total_epochs}.csv"
+            return f"{_names(self.dataset).paper}-vanilla-{self.model}-total{self.total_epochs}{exchange}.csv"
         ignore = "" if self.ignore_epochs == PAPER_IGNORE else f"-IGN{self.ignore_epochs}"
-        return f"W{self.warmup_epochs}-INT{self.interval_epochs}{ignore}.csv"
+        return f"W{self.warmup_epochs}-INT{self.interval_epochs}{ignore}{exchange}.csv"
 
     @property
     def title(self) -> str:
@@ -123,25 +130,30 @@ class Workload:
             parts.append(f"T={self.total_epochs}")
         if self.ignore_epochs != PAPER_IGNORE and not self.vanilla:
             parts.append(f"E_ignore={self.ignore_epochs}")
+        if self.reducer != "none":
+            parts.append(f"{self.reducer} at density {self.density:g}")
         return ", ".join(parts)
 
     @property
     def setting(self) -> str:
         return "baseline" if self.vanilla else f"W{self.warmup_epochs}-INT{self.interval_epochs}"
 
-    @property
-    def baseline(self) -> "Workload":
-        """The vanilla workload this one is compared with (same data, model and T)."""
-        return Workload(self.dataset, self.model, "none", "variance", self.total_epochs, self.total_epochs, 0, 0)
 
 
 def _names(dataset: str) -> Name:
     return DATASETS.get(dataset) or TEXT_DATASETS[dataset]
 
 
-def ignore_from_csv_name(stem: str) -> int:
-    """E_ignore of the runs in a result file named as `Workload.csv_name` (the paper's: 5)."""
-    return int(stem.rsplit("-IGN", 1)[1]) if "-IGN" in stem else PAPER_IGNORE
+CSV_SUFFIXES = re.compile(r"(?:-IGN(?P<ignore>\d+))?(?:-R(?P<reducer>[a-z-]+)-D(?P<density>[0-9.e+-]+))?$")
+
+
+def from_csv_name(stem: str) -> dict:
+    """What a result file's name says beyond its folder and its rows: E_ignore (the paper's 5 unless
+    named; 0 for baselines), the reducer and its density ("none" and None unless named)."""
+    found = CSV_SUFFIXES.search(stem)
+    ignore = 0 if "-vanilla-" in stem else int(found["ignore"] or PAPER_IGNORE)
+    density = float(found["density"]) if found["density"] else None
+    return {"ignore_epochs": ignore, "reducer": found["reducer"] or "none", "density": density}
 
 
 # The paper's Tables 1-5: each a W x I grid of one workload, compared with its dataset and model's baseline.
@@ -190,4 +202,8 @@ STUDIES = {
                           {"measure": "grad-norm"}, {"heuristic": "random"}, {"heuristic": "snake"},
                           {"heuristic": "sticky-stripes"}),
                 (5, 10), (2, 5), ("--optimizer", "adamw", "--lr", "0.003", "--weight-decay", "0.1")),
+    # Gradient sparsification: every reducer at density 0.01 (exact: dense) under Stripes-variance at
+    # W20-INT5, each against vanilla DPT with the same reducer: accuracy against the bytes sent.
+    "exchange": Study(PAPER_TABLES[1], tuple({"reducer": r, "density": 1.0 if r == "exact" else 0.01}
+                                             for r in REDUCERS if r != "none"), (20,), (5,)),
 }

@@ -103,6 +103,11 @@ def corrupt_test_batch(data, out):
     return tiny(data, out)
 
 
+def reducer_on_emulating_ranks(data, out, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as rank 0 of 2 torchrun ranks, each emulating 2 workers
+    return tiny(data, out, "--reducer", "exdyna", "--emulate-workers", "2", "--emulation", "sequential")
+
+
 def wandb_without_login(data, out, monkeypatch):
     for var in ("WANDB_MODE", "WANDB_API_KEY"):
         monkeypatch.delenv(var, raising=False)
@@ -189,6 +194,15 @@ CASES = [
     ("corpus shorter than a chunk per worker",
      a_text("short.txt", lambda p: p.write_text("w\n" * 950), "--emulate-workers", "16"),
      "holds 13 chunks of 129 bytes, fewer than one per worker (16)"),
+    # gradient exchange
+    ("density without a sparsifying reducer", ["--density", "0.01"], "--density is for a sparsifying --reducer"),
+    ("density with exact", ["--reducer", "exact", "--density", "0.5"], "--reducer exact sends every entry"),
+    ("zero density", ["--reducer", "exdyna", "--density", "0"], "--density must be in (0, 1]"),
+    ("density nan", ["--reducer", "topk", "--density", "nan"], "--density must be in (0, 1]"),
+    ("reducer on the fused emulation", ["--reducer", "exdyna", "--emulate-workers", "2"],
+     "pass --emulation sequential"),
+    ("reducer on ranks that emulate", reducer_on_emulating_ranks, "hosts one worker per rank"),
+    ("unknown reducer", ["--reducer", "powersgd"], "invalid choice: 'powersgd'"),
     # the data
     (
         "missing data offline",
@@ -252,7 +266,8 @@ def test_refused_in_one_line(case, fragment, cifar10_dir, tmp_path, capsys, trap
     root, _ = cifar10_dir
     out, holder = tmp_path / "results", None
     if callable(case):
-        argv = case(root, out, monkeypatch) if case is wandb_without_login else case(root, out)
+        takes_env = case in (wandb_without_login, reducer_on_emulating_ranks)
+        argv = case(root, out, monkeypatch) if takes_env else case(root, out)
         if isinstance(argv, tuple):
             argv, holder = argv
     else:
