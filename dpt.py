@@ -28,6 +28,7 @@ import fcntl
 import math
 import netrc
 import os
+import shutil
 import time
 from argparse import Namespace
 from dataclasses import dataclass, field
@@ -82,6 +83,11 @@ class Job:
     lock: object = None  # the run's lock file, held open for the process's life
     provenance: dict = field(default_factory=dict)  # this process's code and packages (results.provenance)
     finished: bool = False  # the run's row is in its CSV already (--resume: nothing to do)
+    readers: list = field(default_factory=list)  # --data-source streaming: this process's workers' readers
+
+    @property
+    def shard_size(self) -> int | None:
+        return self.readers[0].shard_size if self.readers else None
 
     @property
     def labels(self) -> torch.Tensor | None:
@@ -163,10 +169,48 @@ def load_data(args: Namespace, num_workers: int) -> tuple:
             corpus = "kjv" if args.dataset == "kjv" else args.text_file
             return (text.load(corpus, args.data_dir, args.seq_len, True, subset=args.subset, min_examples=num_workers),
                     text.load(corpus, args.data_dir, args.seq_len, False, subset=args.test_subset))
-        return (data.load(args.dataset, args.data_dir, train=True, subset=args.subset),
-                data.load(args.dataset, args.data_dir, train=False, subset=args.test_subset))
+        test = data.load(args.dataset, args.data_dir, train=False, subset=args.test_subset)
+        if args.data_source == "streaming":
+            return Streamed(0, args.stream_remote), test  # sized once the readers have the remote's index
+        return data.load(args.dataset, args.data_dir, train=True, subset=args.subset), test
     except data.DataError as err:
         die(str(err))
+
+
+@dataclass
+class Streamed:
+    """The training split of --data-source streaming: its examples stay in the shards, read through
+    each worker's cache (train.epoch_batches); here only its size and where it comes from."""
+    num_examples: int
+    source: str
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+
+def open_readers(args: Namespace, csv: Path, num_workers: int) -> list:
+    """This process's workers' streaming readers, each in its own fresh cache folder (a resumed run starts
+    with cold caches). The default cache: 1/n of the shards' bytes plus the largest shard."""
+    import streaming  # litdata takes seconds to import: only for streaming runs
+
+    root = Path(args.cache_dir or csv.parent / "cache" / results.run_name(csv, args.seed))
+    options = {"endpoint_url": args.stream_endpoint} if args.stream_endpoint else None
+    readers = []
+    try:
+        for w in my_workers(args):
+            folder = root / f"worker-{w}"
+            shutil.rmtree(folder, ignore_errors=True)  # a cache of ours: what it held is not worth keeping
+            reader = streaming.WorkerReader(args.stream_remote, folder, args.cache_bytes or 2**62, args.cache_policy,
+                                            options)
+            if args.cache_bytes is None:
+                shards = reader.storage.shard_bytes
+                cache = int(shards.sum()) // num_workers + int(shards.max())
+                shutil.rmtree(folder)
+                reader = streaming.WorkerReader(args.stream_remote, folder, cache, args.cache_policy, options)
+            readers.append(reader)
+    except (ValueError, data.DataError) as err:
+        die(str(err))
+    return readers
 
 
 def check_inputs(args: Namespace, world: int, rank: int) -> Job:
@@ -181,8 +225,21 @@ def check_inputs(args: Namespace, world: int, rank: int) -> Job:
     workload = flags.workload(args)
     csv = results.csv_path(args.results_dir, workload)
     train_split, test_split = load_data(args, num_workers)
+    readers = []
+    if args.data_source == "streaming":
+        readers = open_readers(args, csv, num_workers)
+        train_split = Streamed(len(readers[0]), f"{args.stream_remote} (shards of {readers[0].shard_size}, streamed)")
+        if args.subset and args.subset != len(train_split):
+            die(f"--subset {args.subset}: a streamed split is the whole remote ({len(train_split)} examples); "
+                "write the subset with streaming.py instead")
+        if args.shard_size is not None and args.shard_size != readers[0].shard_size:
+            die(f"--shard-size {args.shard_size} differs from the remote's shards of {readers[0].shard_size}; drop it")
     if len(train_split) < num_workers:
         die(f"{len(train_split)} training examples cannot be split across {num_workers} workers; raise --subset")
+    shards = math.ceil(len(train_split) / (args.shard_size or (readers[0].shard_size if readers else 100)))
+    if args.heuristic == "shard-stripes" and shards < num_workers:
+        die(f"--heuristic shard-stripes deals whole shards, and {len(train_split)} examples make {shards} shards for "
+            f"{num_workers} workers; pass a --shard-size of at most {len(train_split) // num_workers}")
     if args.reducer != "none" and world > 1 and args.emulate_workers > 1:
         die(f"--reducer {args.reducer} under torchrun hosts one worker per rank (its communication hook); "
             "drop --emulate-workers, or run one process emulating every worker")
@@ -202,7 +259,7 @@ def check_inputs(args: Namespace, world: int, rank: int) -> Job:
     if csv.is_dir():
         die(f"the result file {csv} is a folder; move it away or pass another --results-dir")
     checkpoint_path = results.checkpoint_path(csv, args.seed)
-    job = Job(workload, train_split, test_split, num_workers, csv, checkpoint_path, None)
+    job = Job(workload, train_split, test_split, num_workers, csv, checkpoint_path, None, readers=readers)
     if rank == 0:  # the one that writes
         writable(csv.parent, "--results-dir")
         writable(csv.parent / "logs", "--results-dir")
@@ -256,8 +313,8 @@ def movement(before: torch.Tensor, after: heuristics.Partition) -> dict:
 
 
 def repartition(recorder: importance.Recorder, window_index: int, previous: dict | None, args: Namespace,
-                num_workers: int, labels: torch.Tensor | None = None,
-                before: torch.Tensor | None = None) -> tuple[torch.Tensor, heuristics.Partition, dict, float]:
+                num_workers: int, labels: torch.Tensor | None = None, before: torch.Tensor | None = None,
+                shard_size: int | None = None) -> tuple[torch.Tensor, heuristics.Partition, dict, float]:
     """Merge the window before `window_index` across processes, score, sort and partition: identical
     on every process, since all hold the same merged signals and the sorts are stable. The first
     E_ignore columns are dropped only when scoring the warmup (window_index 1), as the paper's code
@@ -272,7 +329,7 @@ def repartition(recorder: importance.Recorder, window_index: int, previous: dict
     if window_index == 1:
         previous = {c: m[:, ignore - 1] for c, m in merged.items()} if ignore else None
     scores, order = importance.rank(args.measure, window, previous)
-    context = heuristics.Context(scores.cpu(), labels, before, window_index, args.seed)
+    context = heuristics.Context(scores.cpu(), labels, before, window_index, args.seed, shard_size)
     parts = heuristics.partition(order.cpu(), num_workers, args.heuristic, context)
     return scores, parts, {c: m[:, -1] for c, m in merged.items()}, time.perf_counter() - start
 
@@ -286,7 +343,7 @@ def begin_window(run: "Run", index: int, plan: list, args: Namespace, job: "Job"
         everyone = worker_samplers(job.train, run.partition, range(job.num_workers), job.num_workers, args)
         before = samplers.assignment(everyone, first_epoch - 1)
         scores, run.partition, run.carry, seconds = repartition(run.recorder, index, run.carry, args, job.num_workers,
-                                                                 job.labels, before)
+                                                                 job.labels, before, shard_size(args, job))
         moved = movement(before, run.partition)
         run.log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": seconds,
                                      "partition_sizes": [len(p) for p in run.partition], "movement": moved})
@@ -297,6 +354,8 @@ def begin_window(run: "Run", index: int, plan: list, args: Namespace, job: "Job"
     elif args.save_partitions:
         run.partitions.append({"start_epoch": 1, "epochs": length, "partition": None})
     run.window, run.recorder = index, importance.Recorder(len(job.train), length, record, device)
+    for w, reader in zip(my_workers(args), job.readers):
+        reader.set_window(None if run.partition is None else run.partition[w])
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------
@@ -421,6 +480,17 @@ def start_process_group(args: Namespace, launched: bool, local_rank: int) -> tor
     return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
 
 
+def shard_size(args: Namespace, job: Job) -> int:
+    """Examples per storage shard (shard-stripes): --shard-size, else the streaming remote's, else 100."""
+    return args.shard_size or job.shard_size or 100
+
+
+def my_workers(args: Namespace) -> range:
+    """The workers this process hosts: --emulate-workers of them, numbered by rank."""
+    rank = int(os.environ.get("RANK", 0))
+    return range(rank * args.emulate_workers, (rank + 1) * args.emulate_workers)
+
+
 def phase(args: Namespace, index: int) -> str:
     return "vanilla" if args.heuristic == "none" else "warmup" if index == 0 else f"interval {index}"
 
@@ -477,9 +547,8 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
                             device=device, spec=None if text_task(args) else data.SPECS[args.dataset], seed=args.seed,
                             sequential=args.emulation == "sequential", on_device=on_device(args),
                             eval_protocol=args.eval_protocol, channels=channels(args),
-                            reducer=None if launched else exchange)
+                            reducer=None if launched else exchange, readers=job.readers or None)
     optimizer = models.optimizer(model, args.lr, args.momentum, args.weight_decay, args.optimizer)
-    my_workers = range(rank * args.emulate_workers, (rank + 1) * args.emulate_workers)
     plan = windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
     name = results.run_name(job.csv, args.seed)
 
@@ -488,9 +557,9 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
     else:
         run = Run(log_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
         run.log = {"workload": vars(job.workload), "provenance": job.provenance, "world_size": world,
-                   "workers": job.num_workers, "device": str(device), "data": job.train.source,
-                   "test_data": job.test.source, "csv": str(job.csv), "epochs": [], "intervals": [],
-                   "resumed_at_epoch": []}
+                   "workers": job.num_workers, "examples": len(job.train), "device": str(device),
+                   "data": job.train.source, "test_data": job.test.source, "csv": str(job.csv), "epochs": [],
+                   "intervals": [], "resumed_at_epoch": []}
     run.log["args"] = vars(args)
     log_path = job.csv.parent / "logs" / run.log_name  # beside the results given, wherever the checkpoint was made
     wandb_run = None
@@ -509,9 +578,11 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
         first_epoch, length = plan[index]
         if run.epoch == first_epoch:  # a new window (a resumed run may be in the middle of one)
             begin_window(run, index, plan, args, job, device, step.channels)
-        batches = WorkerBatches(worker_samplers(train_split, run.partition, my_workers, job.num_workers, args),
+        batches = WorkerBatches(worker_samplers(train_split, run.partition, my_workers(args), job.num_workers, args),
                                 args.batch_size)
         for epoch in range(run.epoch, first_epoch + length):
+            for reader in job.readers:
+                reader.set_epoch(epoch)
             stats = train.train_epoch(train_model, optimizer, batches, train_split, step, epoch, run.recorder,
                                       epoch - first_epoch)
             run.epoch = epoch + 1
@@ -520,6 +591,9 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
                     "no row was written; lower --lr (or use --amp none)", status=1)
             if exchange:
                 stats["exchange"] = exchange.take_stats()  # this rank's: bytes it sent, its selection time
+            if job.readers:  # what every worker fetched this epoch, as the filesystem counted it
+                stats["io"] = [row for rows in gather_objects([r.stats().iloc[-1].to_dict() for r in job.readers])
+                               for row in rows]
             if master:
                 stats |= train.evaluate(model, test_split, step, epoch)
                 log_epoch(run, epoch, phase(args, index), stats, args, wandb_run)

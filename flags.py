@@ -19,7 +19,8 @@ from workload import Workload
 SEED_LIMIT = 2**32  # seeds feed torch's and Python's generators after small offsets (seed + epoch, ...)
 # Flags that do not change a run's result (beyond rounding): they may differ on --resume.
 OPERATIONAL = {"data_dir", "results_dir", "description", "save_partitions", "checkpoint_every", "resume", "backend",
-               "timeout", "deterministic", "emulate_workers", "emulation", "data_on_device",
+               "timeout", "deterministic", "emulate_workers", "emulation", "data_on_device", "data_source",
+               "stream_remote", "stream_endpoint", "cache_bytes", "cache_policy", "cache_dir",
                "wandb", "wandb_project", "wandb_entity", "wandb_name"}
 
 
@@ -133,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LSTM embedding and hidden size (default 256), GPT width (default 128)")
     t.add_argument("--heads", type=int, default=None, help="GPT attention heads (default 4)")
     t.add_argument("--dropout", type=float, default=None, help="LSTM dropout (default 0.2), GPT dropout (default 0.0)")
+    d = p.add_argument_group("data source and storage (the I/O study; streaming.py, iosim.py)")
+    d.add_argument("--shard-size", type=int, default=None,
+                   help="examples per storage shard, for --heuristic shard-stripes (default: the streaming remote's, "
+                        "else 100)")
     x = p.add_argument_group("gradient exchange: a DDP communication hook (reducers.py); emulated workers need "
                              "--emulation sequential")
     x.add_argument("--reducer", choices=list(names.REDUCERS), default="none",
@@ -143,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the fraction of gradient entries a sparsifying reducer sends (default 0.01)")
     r = p.add_argument_group("files and launch (do not change the result)")
     r.add_argument("--data-dir", default="data", help="where datasets are (or are downloaded to)")
+    r.add_argument("--data-source", choices=["memory", "streaming"], default="memory",
+                   help="memory: the training split loaded whole; streaming: each worker reads its examples from the "
+                        "shards at --stream-remote through its own cache (the test split still comes from --data-dir)")
+    r.add_argument("--stream-remote", default=None,
+                   help="a folder, or an s3:// URL, that `python streaming.py write` filled")
+    r.add_argument("--stream-endpoint", default=None, help="an S3-compatible endpoint URL for an s3:// remote")
+    r.add_argument("--cache-bytes", type=int, default=None,
+                   help="each worker's cache (default: 1/n of the shards' bytes plus one shard)")
+    r.add_argument("--cache-policy", choices=["lru", "partition"], default="partition",
+                   help="lru: whole shards, least recently used out; partition: the worker's partition's shards "
+                        "pinned for the interval, LRU for the rest (iosim.py defines both)")
+    r.add_argument("--cache-dir", default=None,
+                   help="where the workers' caches go (default: <results-dir>/<workload>/cache/<run>)")
     r.add_argument("--results-dir", default="results", help="CSV rows, JSON logs and checkpoints go under here")
     r.add_argument("--description", default="", help="free text stored in the log (and W&B notes)")
     r.add_argument(
@@ -338,11 +356,35 @@ def check_exchange(args: argparse.Namespace) -> None:
         raise BadFlag(f"--density must be in (0, 1] (got {args.density}); e.g. 0.01 sends 1% of the gradient entries")
 
 
+def check_storage(args: argparse.Namespace) -> None:
+    """The streaming data path's flags, and the shard size shard-stripes needs."""
+    streaming = args.data_source == "streaming"
+    if streaming and not args.stream_remote:
+        raise BadFlag("--data-source streaming reads shards from --stream-remote; pass the folder or s3:// URL that "
+                      "`python streaming.py write` filled")
+    given = [f"--{f.replace('_', '-')}" for f in ("stream_remote", "stream_endpoint", "cache_bytes", "cache_dir")
+             if getattr(args, f) is not None]
+    if given and not streaming:
+        raise BadFlag(f"{', '.join(given)} are for --data-source streaming; pass it, or drop them")
+    if streaming and args.dataset in names.TEXT_DATASETS:
+        raise BadFlag("--data-source streaming serves images; text always lives on the device (drop it)")
+    if streaming and args.data_on_device:
+        raise BadFlag("--data-on-device holds the whole split on the device; --data-source streaming reads it "
+                      "through caches: pick one")
+    if args.cache_bytes is not None and args.cache_bytes < 1:
+        raise BadFlag(f"--cache-bytes must be at least 1 (got {args.cache_bytes}); it must hold the largest shard")
+    if args.shard_size is not None and args.shard_size < 1:
+        raise BadFlag(f"--shard-size must be at least 1 (got {args.shard_size})")
+    if args.shard_size is not None and args.heuristic != "shard-stripes" and not streaming:
+        raise BadFlag("--shard-size is read by --heuristic shard-stripes (and a streaming run); drop it")
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Check the flags against each other and fill in the derived ones; BadFlag on bad input."""
     args.heuristic = names.ALIASES.get(args.heuristic, args.heuristic)
     check_exchange(args)
     check_task(args)
+    check_storage(args)
     check_numbers(args)
     check_schedule(args)
     return args

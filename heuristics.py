@@ -12,6 +12,7 @@ Context value), plus a line in HEURISTICS and one in NEEDS naming the Context fi
 `partition` checks that every example is placed exactly once and that sizes differ by at most one.
 """
 import heapq
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,11 +26,10 @@ class Context:
     sorted position, and live on the CPU, like the sorted order."""
     scores: torch.Tensor | None  # (N,) importance of each example
     labels: torch.Tensor | None  # (N,) int64 class of each example; None for text
-    previous: (
-        torch.Tensor | None
-    )  # (N,) int64 worker that trained each example in the last epoch before this partition (-1: none)
+    previous: torch.Tensor | None  # (N,) int64 worker that trained each example last, before this partition (-1: none)
     interval: int  # 1-based index of the interval this partition is for
     seed: int  # the run's seed
+    shard_size: int | None = None  # examples per storage shard (shard-stripes)
 
 
 def sizes(num_examples: int, num_workers: int) -> list[int]:
@@ -155,15 +155,41 @@ def sticky_stripes(sorted_indices: torch.Tensor, num_workers: int, context: Cont
     return by_worker(sorted_indices, worker.view(-1)[:total], n)
 
 
+def shard_stripes(sorted_indices: torch.Tensor, num_workers: int, scores: torch.Tensor, shard_size: int) -> Partition:
+    """Stripes over whole shards: shards (S consecutive example indices) ranked by the mean score of
+    their examples, most important first (stable: ties keep shard order), and dealt round robin, so
+    each worker gets whole shards and a similar importance mix, and caches or fetches a shard only
+    if it is its own. A short last shard (N mod S examples) is dealt last, after the full ones, so
+    partition sizes differ by at most S examples (one shard). Each worker's examples are listed in
+    `sorted_indices` order (most important first). Source: this project (the I/O study): with a
+    worker's cache pinned to its partition, each shard is fetched by one worker, once per interval."""
+    total = len(sorted_indices)
+    assert scores.shape == (total,), "one score per example"
+    num_shards = math.ceil(total / shard_size)
+    if num_shards < num_workers:
+        raise ValueError(f"shard_size={shard_size} leaves {num_shards} shards for {num_workers} workers; "
+                         f"pass a shard size of at most {total // num_workers}")
+    shard = torch.arange(total) // shard_size
+    means = torch.zeros(num_shards, dtype=torch.float64).index_add_(0, shard, scores.double()) / torch.bincount(shard)
+    full = total // shard_size
+    ranked = torch.cat([torch.sort(means[:full], descending=True, stable=True).indices, torch.arange(full, num_shards)])
+    owner = torch.empty(num_shards, dtype=torch.int64)
+    owner[ranked] = torch.arange(num_shards) % num_workers
+    example_owner = owner[shard][sorted_indices]
+    return [sorted_indices[example_owner == w] for w in range(num_workers)]
+
+
+def shard_aware(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
+    return shard_stripes(sorted_indices, num_workers, context.scores, context.shard_size)
+
+
 HEURISTICS = {"stripes": stripes, "blocks": blocks, "random": random_partition, "snake": snake, "balance": balance,
-              "class-stripes": class_stripes, "blocks-rotate": blocks_rotate, "sticky-stripes": sticky_stripes}
+              "class-stripes": class_stripes, "blocks-rotate": blocks_rotate, "sticky-stripes": sticky_stripes,
+              "shard-stripes": shard_aware}
 NEEDS: dict[str, set[str]] = {"stripes": set(), "blocks": set(), "random": {"interval", "seed"}, "snake": set(),
                               "balance": {"scores"}, "class-stripes": {"labels"}, "blocks-rotate": {"interval"},
-                              "sticky-stripes": {"previous"}}
+                              "sticky-stripes": {"previous"}, "shard-stripes": {"scores", "shard_size"}}
 assert NEEDS.keys() == HEURISTICS.keys()
-# The names the paper's code and CSVs use; dpt.py accepts both and writes these into result rows.
-PAPER_NAMES = {"none": "none", "stripes": "roundrobin", "blocks": "steps"}
-ALIASES = {paper: ours for ours, paper in PAPER_NAMES.items()}
 
 
 def partition(
@@ -191,5 +217,6 @@ def partition(
     placed = torch.sort(torch.cat(parts)).values
     assert torch.equal(placed, torch.sort(sorted_indices).values), "a heuristic must place every example once"
     lengths = [len(p) for p in parts]
-    assert max(lengths) - min(lengths) <= 1, "partition sizes must differ by at most one"
+    slack = context.shard_size if "shard_size" in NEEDS[heuristic] else 1  # whole shards: up to one shard apart
+    assert max(lengths) - min(lengths) <= slack, f"partition sizes must differ by at most {slack}"
     return parts

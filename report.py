@@ -372,6 +372,69 @@ def exchange_summary(epochs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# Bytes of one example as the shards hold it (uint8 pixels, or a text chunk): the simulator's unit.
+EXAMPLE_BYTES = {"cifar10": 3 * 32 * 32, "cifar100": 3 * 32 * 32, "fashionmnist": 28 * 28}
+
+
+def io_study(folder: str | Path, shard_sizes: tuple[int, ...] = (1, 100, 1000), caches: tuple[int, ...] = (1, 2),
+             runs_per_workload: int = 3) -> tuple[pd.DataFrame, list[str]]:
+    """The I/O each run would have cost (iosim, from its --save-partitions file), under every storage
+    setting: shards of each size, each worker caching `c`/n of the dataset's bytes (plus one shard) with
+    the partition policy. One row per run, setting and epoch (bytes summed over workers); at most
+    `runs_per_workload` runs of a result file. And the problems met."""
+    import iosim  # pandas and numpy only, but its simulations run only when asked for
+
+    rows, problems, taken = [], [], {}
+    for path in sorted(Path(folder).rglob("logs/*.partitions.pt")):
+        log_path = path.with_name(path.name.removesuffix(".partitions.pt") + ".json")
+        try:
+            log = json.loads(log_path.read_text())
+            windows, settings = iosim.windows_from_file(str(path))
+        except (OSError, ValueError) as err:
+            problems.append(f"{path}: {err}; skipped")
+            continue
+        w = log["workload"]
+        key = (path.parent.parent.name, Path(log["csv"]).stem)
+        taken[key] = taken.get(key, 0) + 1
+        if taken[key] > runs_per_workload or w["dataset"] not in EXAMPLE_BYTES or "examples" not in log:
+            continue
+        n, examples = log["workers"], log["examples"]
+        best = log.get("best_accuracy", log.get("best_bits_per_byte"))
+        for shard_size in shard_sizes:
+            if shard_size > examples // n:
+                continue
+            for c in caches:
+                total = examples * EXAMPLE_BYTES[w["dataset"]]
+                st = iosim.storage(examples, shard_size, EXAMPLE_BYTES[w["dataset"]],
+                                   c * total // n + shard_size * EXAMPLE_BYTES[w["dataset"]], "partition")
+                epochs, _ = iosim.simulate(windows, n, st, **settings)
+                per_epoch = epochs.groupby("epoch")[["requests", "misses", "bytes"]].sum().reset_index()
+                for r in per_epoch.itertuples():
+                    rows.append({"workload": key[0], "file": key[1], "heuristic": w["heuristic"], "run": log_path.stem,
+                                 "best": best, "shard_size": shard_size, "cache": f"{c}/n", "epoch": r.epoch + 1,
+                                 "warmup_epochs": w["warmup_epochs"], "requests": r.requests, "misses": r.misses,
+                                 "bytes": r.bytes, "dataset_bytes": total})
+    return pd.DataFrame(rows), problems
+
+
+def _warm(run: pd.DataFrame) -> int:
+    """The epochs before a run's partitions are fixed: its warmup (a vanilla run: its first, cold-cache epoch)."""
+    warmup = int(run.warmup_epochs.iloc[0])
+    return 1 if warmup >= run.epoch.max() else warmup
+
+
+def io_summary(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per result file (heuristic and schedule) and storage setting: runs, mean best metric, and the
+    bytes all workers fetched over a run (in dataset sizes), and after warmup per epoch."""
+    per_run = epochs.groupby(["workload", "file", "heuristic", "shard_size", "cache", "run"]).apply(
+        lambda g: pd.Series({"best": g.best.iloc[0], "fetched": g.bytes.sum() / g.dataset_bytes.iloc[0],
+                             "after_warmup": g[g.epoch > _warm(g)].bytes.mean() / g.dataset_bytes.iloc[0]}),
+        include_groups=False).reset_index()
+    return per_run.groupby(["workload", "file", "heuristic", "shard_size", "cache"]).agg(
+        runs=("run", "count"), best=("best", "mean"), fetched=("fetched", "mean"),
+        after_warmup=("after_warmup", "mean")).reset_index()
+
+
 def tests_frame(mine: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"W": mine.warmup_epochs, "I": mine.interval_epochs, "n": mine.n,
                          "diff vs baseline": mine["diff"].map(lambda d: f"{d:+.3f}"),
@@ -381,8 +444,25 @@ def tests_frame(mine: pd.DataFrame) -> pd.DataFrame:
                          "BH": mine.p_bh.map(lambda p: "yes" if p < ALPHA else "no")}).set_index("W")
 
 
-def render(folder: str | Path, paper_csv: str | Path | None, form: str) -> tuple[str, list[str]]:
-    """The report, and the problems met (damaged files skipped)."""
+def io_section(folder: str | Path) -> tuple[list[str], list[str]]:
+    """report.py --io: per heuristic and storage setting, the bytes a run fetched (simulated) and its metric."""
+    epochs, problems = io_study(folder)
+    if not len(epochs):
+        return ["I/O left out: no run under the folder saved its partitions (dpt.py --save-partitions, "
+                "run-experiments.sh --study io).", ""], problems
+    summary = io_summary(epochs)
+    shown = summary.assign(best=summary.best.map(lambda v: f"{v:.3f}"),
+                           fetched=summary.fetched.map(lambda v: f"{v:.2f}"),
+                           after_warmup=summary.after_warmup.map(lambda v: f"{v:.3f}"))
+    return ["### I/O: what each run fetched from shard storage, simulated (iosim.py) from its saved partitions", "",
+            markdown_table(shown.set_index("workload"), "workload"), "",
+            "fetched: bytes all workers fetched over the run, in dataset sizes; after_warmup: per epoch after warmup "
+            "(vanilla: after its first epoch); "
+            "cache: each worker's cache, c/n of the dataset plus one shard, partition policy (iosim.py).", ""], problems
+
+
+def render(folder: str | Path, paper_csv: str | Path | None, form: str, io: bool = False) -> tuple[str, list[str]]:
+    """The report, and the problems met (damaged files skipped); with `io`, the I/O study's table too."""
     runs, problems = load_runs(folder)
     cell_table = cells(runs)
     base = baselines(runs)
@@ -430,6 +510,10 @@ def render(folder: str | Path, paper_csv: str | Path | None, form: str) -> tuple
             parts.append(latex_table(g, vary, caption))
         else:
             parts += [f"### {caption}", "", markdown_table(g, vary), "", significance(mine), ""]
+    if io and form == "markdown":
+        lines, io_problems = io_section(folder)
+        parts += lines
+        problems += io_problems
     epochs, exchange_problems = exchange_logs(folder)
     problems += exchange_problems
     if len(epochs) and form == "markdown":
@@ -472,6 +556,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="the paper's reported cells, for the comparison ('' to leave it out)")
     p.add_argument("--format", choices=["markdown", "latex"], default="markdown")
     p.add_argument("--out", help="write here instead of printing")
+    p.add_argument("--io", action="store_true",
+                   help="also simulate each run's I/O from its saved partitions (the I/O study; takes seconds per run)")
     args = p.parse_args(argv)
     if args.paper and not Path(args.paper).is_file():
         flags.die(
@@ -484,7 +570,7 @@ def main(argv: list[str] | None = None) -> None:
             "report.py",
         )
     try:
-        text, problems = render(args.folder, args.paper or None, args.format)
+        text, problems = render(args.folder, args.paper or None, args.format, args.io)
     except ReportError as err:
         flags.die(str(err), "report.py")
     for problem in problems:

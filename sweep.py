@@ -237,7 +237,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="paper: the paper's Tables 1-5; measures: every importance measure with Stripes; heuristics: "
                         "every heuristic with loss variance (both on Table 1's workload and a 2 x 2 W x I grid); "
                         "lm: language modelling on the King James Bible with a small GPT; exchange: every gradient "
-                        "reducer at density 0.01")
+                        "reducer at density 0.01; io: fixed partitions against vanilla, with their partitions saved "
+                        "for report.py --io")
     p.add_argument("--table", type=int, action="append", choices=sorted(names.PAPER_TABLES),
                    help="with --study paper: a paper table's workload (repeatable; default: all five)")
     p.add_argument("--dataset", choices=[*names.DATASETS, *names.TEXT_DATASETS],

@@ -45,6 +45,7 @@ class Step:
     eval_protocol: str = "standard"
     channels: tuple[str, ...] = ("loss",)  # what the recorder records
     reducer: "reducers.ReducerState | None" = None  # exchanges the workers' gradients (None: DDP's all-reduce)
+    readers: list | None = None  # --data-source streaming: each local worker's streaming.WorkerReader
     ctx: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)  # autocast, built once
 
     @staticmethod
@@ -113,6 +114,14 @@ def epoch_batches(batches: WorkerBatches, split, step: Step) -> Iterator[tuple[t
     """This epoch's steps as (raw inputs, targets, keys, example indices) on the device: gathered from
     a device-resident split, or through a DataLoader (for data that does not fit on the device). A key
     is the index, or index + N for a padding copy."""
+    if step.readers is not None:  # each worker reads its own examples through its own cache, as a rank would
+        for keys in batches:
+            keys = torch.tensor(keys)
+            index = keys % len(split)
+            parts = [reader.batch(mine.tolist()) for reader, mine in zip(step.readers, index.chunk(len(step.readers)))]
+            images, labels = torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+            yield images.to(step.device), labels.to(step.device), keys.to(step.device), index.to(step.device)
+        return
     if step.on_device:
         keys = batches.keys().to(step.device)  # the whole epoch's keys in one copy
         size = batches.batch_size

@@ -47,6 +47,7 @@ HEURISTICS = {
     "class-stripes": Name("ClassStripes", "class Stripes", "class-stripes"),
     "blocks-rotate": Name("BlocksRotate", "rotating Blocks", "blocks-rotate"),
     "sticky-stripes": Name("StickyStripes", "sticky Stripes", "sticky-stripes"),
+    "shard-stripes": Name("ShardStripes", "shard Stripes", "shard-stripes"),
 }
 MEASURES = {
     "average": Name("Average", "average", "average"),
@@ -206,4 +207,9 @@ STUDIES = {
     # W20-INT5, each against vanilla DPT with the same reducer: accuracy against the bytes sent.
     "exchange": Study(PAPER_TABLES[1], tuple({"reducer": r, "density": 1.0 if r == "exact" else 0.01}
                                              for r in REDUCERS if r != "none"), (20,), (5,)),
+    # Disk and network I/O: fixed partitions (random, the paper's two, the movement-saving sticky
+    # Stripes, whole shards) against vanilla DPT, each run saving its partitions so that report.py --io
+    # simulates what it would fetch under any storage setting (shards of 1 to 1000, caches of 1/n, 2/n).
+    "io": Study(PAPER_TABLES[1], ({"heuristic": "random"}, {}, {"heuristic": "blocks"}, {"heuristic": "sticky-stripes"},
+                                  {"heuristic": "shard-stripes"}), (20,), (5,), ("--save-partitions",)),
 }

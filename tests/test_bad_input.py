@@ -103,6 +103,22 @@ def corrupt_test_batch(data, out):
     return tiny(data, out)
 
 
+def streaming_from(make_remote, *extra):
+    """A streaming run on the tiny CIFAR-10, its remote made by `make_remote(folder) -> str`."""
+    def setup(data, out):
+        remote = make_remote(data, out.parent)
+        return tiny(data, out, "--emulate-workers", "2", "--data-source", "streaming", "--stream-remote", remote,
+                    *extra)
+    return setup
+
+
+def written_shards(data, folder, shard_size=10):
+    import data as datasets
+    import streaming
+    streaming.write(datasets.load("cifar10", data, train=True), folder / "shards", shard_size)
+    return str(folder / "shards")
+
+
 def reducer_on_emulating_ranks(data, out, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")  # as rank 0 of 2 torchrun ranks, each emulating 2 workers
     return tiny(data, out, "--reducer", "exdyna", "--emulate-workers", "2", "--emulation", "sequential")
@@ -203,6 +219,25 @@ CASES = [
      "pass --emulation sequential"),
     ("reducer on ranks that emulate", reducer_on_emulating_ranks, "hosts one worker per rank"),
     ("unknown reducer", ["--reducer", "powersgd"], "invalid choice: 'powersgd'"),
+    # data source and storage
+    ("streaming without a remote", ["--data-source", "streaming"], "reads shards from --stream-remote"),
+    ("storage flags without streaming", ["--cache-bytes", "1000"], "--cache-bytes are for --data-source streaming"),
+    ("shard size without shard-stripes", ["--shard-size", "10"], "--shard-size is read by --heuristic shard-stripes"),
+    ("streaming text", ["--dataset", "kjv", "--data-source", "streaming", "--stream-remote", "x"],
+     "--data-source streaming serves images"),
+    ("streaming and data on device", ["--data-source", "streaming", "--stream-remote", "x", "--data-on-device"],
+     "pick one"),
+    ("zero cache", ["--data-source", "streaming", "--stream-remote", "x", "--cache-bytes", "0"],
+     "--cache-bytes must be at least 1"),
+    ("a missing remote", streaming_from(lambda data, folder: str(folder / "nowhere")),
+     "is unreachable or holds no streaming dataset"),
+    ("an unreachable S3 remote", streaming_from(lambda data, folder: "s3://bucket/shards", "--stream-endpoint",
+                                                "http://127.0.0.1:9"), "is unreachable or holds no streaming dataset"),
+    ("a cache smaller than a shard", streaming_from(written_shards, "--cache-bytes", "1000"),
+     "cannot hold one shard"),
+    ("fewer shards than workers", lambda data, out: tiny(data, out, "--heuristic", "shard-stripes",
+                                                          "--shard-size", "60", "--emulate-workers", "3"),
+     "67 examples make 2 shards for 3 workers; pass a --shard-size of at most 22"),
     # the data
     (
         "missing data offline",
