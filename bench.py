@@ -1,9 +1,10 @@
-"""Throughput of importance-aware DPT on one device: ResNet-18, CIFAR-shaped synthetic data,
-4 workers x 256 per step, the paper-style loop against ours, tracking on and off.
+"""Throughput of importance-aware DPT on one device, and the cost of everything it adds: ResNet-18
+on CIFAR-shaped synthetic data (4 workers x 256 per step), the paper-style loop against ours with
+importance tracking on and off (loss only, and every channel), the language models' tokens/s, the
+gradient reducers' selection time against torch.topk, and the I/O simulator's speed.
 
-    python bench.py                                  # full sizes (meant for a GPU)
-    python bench.py --batch-size 16 --steps 3        # CPU-sized; CI runs this as a smoke command
-    python bench.py --out bench.json                 # where the figures go (JSON), beside the printed table
+    python bench.py                                  # full sizes (meant for a GPU); writes bench.json
+    python bench.py --batch-size 16 --steps 3        # CPU-sized
     python bench.py --concurrent 1 4 8               # a sweep's K runs per GPU: aggregate images/s, time of the study
 
 Rows:
@@ -12,12 +13,18 @@ Rows:
                matrix by a Python loop with .item() (the paper's Table 6 overhead)
   dataloader   ours: DataLoader of uint8 tensors, augmentation on the device, the workers emulated
                in one process, losses recorded by one scatter
-  device       ours: the same with the dataset resident on the device (--data-on-device)
-each with tracking on and off; plus the time to compute importance and partition 50,000 examples
-(ours on the device, and the paper-style Python sort and loops).
+  device       ours: the same with the dataset resident on the device (--data-on-device), loss only
+               or every channel (loss, correct, EL2N, last-layer gradient norm)
+  text         the GPT and the LSTM on byte chunks of 128, fused and sequential, every channel
+  reducers     one worker's selection on ResNet-18's and the GPT's gradient sizes, exdyna (and the
+               other threshold reducers) against torch.topk, with the bytes sent against dense
+  iosim        50,000 examples x 100 epochs x 4 workers through the trace simulator
+Tracking share: the time importance tracking adds (the signals beyond the training loss, and the
+scatter) as a share of the epoch, timed with CUDA events on a GPU (no sync per step).
 """
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -33,7 +40,12 @@ from torchvision import transforms as T
 import data
 import heuristics
 import importance
+import iosim
+import lm
 import models
+import reducers
+import results
+import text
 import train
 from samplers import WorkerBatches, for_window
 
@@ -197,70 +209,160 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
 
 
+ALL_CHANNELS = ("loss", "correct", "el2n", "grad_norm")
+
+
+def text_row(args, device: torch.device, model_name: str, emulation: str) -> dict:
+    """A language model's tokens/s with every channel recorded, its second epoch timed."""
+    torch.manual_seed(0)
+    n = args.workers * args.text_batch * args.steps
+    split = text.Split(torch.randint(0, 256, (n, args.seq_len + 1), dtype=torch.uint8), 0).to(device)
+    model = lm.build(model_name, text.VOCAB, args.seq_len).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    step = train.Step.build(amp=args.amp == "bf16", workers=args.workers, batch_size=args.text_batch, device=device,
+                            sequential=emulation == "sequential", on_device=True, channels=ALL_CHANNELS)
+    batches = WorkerBatches(for_window(split, None, range(args.workers), args.workers, shuffle=True, sampler_seed=0,
+                                       seed=0), args.text_batch)
+    recorder = importance.Recorder(n, 2, ALL_CHANNELS, device)
+    train.train_epoch(model, optimizer, batches, split, step, 0, recorder, 0)
+    stats = train.train_epoch(model, optimizer, batches, split, step, 1, recorder, 1)
+    return {"model": model_name, "emulation": emulation, "tokens_per_s": stats["tokens_per_s"],
+            "tracking_percent": 100 * stats["tracking_s"] / stats["train_s"],
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def timed(fn, device: torch.device, repeats: int = 5) -> float:
+    """Best of `repeats` wall times of fn(), synchronized on a GPU."""
+    best = math.inf
+    for _ in range(repeats + 1):  # the first is a warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def reducer_rows(args, device: torch.device) -> list[dict]:
+    """One worker's selection from a gradient of ResNet-18's and the GPT's size (a heavy-tailed
+    synthetic one, the threshold reducers' lambda at the value that selects k), against torch.topk of
+    the same k; and the bytes one worker sends per step against a dense all-reduce."""
+    sizes = {"resnet18": sum(p.numel() for p in models.build("resnet18", 10, 3).parameters()),
+             "gpt": sum(p.numel() for p in lm.build("gpt", text.VOCAB, args.seq_len).parameters())}
+    rows = []
+    for model_name, d in sizes.items():
+        g = torch.Generator(device=device).manual_seed(0)
+        scale = torch.rand(d, device=device, generator=g) ** 4  # heavy-tailed magnitudes, as gradients' are
+        grads = torch.randn(args.workers, d, device=device, generator=g) * scale
+        for density in args.densities:
+            k = max(1, int(density * d))
+            topk_s = timed(lambda: torch.topk(grads[0].abs(), k, sorted=False), device)
+            sample = grads[0].abs()[torch.randint(0, d, (min(d, 2**20),), device=device, generator=g)]
+            settled = torch.quantile(sample.float(), 1 - density).item()  # the lambda that selects k of d
+            for name in ("exdyna", "micro", "threshold", "topk", "gaussiank"):
+                # a stationary gradient, no error feedback, lambda at its settled value: selection at rho
+                state = reducers.make_state(name, density, args.workers, start_step=0, error_feedback=False,
+                                            threshold=settled)
+                for _ in range(args.reducer_steps):
+                    reducers.reduce(state, grads)
+                stats = state.take_stats()
+                select_s = timed(lambda: reducers.select(state, grads[0]), device)
+                rows.append({"model": model_name, "entries": d, "density": density, "reducer": name,
+                             "select_ms": 1000 * select_s, "topk_ms": 1000 * topk_s,
+                             "topk_over_select": topk_s / select_s,
+                             "bytes_per_worker": stats["bytes_per_worker"], "dense_bytes": stats["dense_bytes"],
+                             "measured_density": stats["density"]})
+    return rows
+
+
+def iosim_row(args) -> dict:
+    """The trace simulator on the paper's schedule (W20, I5), Stripes over random scores, shards of 100."""
+    plan = [(0, 20)] + [(20 + 5 * k, 5) for k in range((args.sim_epochs - 20) // 5)]
+    windows = iosim.scored_windows(plan, args.sim_examples, lambda order, scores: heuristics.stripes(order, 4))
+    st = iosim.storage(args.sim_examples, 100, 3072, args.sim_examples * 3072 // 4 + 100 * 3072, "partition")
+    start = time.perf_counter()
+    epochs, _ = iosim.simulate(windows, 4, st)
+    return {"examples": args.sim_examples, "epochs": sum(n for _, n in plan), "workers": 4,
+            "seconds": time.perf_counter() - start, "requests": int(epochs.requests.sum())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=256, help="per worker")
+    p.add_argument("--batch-size", type=int, default=256, help="per worker (images)")
+    p.add_argument("--text-batch", type=int, default=64, help="chunks per worker (text)")
+    p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="steps per timed epoch (each worker's batches)")
     p.add_argument("--amp", choices=["none", "bf16"], default="bf16" if torch.cuda.is_available() else "none",
                    help="for our rows (default: bf16 on a GPU, none on a CPU)")
+    p.add_argument("--densities", type=float, nargs="+", default=[0.001, 0.01], help="the reducers' densities")
+    p.add_argument("--reducer-steps", type=int, default=5, help="steps before a reducer's selection is timed")
     p.add_argument("--partition-examples", type=int, default=50_000)
-    p.add_argument(
-        "--concurrent",
-        type=int,
-        nargs="+",
-        metavar="K",
-        help="instead of the table: K copies at once for each K (a sweep's runs per GPU), aggregate images/s",
-    )
+    p.add_argument("--sim-examples", type=int, default=50_000)
+    p.add_argument("--sim-epochs", type=int, default=100)
+    p.add_argument("--concurrent", type=int, nargs="+", metavar="K",
+                   help="instead of the table: K copies at once for each K (a sweep's runs per GPU), "
+                        "aggregate images/s")
     p.add_argument("--out", default="bench.json")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
-    split = synthetic(args.workers * args.batch_size * args.steps)
-
+    header = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "device_name": device_name(device),
+              "torch": str(torch.__version__), "provenance": results.provenance(), "args": vars(args)}
     if args.concurrent:
-        result = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "torch": str(torch.__version__),
-                  "args": vars(args), "concurrent": concurrent(args)}
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-        print(f"wrote {args.out}")
+        write(args.out, {**header, "concurrent": concurrent(args)})
         return
-    rows = []
-    for track in (True, False):
-        rows.append({"path": "paper-style (1 worker)", "tracking": track, **paper_style(split, args, device, track)})
-    for label, on_device, emulation in (("dataloader, fused", False, "fused"), ("device, fused", True, "fused"),
-                                        ("device, sequential", True, "sequential")):
-        for track in (True, False):
-            rows.append({"path": f"{label} ({args.workers} workers)", "tracking": track,
-                         **ours(split, args, device, on_device, track, emulation)})
+    split = synthetic(args.workers * args.batch_size * args.steps)
+    rows = [{"path": "paper-style (1 worker)", "tracking": track, "channels": "loss",
+             **paper_style(split, args, device, track)} for track in (True, False)]
+    for label, on_device, emulation, record in (("dataloader, fused", False, "fused", ("loss",)),
+                                                ("device, fused", True, "fused", ("loss",)),
+                                                ("device, fused", True, "fused", ALL_CHANNELS),
+                                                ("device, sequential", True, "sequential", ("loss",))):
+        for track in (True, False) if record == ("loss",) else (True,):
+            rows.append({"path": f"{label} ({args.workers} workers)", "tracking": track, "channels": ",".join(record),
+                         **ours(split, args, device, on_device, track, emulation, record=record)})
+    text_rows = [text_row(args, device, m, e) for m in ("gpt", "lstm") for e in ("fused", "sequential")]
     overheads = partition_overheads(args, device)
+    reduction = reducer_rows(args, device)
+    simulated = iosim_row(args)
+    report(rows, text_rows, reduction, simulated, overheads, args, device)
+    write(args.out, {**header, "rows": rows, "text": text_rows, "reducers": reduction, "iosim": simulated,
+                     "partition_overheads": overheads})
 
+
+def report(rows, text_rows, reduction, simulated, overheads, args, device) -> None:
     base = rows[0]["images_per_s"]
-    print(
-        f"\n{device} ({device_name(device)}), "
-        f"torch {torch.__version__}, ResNet-18, 32x32, {args.workers} workers x {args.batch_size}, "
-        f"{args.steps} steps, amp {args.amp}"
-    )
-    print(f"{'path':34s} {'tracking':>8s} {'img/s':>10s} {'ms/step':>9s} {'x paper':>8s} {'tracking % of epoch':>20s}")
+    print(f"\n{device} ({device_name(device)}), torch {torch.__version__}, ResNet-18, 32x32, {args.workers} workers x "
+          f"{args.batch_size}, {args.steps} steps, amp {args.amp}")
+    print(f"{'path':34s} {'tracking':>8s} {'channels':>26s} {'img/s':>10s} {'ms/step':>9s} {'x paper':>8s} "
+          f"{'tracking %':>11s}")
     for row in rows:
         row["vs_paper_style"] = row["images_per_s"] / base
-        share = f"{row['tracking_percent']:20.2f}" if row["tracking"] else ""
-        print(f"{row['path']:34s} {'on' if row['tracking'] else 'off':>8s} {row['images_per_s']:10.0f} "
-              f"{row['step_ms']:9.1f} {row['vs_paper_style']:8.2f} {share}")
+        share = f"{row['tracking_percent']:11.2f}" if row["tracking"] else ""
+        print(f"{row['path']:34s} {'on' if row['tracking'] else 'off':>8s} {row['channels']:>26s} "
+              f"{row['images_per_s']:10.0f} {row['step_ms']:9.1f} {row['vs_paper_style']:8.2f} {share}")
+    print(f"\ntext: byte chunks of {args.seq_len}, {args.workers} workers x {args.text_batch}, every channel recorded")
+    for row in text_rows:
+        print(f"  {row['model']:5s} {row['emulation']:10s} {row['tokens_per_s']:12.0f} tokens/s   tracking "
+              f"{row['tracking_percent']:.2f}% of the epoch   ({row['parameters']:,} parameters)")
+    print("\nreducers: one worker's selection, against torch.topk of the same k; bytes one worker sends per step")
+    for row in reduction:
+        print(f"  {row['model']:8s} d={row['entries']:>10,} rho={row['density']:<6g} {row['reducer']:10s} "
+              f"{row['select_ms']:8.2f} ms  (topk {row['topk_ms']:8.2f} ms, {row['topk_over_select']:6.1f}x)  "
+              f"{row['bytes_per_worker'] / 2**20:8.3f} MiB of {row['dense_bytes'] / 2**20:7.2f} dense")
+    print(f"\niosim: {simulated['examples']:,} examples x {simulated['epochs']} epochs x {simulated['workers']} "
+          f"workers ({simulated['requests']:,} requests) simulated in {simulated['seconds']:.1f} s")
     print(f"importance + partition, {args.partition_examples} examples x 15 epochs: "
           f"ours {overheads['ours_s'] * 1000:.1f} ms, paper-style {overheads['paper_style_s'] * 1000:.1f} ms")
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "device": str(device),
-        "device_name": device_name(device),
-        "torch": str(torch.__version__),
-        "args": vars(args),
-        "rows": rows,
-        "partition_overheads": overheads,
-    }
-    with open(args.out, "w") as f:
+
+
+def write(path: str, result: dict) -> None:
+    with open(path, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"wrote {args.out}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
