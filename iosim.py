@@ -4,7 +4,8 @@ Replays the samplers training uses (samplers.for_window, epoch by epoch) through
 without training. CIFAR-sized examples in shards of 100, 4 workers, the paper's schedule (20 warmup
 epochs, then intervals of 5) with shard-aware partitions of random scores, by hand:
 
-    python -c "import iosim; st = iosim.storage(50000, 100, 3072, cache_bytes=40_000_000, policy='partition'); \
+    python -c "import iosim, heuristics; \
+st = iosim.storage(50000, 100, 3072, cache_bytes=40_000_000, policy='partition'); \
 w = iosim.scored_windows([(0, 20)] + [(20 + 5 * k, 5) for k in range(16)], 50000, \
 lambda order, scores: heuristics.shard_stripes(order, 4, scores, 100)); \
 e, m = iosim.simulate(w, 4, st); print(e.groupby('worker')[['requests', 'hits', 'misses', 'bytes']].sum())"
@@ -196,20 +197,21 @@ class _WorkerCache:
 
 
 def simulate(windows: list[Window], num_workers: int, st: Storage, *, shuffle: bool = True, sampler_seed: int = 0,
-             seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+             seed: int = 0, batch_size: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Replay a run's windows through the storage model.
 
     Returns (epochs, moves): `epochs` has one row per (epoch, worker) with the requests (padding
     included: it is read like any example), hits, misses (= shards fetched) and bytes fetched;
     `moves` one row per (repartition, worker) with the examples and bytes that left the worker and
-    joined it, comparing the last epoch before the window with its first (samplers.assignment)."""
+    joined it, comparing the last epoch before the window with its first (samplers.assignment).
+    `batch_size`: the run's, whose samplers pad a partition to avoid a last batch of one."""
     _check_windows(windows, num_workers, st.num_examples)
     dataset = range(st.num_examples)
     caches = [_WorkerCache(st) for _ in range(num_workers)]
     epoch_rows, move_rows, before = [], [], None
     for index, (first, length, partition) in enumerate(windows):
         window_samplers = samplers.for_window(dataset, partition, range(num_workers), num_workers, shuffle=shuffle,
-                                              sampler_seed=sampler_seed, seed=seed)
+                                              sampler_seed=sampler_seed, seed=seed, batch_size=batch_size)
         if before is not None:
             move_rows += _moves(before, samplers.assignment(window_samplers, first), index, first, st.example_bytes,
                                 num_workers)
@@ -231,13 +233,9 @@ def simulate(windows: list[Window], num_workers: int, st: Storage, *, shuffle: b
 
 def _moves(before: torch.Tensor, after: torch.Tensor, window: int, epoch: int, example_bytes: np.ndarray,
            num_workers: int) -> list[tuple]:
-    rows = []
-    for w in range(num_workers):
-        left = ((before == w) & (after != w)).numpy()
-        joined = ((after == w) & (before != w)).numpy()
-        rows.append((window, epoch, w, int(left.sum()), int(joined.sum()),
-                     int(example_bytes[left].sum()), int(example_bytes[joined].sum())))
-    return rows
+    left, joined = (mask.numpy() for mask in samplers.movement(before, after, num_workers))
+    return [(window, epoch, w, int(left[w].sum()), int(joined[w].sum()), int(example_bytes[left[w]].sum()),
+             int(example_bytes[joined[w]].sum())) for w in range(num_workers)]
 
 
 def _check_windows(windows: list[Window], num_workers: int, num_examples: int) -> None:
@@ -266,7 +264,8 @@ def windows_from_file(path: str) -> tuple[list[Window], dict]:
     except (OSError, RuntimeError, KeyError, TypeError, EOFError) as err:
         raise ValueError(f"cannot read partitions file {path} ({type(err).__name__}: {err}); pass the "
                          f"<log>.partitions.pt that a run with --save-partitions wrote") from None
-    settings = {"shuffle": args["shuffle"] == "yes", "sampler_seed": args["sampler_seed"], "seed": args["seed"]}
+    settings = {"shuffle": args["shuffle"] == "yes", "sampler_seed": args["sampler_seed"], "seed": args["seed"],
+                "batch_size": args.get("batch_size")}
     return windows, settings
 
 

@@ -26,16 +26,21 @@ class ConstantSampler(DistributedSampler):
     the partition is redrawn each epoch exactly as the paper's code did: Python's `random` seeded
     with seed + epoch (dpt.py passes the run's --seed, and set_epoch the 0-based epoch), shuffling
     a copy of the list. Every rank is seeded alike, so all workers permute their (equal-length)
-    lists the same way, as in the paper's code.
+    lists the same way, as in the paper's code. With `batch_size`, a padded length that would leave a
+    last batch of one example gets one more padding copy: training-mode BatchNorm cannot normalize a
+    batch of one (only partitions of unequal sizes, e.g. whole shards, can come to that; the lengths of
+    the paper's partitions are checked before training).
     """
 
     def __init__(self, dataset: Sized, partitions: list[torch.Tensor], num_replicas: int, rank: int,
-                 shuffle: bool = True, seed: int = 0):
+                 shuffle: bool = True, seed: int = 0, batch_size: int | None = None):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         assert len(partitions) == num_replicas, "one partition per worker"
         assert all(len(p) > 0 for p in partitions), "every worker needs at least one example"
         self.partition = partitions[rank].tolist()
         self.num_samples = max(len(p) for p in partitions)
+        if batch_size and self.num_samples > 1 and self.num_samples % batch_size == 1:
+            self.num_samples += 1
         self.total_size = self.num_samples * num_replicas
 
     def __iter__(self) -> Iterator[int]:
@@ -49,16 +54,17 @@ class ConstantSampler(DistributedSampler):
 
 
 def for_window(dataset: Sized, partition: list[torch.Tensor] | None, workers: Iterable[int], num_workers: int, *,
-               shuffle: bool, sampler_seed: int, seed: int) -> list[DistributedSampler]:
+               shuffle: bool, sampler_seed: int, seed: int, batch_size: int | None = None) -> list[DistributedSampler]:
     """The samplers of `workers` (of `num_workers`) for one window, as training uses them and the I/O
     simulator replays them. Warmup (partition None): DistributedSampler, vanilla DPT's fresh random
     slice every epoch, seeded with `sampler_seed` (the paper's code left it at its default 0 for every
-    run). After: a ConstantSampler per worker over its fixed partition, shuffled from the run's `seed`."""
+    run). After: a ConstantSampler per worker over its fixed partition, shuffled from the run's `seed`
+    (`batch_size`: see ConstantSampler)."""
     if partition is None:
         return [DistributedSampler(dataset, num_replicas=num_workers, rank=w, shuffle=True, seed=sampler_seed)
                 for w in workers]
-    return [ConstantSampler(dataset, partition, num_replicas=num_workers, rank=w, shuffle=shuffle, seed=seed)
-            for w in workers]
+    return [ConstantSampler(dataset, partition, num_replicas=num_workers, rank=w, shuffle=shuffle, seed=seed,
+                            batch_size=batch_size) for w in workers]
 
 
 def assignment(samplers: list[DistributedSampler], epoch: int) -> torch.Tensor:
@@ -70,6 +76,24 @@ def assignment(samplers: list[DistributedSampler], epoch: int) -> torch.Tensor:
         owner[torch.tensor(list(s)[:num_real(s)], dtype=torch.int64)] = w
     assert (owner >= 0).all(), "every example belongs to one worker"
     return owner
+
+
+def trained(samplers: list[DistributedSampler], epochs: Iterable[int]) -> torch.Tensor:
+    """The examples (padding left out) that `samplers`' workers trained on in `epochs`, sorted."""
+    rows = [torch.empty(0, dtype=torch.int64)]
+    for epoch in epochs:
+        for s in samplers:
+            s.set_epoch(epoch)
+            rows.append(torch.tensor(list(s)[:num_real(s)], dtype=torch.int64))
+    return torch.cat(rows).unique()
+
+
+def movement(before: torch.Tensor, after: torch.Tensor, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per worker, which examples left it and which joined it between two assignments (as
+    `assignment` gives them): two (num_workers, N) boolean masks."""
+    workers = torch.arange(num_workers)[:, None]
+    mine_before, mine_after = before[None, :] == workers, after[None, :] == workers
+    return mine_before & ~mine_after, mine_after & ~mine_before
 
 
 def num_real(sampler: DistributedSampler) -> int:

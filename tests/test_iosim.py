@@ -276,13 +276,13 @@ def test_bad_storage_parameters(kwargs, message):
 
 def test_windows_from_a_saved_partitions_file(tmp_path):
     parts = [torch.tensor([0, 2, 4]), torch.tensor([1, 3])]
-    saved = {"args": {"shuffle": "no", "sampler_seed": 3, "seed": 17611},
+    saved = {"args": {"shuffle": "no", "sampler_seed": 3, "seed": 17611, "batch_size": 4},
              "windows": [{"start_epoch": 1, "epochs": 2, "partition": None},
                          {"start_epoch": 3, "epochs": 1, "partition": parts, "importance": torch.rand(5)}]}
     path = tmp_path / "run.partitions.pt"
     torch.save(saved, path)
     windows, settings = iosim.windows_from_file(str(path))
-    assert settings == {"shuffle": False, "sampler_seed": 3, "seed": 17611}
+    assert settings == {"shuffle": False, "sampler_seed": 3, "seed": 17611, "batch_size": 4}
     assert [(first, length) for first, length, _ in windows] == [(0, 2), (2, 1)]
     assert windows[0][2] is None and all(torch.equal(a, b) for a, b in zip(windows[1][2], parts))
     epochs, moves = iosim.simulate(windows, 2, iosim.storage(5, 1, 1, cache_bytes=3, policy="lru"), **settings)

@@ -110,3 +110,15 @@ def test_worker_batches_refuse_unequal_step_counts():
     b = DistributedSampler(range(12), num_replicas=2, rank=1)
     with pytest.raises(AssertionError, match="different step counts"):
         WorkerBatches([a, b], 4)
+
+
+def test_padding_never_leaves_a_last_batch_of_one():
+    """Unequal partitions (whole shards) pad to the longest; a length of k * batch + 1 gets one more copy."""
+    parts = [torch.arange(0, 21), torch.arange(21, 30)]  # 21 = 2 x 10 + 1
+    for batch_size, expected in ((10, 22), (8, 21), (None, 21)):
+        samplers = [ConstantSampler(range(30), parts, num_replicas=2, rank=w, batch_size=batch_size) for w in range(2)]
+        assert {len(s) for s in samplers} == {expected}
+        for part, s in zip(parts, samplers):
+            served = list(s)
+            assert len(served) == expected and set(served) == set(part.tolist())
+            assert sorted(served[:num_real(s)]) == part.tolist()  # each real example once, first
