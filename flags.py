@@ -134,10 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LSTM embedding and hidden size (default 256), GPT width (default 128)")
     t.add_argument("--heads", type=int, default=None, help="GPT attention heads (default 4)")
     t.add_argument("--dropout", type=float, default=None, help="LSTM dropout (default 0.2), GPT dropout (default 0.0)")
-    d = p.add_argument_group("data source and storage (the I/O study; streaming.py, iosim.py)")
+    d = p.add_argument_group("data source and storage (the I/O study; streaming.py, iosim.py); only --shard-size "
+                             "changes the result")
     d.add_argument("--shard-size", type=int, default=None,
                    help="examples per storage shard, for --heuristic shard-stripes (default: the streaming remote's, "
-                        "else 100)")
+                        "else min(100, N // n), so that every worker gets a shard)")
+    d.add_argument("--data-source", choices=["memory", "streaming"], default="memory",
+                   help="memory: the training split loaded whole; streaming: each worker reads its examples from the "
+                        "shards at --stream-remote through its own cache (the test split still comes from --data-dir)")
+    d.add_argument("--stream-remote", default=None,
+                   help="a folder, or an s3:// URL, that `python streaming.py write` filled")
+    d.add_argument("--stream-endpoint", default=None, help="an S3-compatible endpoint URL for an s3:// remote")
+    d.add_argument("--cache-bytes", type=int, default=None,
+                   help="each worker's cache (default: 1/n of the shards' bytes plus one shard)")
+    d.add_argument("--cache-policy", choices=["lru", "partition"], default="partition",
+                   help="lru: whole shards, least recently used out; partition: the worker's partition's shards "
+                        "pinned for the interval, LRU for the rest (iosim.py defines both)")
+    d.add_argument("--cache-dir", default=None,
+                   help="where the workers' caches go (default: <results-dir>/<workload>/cache/<run>)")
     x = p.add_argument_group("gradient exchange: a DDP communication hook (reducers.py); emulated workers need "
                              "--emulation sequential")
     x.add_argument("--reducer", choices=list(names.REDUCERS), default="none",
@@ -148,19 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the fraction of gradient entries a sparsifying reducer sends (default 0.01)")
     r = p.add_argument_group("files and launch (do not change the result)")
     r.add_argument("--data-dir", default="data", help="where datasets are (or are downloaded to)")
-    r.add_argument("--data-source", choices=["memory", "streaming"], default="memory",
-                   help="memory: the training split loaded whole; streaming: each worker reads its examples from the "
-                        "shards at --stream-remote through its own cache (the test split still comes from --data-dir)")
-    r.add_argument("--stream-remote", default=None,
-                   help="a folder, or an s3:// URL, that `python streaming.py write` filled")
-    r.add_argument("--stream-endpoint", default=None, help="an S3-compatible endpoint URL for an s3:// remote")
-    r.add_argument("--cache-bytes", type=int, default=None,
-                   help="each worker's cache (default: 1/n of the shards' bytes plus one shard)")
-    r.add_argument("--cache-policy", choices=["lru", "partition"], default="partition",
-                   help="lru: whole shards, least recently used out; partition: the worker's partition's shards "
-                        "pinned for the interval, LRU for the rest (iosim.py defines both)")
-    r.add_argument("--cache-dir", default=None,
-                   help="where the workers' caches go (default: <results-dir>/<workload>/cache/<run>)")
     r.add_argument("--results-dir", default="results", help="CSV rows, JSON logs and checkpoints go under here")
     r.add_argument("--description", default="", help="free text stored in the log (and W&B notes)")
     r.add_argument(
@@ -222,6 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
 def run_defining() -> list[str]:
     """The flags (dest names) that define a run: every flag not marked OPERATIONAL."""
     return [dest for dest in vars(build_parser().parse_args([])) if dest not in OPERATIONAL]
+
+
+# What a vanilla run (--heuristic none) records may depend on these, its row does not.
+PARTITIONING = {"measure", "warmup_epochs", "interval_epochs", "ignore_epochs", "repartition", "shuffle", "shard_size"}
+
+
+def row_defining(heuristic: str) -> list[str]:
+    """The flags that the rows of one result file must share: the run-defining ones, less the
+    partitioning flags for vanilla runs (one baseline file serves every study)."""
+    return [dest for dest in run_defining() if heuristic != "none" or dest not in PARTITIONING]
 
 
 def check_numbers(args: argparse.Namespace) -> None:
@@ -368,6 +379,9 @@ def check_storage(args: argparse.Namespace) -> None:
         raise BadFlag(f"{', '.join(given)} are for --data-source streaming; pass it, or drop them")
     if streaming and args.dataset in names.TEXT_DATASETS:
         raise BadFlag("--data-source streaming serves images; text always lives on the device (drop it)")
+    if streaming and args.heuristic == "class-stripes":
+        raise BadFlag("--heuristic class-stripes reads every example's label, which a streamed split keeps in its "
+                      "shards; pick another heuristic or --data-source memory")
     if streaming and args.data_on_device:
         raise BadFlag("--data-on-device holds the whole split on the device; --data-source streaming reads it "
                       "through caches: pick one")

@@ -98,8 +98,8 @@ def welch(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
         return math.nan, math.nan, math.nan
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     diff = a.mean() - b.mean()
-    if va + vb == 0:
-        return (1.0 if diff == 0 else 0.0), diff, diff
+    if va + vb == 0:  # both constant: the t statistic is undefined (0/0 or x/0); no test
+        return math.nan, diff, diff
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
     return stats.ttest_ind(a, b, equal_var=False).pvalue, diff - half, diff + half
@@ -380,8 +380,9 @@ def io_study(folder: str | Path, shard_sizes: tuple[int, ...] = (1, 100, 1000), 
              runs_per_workload: int = 3) -> tuple[pd.DataFrame, list[str]]:
     """The I/O each run would have cost (iosim, from its --save-partitions file), under every storage
     setting: shards of each size, each worker caching `c`/n of the dataset's bytes (plus one shard) with
-    the partition policy. One row per run, setting and epoch (bytes summed over workers); at most
-    `runs_per_workload` runs of a result file. And the problems met."""
+    the partition policy (a shard-stripes run: only shards of the size it dealt). One row per run,
+    setting and epoch (bytes summed over workers); at most `runs_per_workload` runs of a result file.
+    And the problems met."""
     import iosim  # pandas and numpy only, but its simulations run only when asked for
 
     rows, problems, taken = [], [], {}
@@ -400,7 +401,8 @@ def io_study(folder: str | Path, shard_sizes: tuple[int, ...] = (1, 100, 1000), 
             continue
         n, examples = log["workers"], log["examples"]
         best = log.get("best_accuracy", log.get("best_bits_per_byte"))
-        for shard_size in shard_sizes:
+        own = log.get("shard_size") or log["args"].get("shard_size") or min(100, examples // n)  # what it dealt
+        for shard_size in (own,) if w["heuristic"] == "shard-stripes" else shard_sizes:
             if shard_size > examples // n:
                 continue
             for c in caches:

@@ -89,6 +89,24 @@ def check_appendable(path: Path, header: list[str]) -> None:
         )
 
 
+def settings_clash(path: Path, args: dict, defining: list[str]) -> str | None:
+    """How the runs whose rows are in `path` were set otherwise than `args` in the flags `defining`
+    (read from their JSON logs beside it), or None: rows of one file must differ in their seed only, or
+    the report would pool different experiments into one cell. Logs whose row is gone do not count."""
+    for log_path in sorted(path.parent.glob(f"logs/{path.stem}-seed*.json")):
+        try:
+            theirs = json.loads(log_path.read_text()).get("args", {})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            continue
+        if not isinstance(theirs.get("seed"), int) or not has_row(path, theirs["seed"]):
+            continue
+        differ = [k for k in defining if k != "seed" and k in theirs and theirs[k] != args.get(k)]
+        if differ:
+            said = "; ".join(f"--{k.replace('_', '-')} {theirs[k]} there, {args.get(k)} here" for k in differ[:3])
+            return f"{said} (log {log_path.name})"
+    return None
+
+
 def row(run_id: str | int, values: list[float], workload: Workload) -> dict:
     """A result row: the metric after every epoch, rounded as the paper's CSVs (accuracy: 2
     decimals), its best and the first 1-based epoch reaching it, the schedule and names."""

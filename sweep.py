@@ -326,6 +326,11 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         die(f"cannot write to --results-dir {opts.results_dir} ({err.strerror or err}); pass a writable folder")
     pending = [r for r in runs if not results.has_row(r.csv, r.seed)]
+    for csv, run in {r.csv: r for r in runs}.items():  # a row of a trial must not stand for the study's run
+        args = flags.parse_args(run.flags, prog="run-experiments.sh")
+        clash = results.settings_clash(csv, vars(args), flags.row_defining(args.heuristic))
+        if clash:
+            die(f"{csv} holds runs set otherwise than this sweep's ({clash}); pass another --results-dir")
     print(
         f"{len(runs)} runs ({len(runs) - len(pending)} already have their row, {len(pending)} to go)"
         + (f"; {impossible} (W, I) settings left out: they need E_ignore < W < T and I <= T - W" if impossible else "")

@@ -75,6 +75,15 @@ def a_text(name, make, *extra):
     return setup
 
 
+def other_settings(data, out):
+    """The file already holds a run (its row, and its log saying so) with another learning rate."""
+    args = dpt.flags.parse_args([*TINY, "--lr", "0.05", "--seed", "5"])
+    csv = results.csv_path(out, dpt.flags.workload(args))
+    results.append_row(csv, results.row(5, [50.0] * args.total_epochs, dpt.flags.workload(args)))
+    results.write_json(csv.parent / "logs" / f"{csv.stem}-seed5-20261124-000000.json", {"args": vars(args)})
+    return tiny(data, out)
+
+
 def results_dir_is_a_file(data, out):
     out.write_text("not a folder")
     return tiny(data, out)
@@ -223,6 +232,8 @@ CASES = [
     ("streaming without a remote", ["--data-source", "streaming"], "reads shards from --stream-remote"),
     ("storage flags without streaming", ["--cache-bytes", "1000"], "--cache-bytes are for --data-source streaming"),
     ("shard size without shard-stripes", ["--shard-size", "10"], "--shard-size is read by --heuristic shard-stripes"),
+    ("class-stripes streamed", ["--heuristic", "class-stripes", "--data-source", "streaming", "--stream-remote", "x"],
+     "--heuristic class-stripes reads every example's label"),
     ("streaming text", ["--dataset", "kjv", "--data-source", "streaming", "--stream-remote", "x"],
      "--data-source streaming serves images"),
     ("streaming and data on device", ["--data-source", "streaming", "--stream-remote", "x", "--data-on-device"],
@@ -266,7 +277,8 @@ CASES = [
         "GiB are free",
     ),
     # where results go
-    ("results dir is a file", results_dir_is_a_file, "is a file; pass a folder"),
+    ("results dir is a file", results_dir_is_a_file, "pass a writable --results-dir"),
+    ("results of other settings in the file", other_settings, "holds runs set otherwise (--lr 0.05 there, 0.1 here"),
     ("results dir not writable", lambda data, out: tiny(data, unwritable(out.parent)), "pass a writable --results-dir"),
     ("result file is a folder", csv_is_a_folder, "is a folder; move it away or pass another --results-dir"),
     ("checkpoint folder not writable", checkpoints_folder_is_a_file, "pass a writable --results-dir"),

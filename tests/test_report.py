@@ -139,6 +139,8 @@ def test_welch_test_and_interval_against_the_textbook_formulas():
     half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
     assert (lo, hi) == pytest.approx((a.mean() - b.mean() - half, a.mean() - b.mean() + half), rel=1e-12)
     assert all(math.isnan(x) for x in report.welch(a[:1], b))
+    p, lo, hi = report.welch(pd.Series([80.0, 80.0]), pd.Series([75.0, 75.0]))  # both constant: no test
+    assert math.isnan(p) and lo == hi == 5.0
 
 
 def holm_reference(p):

@@ -147,3 +147,31 @@ def test_provenance_names_the_commit_and_packages():
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert here["git_commit"] == head and isinstance(here["git_dirty"], bool)
     assert here["packages"]["torch"] == torch.__version__.split("+")[0]
+
+
+def test_a_file_refuses_runs_set_otherwise_than_its_rows(tmp_path):
+    """Only runs whose row is in the file count, and a vanilla row does not depend on the partitioning
+    flags (one baseline file serves every study)."""
+    import flags
+
+    def logged(argv: list[str], seed: int, with_row: bool = True):
+        args = flags.parse_args([*argv, "--seed", str(seed)])
+        csv = results.csv_path(tmp_path, flags.workload(args))
+        if with_row:
+            results.append_row(csv, results.row(seed, [50.0] * args.total_epochs, flags.workload(args)))
+        results.write_json(csv.parent / "logs" / f"{csv.stem}-seed{seed}-20261203-000000.json", {"args": vars(args)})
+        return csv
+
+    def clash(csv, argv: list[str]) -> str | None:
+        args = flags.parse_args(argv)
+        return results.settings_clash(csv, vars(args), flags.row_defining(args.heuristic))
+
+    stripes = ["--total-epochs", "4", "--warmup-epochs", "2", "--interval-epochs", "1", "--ignore-epochs", "1"]
+    csv = logged([*stripes, "--lr", "0.05"], 1)
+    assert "--lr 0.05 there, 0.1 here" in clash(csv, stripes)
+    assert clash(csv, [*stripes, "--lr", "0.05", "--seed", "2"]) is None
+    unfinished = logged([*stripes, "--lr", "0.05", "--shuffle", "no"], 3, with_row=False)  # same file, no row
+    assert unfinished == csv and clash(csv, [*stripes, "--lr", "0.05"]) is None
+    vanilla = logged(["--heuristic", "none", "--total-epochs", "4", "--measure", "average"], 1)
+    assert clash(vanilla, ["--heuristic", "none", "--total-epochs", "4"]) is None  # the measure: what it recorded
+    assert "--batch-size" in clash(vanilla, ["--heuristic", "none", "--total-epochs", "4", "--batch-size", "64"])
