@@ -86,10 +86,6 @@ class Job:
     readers: list = field(default_factory=list)  # --data-source streaming: this process's workers' readers
 
     @property
-    def shard_size(self) -> int | None:
-        return self.readers[0].shard_size if self.readers else None
-
-    @property
     def labels(self) -> torch.Tensor | None:
         return getattr(self.train, "labels", None)
 
@@ -189,23 +185,24 @@ class Streamed:
 
 
 def open_readers(args: Namespace, csv: Path, num_workers: int) -> list:
-    """This process's workers' streaming readers, each in its own fresh cache folder (a resumed run starts
-    with cold caches). The default cache: 1/n of the shards' bytes plus the largest shard."""
+    """This process's workers' streaming readers, each in a cache folder of its own (named by host and
+    process, so a second launch of the run cannot touch a live run's caches; removed when the run ends;
+    a resumed run starts cold). The default cache: 1/n of the shards' bytes plus the largest shard."""
     import streaming  # litdata takes seconds to import: only for streaming runs
 
     root = Path(args.cache_dir or csv.parent / "cache" / results.run_name(csv, args.seed))
+    remove_stale_caches(root)
     options = {"endpoint_url": args.stream_endpoint} if args.stream_endpoint else None
     readers = []
     try:
         for w in my_workers(args):
-            folder = root / f"worker-{w}"
-            shutil.rmtree(folder, ignore_errors=True)  # a cache of ours: what it held is not worth keeping
+            folder = root / f"worker-{w}-{os.uname().nodename}-{os.getpid()}"
             reader = streaming.WorkerReader(args.stream_remote, folder, args.cache_bytes or 2**62, args.cache_policy,
                                             options)
             if args.cache_bytes is None:
                 shards = reader.storage.shard_bytes
                 cache = int(shards.sum()) // num_workers + int(shards.max())
-                shutil.rmtree(folder)
+                shutil.rmtree(folder)  # only the index is there yet
                 reader = streaming.WorkerReader(args.stream_remote, folder, cache, args.cache_policy, options)
             readers.append(reader)
     except (ValueError, data.DataError) as err:
@@ -213,10 +210,22 @@ def open_readers(args: Namespace, csv: Path, num_workers: int) -> list:
     return readers
 
 
+def remove_stale_caches(root: Path) -> None:
+    """The cache folders of this host's processes that are gone: a killed run (SIGKILL, or torchrun's
+    SIGTERM) never reaches its own clean-up."""
+    for folder in root.glob(f"worker-*-{os.uname().nodename}-*"):
+        try:
+            os.kill(int(folder.name.rsplit("-", 1)[1]), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):  # not one of our names, or another user's live process
+            pass
+
+
 def check_inputs(args: Namespace, world: int, rank: int) -> Job:
     """Every check that needs files or memory, in the order a user would fix them; die() on the
     first problem. Reads and probes only: nothing is written but the run's lock."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
     if (args.backend or ("nccl" if device.type == "cuda" else "gloo")) == "nccl" and device.type != "cuda":
         die("--backend nccl needs CUDA GPUs; use --backend gloo on CPUs")
     if args.wandb and rank == 0:
@@ -236,11 +245,11 @@ def check_inputs(args: Namespace, world: int, rank: int) -> Job:
             die(f"--shard-size {args.shard_size} differs from the remote's shards of {readers[0].shard_size}; drop it")
     if len(train_split) < num_workers:
         die(f"{len(train_split)} training examples cannot be split across {num_workers} workers; raise --subset")
-    shards = math.ceil(len(train_split) / (args.shard_size or (readers[0].shard_size if readers else 100)))
+    shards = math.ceil(len(train_split) / shard_size(args, readers, len(train_split), num_workers))
     if args.heuristic == "shard-stripes" and shards < num_workers:
         die(f"--heuristic shard-stripes deals whole shards, and {len(train_split)} examples make {shards} shards for "
             f"{num_workers} workers; pass a --shard-size of at most {len(train_split) // num_workers}")
-    if args.reducer != "none" and world > 1 and args.emulate_workers > 1:
+    if args.reducer != "none" and launch_of(args) == "torchrun" and args.emulate_workers > 1:
         die(f"--reducer {args.reducer} under torchrun hosts one worker per rank (its communication hook); "
             "drop --emulate-workers, or run one process emulating every worker")
     if workload.task == "image":  # BatchNorm cannot normalize a batch of one: refuse now rather than crash mid-run
@@ -253,9 +262,7 @@ def check_inputs(args: Namespace, world: int, rank: int) -> Job:
             die(f"{len(test_split)} test examples leave a last batch of one with --batch-size {args.batch_size}, which "
                 "the paper's protocol (BatchNorm in training mode) cannot evaluate; "
                 "change --batch-size or --test-subset")
-    check_memory(args, len(train_split), device if on_device(args) else torch.device("cpu"))
-    if Path(args.results_dir).exists() and not Path(args.results_dir).is_dir():
-        die(f"--results-dir {args.results_dir} is a file; pass a folder")
+    check_memory(args, len(train_split), device)  # the recorder lives on the training device
     if csv.is_dir():
         die(f"the result file {csv} is a folder; move it away or pass another --results-dir")
     checkpoint_path = results.checkpoint_path(csv, args.seed)
@@ -269,8 +276,12 @@ def check_inputs(args: Namespace, world: int, rank: int) -> Job:
             results.check_appendable(csv, results.columns(args.total_epochs, workload.task))
         except ValueError as err:
             die(str(err))
+
     if args.resume:
         job.checkpoint = load_checkpoint(checkpoint_path, args, num_workers)
+    clash = results.settings_clash(csv, vars(args), flags.row_defining(args.heuristic)) if rank == 0 else None
+    if clash:
+        die(f"{csv} holds runs set otherwise ({clash}); pass another --results-dir, or the same flags")
     if results.has_row(csv, args.seed):  # never two rows for one run
         if not args.resume:
             die(f"{csv} already holds the row of --seed {args.seed}: this run is done; pass another --seed or "
@@ -296,20 +307,17 @@ def worker_samplers(
     """The samplers of `workers`: random slices every epoch in warmup (vanilla DPT), then their fixed
     partitions, shuffled from the run's seed as the paper's code did."""
     return samplers.for_window(dataset, partition, workers, num_workers, shuffle=args.shuffle == "yes",
-                               sampler_seed=args.sampler_seed, seed=args.seed)
+                               sampler_seed=args.sampler_seed, seed=args.seed, batch_size=args.batch_size)
 
 
 def movement(before: torch.Tensor, after: heuristics.Partition) -> dict:
-    """Per worker, how many examples left its partition and how many joined, against `before`
-    (the worker that trained each example in the last epoch)."""
-    left, joined = [], []
-    now = torch.full_like(before, -1)
+    """Per worker, how many examples left its partition and how many joined, against `before` (the
+    worker that trained each example in the last epoch)."""
+    now = torch.empty_like(before)
     for w, part in enumerate(after):
         now[part] = w
-    for w in range(len(after)):
-        left.append(int(((before == w) & (now != w)).sum()))
-        joined.append(int(((now == w) & (before != w)).sum()))
-    return {"left": left, "joined": joined, "moved": sum(joined)}
+    left, joined = samplers.movement(before, now, len(after))
+    return {"left": left.sum(dim=1).tolist(), "joined": joined.sum(dim=1).tolist(), "moved": int(joined.sum())}
 
 
 def repartition(recorder: importance.Recorder, window_index: int, previous: dict | None, args: Namespace,
@@ -342,13 +350,14 @@ def begin_window(run: "Run", index: int, plan: list, args: Namespace, job: "Job"
     if index > 0:
         everyone = worker_samplers(job.train, run.partition, range(job.num_workers), job.num_workers, args)
         before = samplers.assignment(everyone, first_epoch - 1)
+        shards = shard_size(args, job.readers, len(job.train), job.num_workers)
         scores, run.partition, run.carry, seconds = repartition(run.recorder, index, run.carry, args, job.num_workers,
-                                                                 job.labels, before, shard_size(args, job))
+                                                                 job.labels, before, shards)
         moved = movement(before, run.partition)
         run.log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": seconds,
                                      "partition_sizes": [len(p) for p in run.partition], "movement": moved})
         if args.save_partitions:
-            run.partitions[-1]["trained"] = gather_rows(run.recorder.recorded_rows())
+            run.partitions[-1]["trained"] = gather_objects(run.recorder.recorded_rows().cpu())
             run.partitions.append({"start_epoch": first_epoch + 1, "epochs": length, "partition": run.partition,
                                    "importance": scores.cpu(), "movement": moved})
     elif args.save_partitions:
@@ -359,6 +368,11 @@ def begin_window(run: "Run", index: int, plan: list, args: Namespace, job: "Job"
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------
+
+def launch_of(args: Namespace) -> str:
+    """How the workers exchange gradients: as torchrun ranks (DDP buckets), or emulated in one process."""
+    return "torchrun" if "RANK" in os.environ else "emulated"
+
 
 def load_checkpoint(path: Path, args: Namespace, num_workers: int) -> dict | None:
     """This run's checkpoint for --resume, checked against the flags; None if there is none."""
@@ -379,14 +393,17 @@ def load_checkpoint(path: Path, args: Namespace, num_workers: int) -> dict | Non
                if state["args"].get(k) != getattr(args, k)]
     if state["num_workers"] != num_workers:
         changed.append(f"workers {state['num_workers']} -> {num_workers} (processes x --emulate-workers)")
+    launch = launch_of(args)
+    if args.reducer != "none" and state.get("launch", launch) != launch:  # older checkpoints did not say
+        changed.append(f"the reducer's exchange {state.get('launch')} -> {launch} (its state is per DDP bucket and "
+                       f"rank, or one bucket for every emulated worker)")
     if changed:
         die(f"checkpoint {path} belongs to another run ({'; '.join(changed)}); drop --resume or restore those flags")
     return state
 
 
 CHECKPOINT_KEYS = {"args", "num_workers", "epoch", "window", "model", "optimizer", "rng", "recorded", "exchange",
-                   "carry",
-                   "partition", "metrics", "log", "log_name", "partitions", "elapsed_s"}
+                   "carry", "partition", "metrics", "log", "log_name", "partitions", "elapsed_s"}
 
 
 @dataclass
@@ -408,31 +425,43 @@ def save_checkpoint(run: Run, window_start: int, model, optimizer, exchange, arg
                     started: float) -> None:
     """Every process takes part (the recorder's merge and the reducers' states are collectives); rank 0 writes."""
     recorded = run.recorder.merged(run.epoch - window_start)
-    exchanges = gather_objects(exchange.state_dict()) if exchange else None  # one per rank: their residuals differ
-    if dist.is_initialized() and dist.get_rank() != 0:
-        return
-    results.save_torch(job.checkpoint_path, {
-        "args": vars(args), "num_workers": job.num_workers, "epoch": run.epoch, "window": run.window,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-        "recorded": {c: v.cpu() for c, v in recorded.items()}, "exchange": exchanges,
-        "carry": run.carry and {c: v.cpu() for c, v in run.carry.items()}, "partition": run.partition,
-        "metrics": run.metrics, "log": run.log, "log_name": run.log_name, "partitions": run.partitions,
-        "elapsed_s": time.perf_counter() - started, "provenance": job.provenance})
+    # one per rank: the reducers' residuals, the random generators and what each recorded differ
+    exchanges = gather_to_first(exchange.state_dict()) if exchange else None
+    rngs = gather_to_first(rng_states())
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        results.save_torch(job.checkpoint_path, {
+            "args": vars(args), "num_workers": job.num_workers, "launch": launch_of(args), "epoch": run.epoch,
+            "window": run.window,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rngs,
+            "recorded": {c: v.cpu() for c, v in recorded.items()}, "exchange": exchanges,
+            "carry": run.carry and {c: v.cpu() for c, v in run.carry.items()}, "partition": run.partition,
+            "metrics": run.metrics, "log": run.log, "log_name": run.log_name, "partitions": run.partitions,
+            "elapsed_s": time.perf_counter() - started, "provenance": job.provenance})
+    if dist.is_initialized():
+        dist.barrier()  # the others wait for the file: a rank failing right after must not take it with it
 
 
-def restore(state: dict, model, optimizer, exchange, plan: list, job: Job, device: torch.device, rank: int) -> Run:
+def restore(state: dict, model, optimizer, exchange, plan: list, args: Namespace, job: Job, device: torch.device,
+            rank: int, world: int) -> Run:
     """The run where its checkpoint left it, the current window's signals so far included (merged
     values: rank 0 restores them, the others start empty, so the next merge sums to the same), and
-    this rank's reducer state (residuals, thresholds, blocks)."""
+    this rank's reducer state (residuals, thresholds, blocks). The number of processes may have
+    changed (same workers, other hosts): what a process trained in the window so far is then
+    replayed from its workers' samplers, and its random generators keep their fresh per-rank seeds."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
-    if exchange:
-        exchange.load_state_dict(state["exchange"][rank], device)
+    rngs = [(state["rng"], None)] if isinstance(state["rng"], torch.Tensor) else state["rng"]  # older checkpoints
+    if len(rngs) == world:
+        cpu, cuda = rngs[rank]
+        torch.set_rng_state(cpu)
+        if cuda is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(cuda, device)
+    if exchange:  # a reducer run resumes on the same processes (load_checkpoint)
+        exchange.load_state_dict(state["exchange"][rank], device, rebuilding=dist.is_initialized())
     first, length = plan[state["window"]]
     recorder = importance.Recorder(len(job.train), length, tuple(state["recorded"]), device)
-    if rank == 0:
-        recorder.restore(state["recorded"])
+    mine = worker_samplers(job.train, state["partition"], my_workers(args), job.num_workers, args)
+    recorder.restore(state["recorded"] if rank == 0 else None, samplers.trained(mine, range(first, state["epoch"])))
     carry = state["carry"] and {c: v.to(device) for c, v in state["carry"].items()}
     run = Run(state["window"], state["epoch"], state["partition"], recorder, carry, state["metrics"], state["log"],
               state["log_name"], state["partitions"], state["elapsed_s"])
@@ -472,17 +501,20 @@ def gradient_exchange(args: Namespace, train_model, launched: bool, rank: int, n
 
 
 def start_process_group(args: Namespace, launched: bool, local_rank: int) -> torch.device:
+    """The process group from torchrun's environment, and this rank's device (its own GPU, whatever the
+    backend: CUDA events, streams and the recorder all follow the current device)."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
     if launched:
         backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=args.timeout))
     return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
 
 
-def shard_size(args: Namespace, job: Job) -> int:
-    """Examples per storage shard (shard-stripes): --shard-size, else the streaming remote's, else 100."""
-    return args.shard_size or job.shard_size or 100
+def shard_size(args: Namespace, readers: list, num_examples: int, num_workers: int) -> int:
+    """Examples per storage shard (shard-stripes): --shard-size, else the streaming remote's, else 100
+    (fewer when the data would give fewer than one shard per worker)."""
+    return args.shard_size or (readers[0].shard_size if readers else min(100, num_examples // num_workers))
 
 
 def my_workers(args: Namespace) -> range:
@@ -517,15 +549,18 @@ def main(argv: list[str] | None = None) -> None:
         int(os.environ.get("LOCAL_RANK", 0)),
     )
     job = check_inputs(args, world, rank)
-    if job.finished:
-        if rank == 0:
-            print(f"{results.run_name(job.csv, args.seed)} finished already: its row is in {job.csv}; nothing to do")
-        return
     try:
+        if job.finished:
+            if rank == 0:
+                print(f"{results.run_name(job.csv, args.seed)} finished already: its row is in {job.csv}; "
+                      "nothing to do")
+            return
         train_run(args, job, launched, rank, world, local_rank)
     finally:
         if job.lock:
             job.lock.close()  # releases the run's lock (the process's exit would too)
+        for reader in job.readers:
+            shutil.rmtree(reader.cache_dir, ignore_errors=True)  # a cache: the shards stay at the remote
 
 
 def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, local_rank: int) -> None:
@@ -543,6 +578,10 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
     model = build_model(args, device)
     train_model = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None) if launched else model
     exchange = gradient_exchange(args, train_model, launched, rank, job.num_workers)
+    # Every process built the same model from --seed (and DDP broadcasts rank 0's); from here each rank
+    # draws its own dropout masks, as an emulation's workers do. Rank 0 keeps --seed's stream as it is.
+    if rank:
+        torch.manual_seed(args.seed + (rank << 32))
     step = train.Step.build(amp=args.amp == "bf16", workers=args.emulate_workers, batch_size=args.batch_size,
                             device=device, spec=None if text_task(args) else data.SPECS[args.dataset], seed=args.seed,
                             sequential=args.emulation == "sequential", on_device=on_device(args),
@@ -553,13 +592,16 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
     name = results.run_name(job.csv, args.seed)
 
     if job.checkpoint:
-        run = restore(job.checkpoint, model, optimizer, exchange, plan, job, device, rank)
+        run = restore(job.checkpoint, model, optimizer, exchange, plan, args, job, device, rank, world)
+        for w, reader in zip(my_workers(args), job.readers):  # pin the window's shards again
+            reader.set_window(None if run.partition is None else run.partition[w])
     else:
         run = Run(log_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
         run.log = {"workload": vars(job.workload), "provenance": job.provenance, "world_size": world,
                    "workers": job.num_workers, "examples": len(job.train), "device": str(device),
                    "data": job.train.source, "test_data": job.test.source, "csv": str(job.csv), "epochs": [],
-                   "intervals": [], "resumed_at_epoch": []}
+                   "intervals": [], "resumed_at_epoch": [],
+                   "shard_size": shard_size(args, job.readers, len(job.train), job.num_workers)}
     run.log["args"] = vars(args)
     log_path = job.csv.parent / "logs" / run.log_name  # beside the results given, wherever the checkpoint was made
     wandb_run = None
@@ -600,7 +642,7 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
             if args.checkpoint_every and run.epoch % args.checkpoint_every == 0:
                 save_checkpoint(run, first_epoch, model, optimizer, exchange, args, job, started)
     if args.save_partitions:
-        run.partitions[-1]["trained"] = gather_rows(run.recorder.recorded_rows())
+        run.partitions[-1]["trained"] = gather_objects(run.recorder.recorded_rows().cpu())
 
     if master:
         finish(run, args, job, time.perf_counter() - started, log_path, wandb_run)
@@ -627,9 +669,18 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, log_path: Path, 
         wandb_run.finish()
 
 
-def gather_rows(rows: torch.Tensor) -> list[torch.Tensor]:
-    """Every process's recorded rows, on every process (only for --save-partitions)."""
-    return gather_objects(rows.cpu())
+def rng_states() -> tuple:
+    """This process's random generators: the CPU's, and its GPU's (dropout masks are drawn there)."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+
+
+def gather_to_first(value) -> list | None:
+    """Every process's `value`, in rank order, on rank 0 (None elsewhere)."""
+    if not dist.is_initialized():
+        return [value]
+    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(value, out, dst=0)
+    return out
 
 
 def gather_objects(value) -> list:

@@ -178,9 +178,14 @@ class ReducerState:
         return {"step": self.step, "buckets": {i: {k: _to(v, "cpu") for k, v in asdict(b).items()}
                                                for i, b in self.buckets.items()}}
 
-    def load_state_dict(self, saved: dict, device: torch.device | str) -> None:
+    def load_state_dict(self, saved: dict, device: torch.device | str, rebuilding: bool = False) -> None:
+        """Continue from `saved`. `rebuilding`: a fresh DDP model reduces its first steps in its initial
+        bucket layout and then rebuilds its buckets, so the next MIN_START_STEP steps are averaged
+        densely again (the residuals wait, untouched, for the rebuilt buckets, which match the saved ones)."""
         self.step = saved["step"]
         self.buckets = {i: Bucket(**{k: _to(v, device) for k, v in b.items()}) for i, b in saved["buckets"].items()}
+        if rebuilding:
+            self.start_step = self.step + 1 + MIN_START_STEP
 
 
 def _to(value, device):

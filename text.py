@@ -44,7 +44,6 @@ import torch
 from data import DataError
 
 VOCAB = 256  # the byte values
-SEQ_LEN = 128
 HELD_OUT_EVERY = 10  # unit i (counting from 1) is held out when i is a multiple of this
 LINES_PER_UNIT = 100  # a text file's unit
 KJV_CHAPTERS = 1189

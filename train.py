@@ -29,6 +29,7 @@ import data
 import importance
 import models
 import reducers
+import text
 from samplers import WorkerBatches
 
 
@@ -294,7 +295,7 @@ def evaluate(model: nn.Module, split, step: Step, epoch: int) -> dict:
     if step.spec is not None:
         return {"test_accuracy": 100.0 * correct.item() / len(split)}
     loss = total.item() / len(split)
-    return {"test_loss": loss, "perplexity": math.exp(loss), "bits_per_byte": loss / math.log(2)}
+    return {"test_loss": loss, "perplexity": math.exp(loss), "bits_per_byte": text.bits_per_byte(loss)}
 
 
 def split_device(split) -> torch.device:

@@ -135,11 +135,6 @@ class Workload:
             parts.append(f"{self.reducer} at density {self.density:g}")
         return ", ".join(parts)
 
-    @property
-    def setting(self) -> str:
-        return "baseline" if self.vanilla else f"W{self.warmup_epochs}-INT{self.interval_epochs}"
-
-
 
 def _names(dataset: str) -> Name:
     return DATASETS.get(dataset) or TEXT_DATASETS[dataset]

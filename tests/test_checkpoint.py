@@ -11,7 +11,7 @@ import torch
 
 import dpt
 import fakedata
-from runs import ENV, REPO, checkpoint, launch, only, only_log, run_expecting_error
+from runs import ENV, REPO, checkpoint, launch, only, only_log, partitions, run_expecting_error
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +34,14 @@ def die_at(function: str, call: int, argv: list[str], half: bool = False) -> Non
         timeout=600,
     )
     assert proc.returncode == -9, proc.stderr[-2000:]
+
+
+def losses(log: dict) -> list[float]:
+    return [e["train_loss"] for e in log["epochs"]]
+
+
+def uninterrupted_losses(root) -> list[float]:
+    return losses(only_log(root.parent / "res"))
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +79,7 @@ def test_killed_at_any_moment_and_resumed_gives_the_same_row(uninterrupted, tmp_
     pd.testing.assert_frame_equal(whole, pd.read_csv(only(tmp_path, "W2-INT3-IGN1.csv")))
     log = only_log(tmp_path)
     assert [e["epoch"] for e in log["epochs"]] == [1, 2, 3, 4, 5] and len(log["intervals"]) == 1
+    assert losses(log) == uninterrupted_losses(root)  # every epoch's training loss, not only 20 test images' accuracy
 
 
 def test_killed_mid_interval_keeps_the_window_state(uninterrupted, tmp_path):
@@ -85,6 +94,36 @@ def test_killed_mid_interval_keeps_the_window_state(uninterrupted, tmp_path):
     log = only_log(tmp_path)
     assert log["resumed_at_epoch"] == [5] and len(log["resume_provenance"]) == 1
     pd.testing.assert_frame_equal(whole, pd.read_csv(only(tmp_path, "W2-INT3-IGN1.csv")))
+    assert losses(log) == uninterrupted_losses(root)
+
+
+def one_rank_per_worker(argv: list[str]) -> list[str]:
+    i = argv.index("--emulate-workers")
+    return argv[:i] + argv[i + 2:]
+
+
+def test_a_run_resumes_on_another_number_of_processes(uninterrupted, tmp_path):
+    """Killed under 2-rank torchrun at the end of warmup and resumed as one process emulating both
+    workers, or killed emulated mid-interval and resumed under torchrun: each writes its row, and what
+    --save-partitions lists as trained is each process's share of the window, the part before the
+    kill included (the warmup: every example; after: each process's partitions)."""
+    root, _ = uninterrupted
+    extra = ["--checkpoint-every", "1", "--save-partitions"]
+    to_one = flags(root, tmp_path / "to-one") + extra
+    launch(["train.train_epoch", "3", "--", *one_rank_per_worker(to_one)], 2, script="tests/die_at.py", check=False)
+    assert checkpoint(tmp_path / "to-one")["epoch"] == 2
+    to_two = flags(root, tmp_path / "to-two") + extra
+    die_at("train.train_epoch", 4, to_two)
+    assert checkpoint(tmp_path / "to-two")["epoch"] == 3
+    launch(to_one + ["--resume"])
+    launch(one_rank_per_worker(to_two) + ["--resume"], 2)
+    for name, processes in (("to-one", 1), ("to-two", 2)):
+        assert len(pd.read_csv(only(tmp_path / name, "W2-INT3-IGN1.csv"))) == 1
+        warmup, interval = partitions(tmp_path / name)["windows"]
+        assert sorted(torch.cat(warmup["trained"]).unique().tolist()) == list(range(67))
+        part = interval["partition"]
+        mine = [torch.cat(part[r * 2 // processes:(r + 1) * 2 // processes]) for r in range(processes)]
+        assert [t.tolist() for t in interval["trained"]] == [sorted(m.tolist()) for m in mine]
 
 
 def test_a_moved_results_folder_resumes_there(uninterrupted, tmp_path):

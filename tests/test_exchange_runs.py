@@ -8,6 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 from nbclient import NotebookClient
+import torch
 
 import data
 import fakedata
@@ -27,6 +28,8 @@ def tiny(root, out, *extra):
 
 
 def test_the_hook_under_torchrun_and_its_emulation_log_the_exchange(cifar10_dir, tmp_path):
+    """Both paths run and log. They are not the same run: DDP's buckets are not the emulation's one
+    bucket; that the hook and the emulation select alike on the same buckets is tests/test_reducers.py's."""
     root, _ = cifar10_dir
     launch(tiny(root, tmp_path / "ddp"), 2)
     launch(tiny(root, tmp_path / "emulated", "--emulate-workers", "2", "--emulation", "sequential"))
@@ -77,6 +80,10 @@ def test_a_killed_run_resumes_its_error_feedback_exactly(cifar10_dir, tmp_path):
     launch(killed + ["--resume"])
     whole, resumed = (pd.read_csv(only(tmp_path / name, "*.csv")) for name in ("whole", "killed"))
     pd.testing.assert_frame_equal(whole, resumed)
+    # the training loss of every epoch, and the exchange's figures after the resume, as uninterrupted
+    logs = [only_log(tmp_path / name) for name in ("whole", "killed")]
+    assert [e["train_loss"] for e in logs[0]["epochs"]] == [e["train_loss"] for e in logs[1]["epochs"]]
+    assert logs[0]["epochs"][-1]["exchange"]["density"] == logs[1]["epochs"][-1]["exchange"]["density"]
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +121,21 @@ def test_the_exchange_study_goes_through_report_and_notebook(exchange_study, tmp
     NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     drawn = {p.name for p in tmp_path.iterdir()}
     assert "exchange-FashionMNIST-ResNet18-Stripes-Variance.png" in drawn, drawn
+
+
+def test_a_torchrun_run_resumes_its_residuals_after_ddps_bucket_rebuild(cifar10_dir, tmp_path):
+    """Under DDP a resumed process reduces its first steps in the initial bucket layout, then rebuilds
+    its buckets: the reducer averages those steps densely again and keeps the saved residuals for the
+    rebuilt buckets (a resumed torchrun run is therefore not bit for bit an uninterrupted one)."""
+    root, _ = cifar10_dir
+    argv = tiny(root, tmp_path, "--total-epochs", "5", "--interval-epochs", "3", "--checkpoint-every", "1")
+    killed = launch(["train.train_epoch", "4", "--", *argv], 2, script="tests/die_at.py", check=False)
+    assert killed.returncode != 0
+    saved = checkpoint(tmp_path)
+    assert saved["epoch"] == 3 and [s["step"] for s in saved["exchange"]] == [saved["exchange"][0]["step"]] * 2
+    residuals = [s["buckets"][0]["residual"] for s in saved["exchange"]]
+    assert not torch.equal(residuals[0], residuals[1])  # one per rank: each keeps its own unsent gradient
+    launch(argv + ["--resume"], 2)
+    log = only_log(tmp_path)
+    assert log["resumed_at_epoch"] == [4] and len(pd.read_csv(only(tmp_path, "*.csv"))) == 1
+    assert [e["exchange"]["warmup_steps"] for e in log["epochs"]] == [2, 0, 0, 2, 0]  # dense again after the resume

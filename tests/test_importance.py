@@ -222,12 +222,16 @@ def test_recorded_rows_are_what_this_process_trained():
     assert m.recorded_rows().tolist() == [2, 7]
 
 
-def test_restore_puts_back_the_first_columns():
+def test_restore_puts_back_the_first_columns_and_what_this_process_recorded():
     m = importance.Recorder(5, 3, ("loss", "el2n"), "cpu")
     saved = {"loss": torch.rand(5, 2), "el2n": torch.rand(5, 2)}
-    m.restore(saved)
+    m.restore(saved, torch.tensor([1, 3]))  # the merged values on one process, its own rows on every process
     assert torch.equal(m.merged(2)["loss"], saved["loss"]) and torch.equal(m.merged(2)["el2n"], saved["el2n"])
     assert torch.isnan(m.values[:, :5, 2]).all()
+    assert m.recorded_rows().tolist() == [1, 3]  # not every row the merged values hold
+    other = importance.Recorder(5, 3, ("loss", "el2n"), "cpu")
+    other.restore(None, torch.tensor([0, 2, 4]))
+    assert torch.isnan(other.values).all() and other.recorded_rows().tolist() == [0, 2, 4]
 
 
 CHANNELS = ("loss", "correct", "el2n", "grad_norm")

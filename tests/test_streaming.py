@@ -180,3 +180,20 @@ def test_bad_storage_parameters(remote, tmp_path):
         ValueError, match=r"^cache_dir .*used is not empty; give each worker its own new or empty folder$"
     ):
         streaming.WorkerReader(str(remote), tmp_path / "used", cache_bytes=10**6)
+
+
+def test_the_caches_of_killed_runs_are_removed_by_the_next(tmp_path):
+    import subprocess
+    import sys
+
+    import dpt
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = os.uname().nodename
+    dead, live = tmp_path / f"worker-0-{host}-{gone.stdout.strip()}", tmp_path / f"worker-1-{host}-{os.getpid()}"
+    elsewhere = tmp_path / f"worker-0-another-host-{gone.stdout.strip()}"  # another node's: not ours to judge
+    for folder in (dead, live, elsewhere):
+        (folder / "shard-0.bin").parent.mkdir()
+        (folder / "shard-0.bin").write_bytes(b"x")
+    dpt.remove_stale_caches(tmp_path)
+    assert not dead.exists() and live.exists() and elsewhere.exists()
