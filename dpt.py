@@ -627,15 +627,8 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
                 reader.set_epoch(epoch)
             stats = train.train_epoch(train_model, optimizer, batches, train_split, step, epoch, run.recorder,
                                       epoch - first_epoch)
+            stats = epoch_figures(stats, epoch, exchange, job.readers)
             run.epoch = epoch + 1
-            if not math.isfinite(stats["train_loss"]):  # the same on every rank: it is all-reduced
-                die(f"training diverged in epoch {epoch + 1} (training loss {stats['train_loss']}); "
-                    "no row was written; lower --lr (or use --amp none)", status=1)
-            if exchange:
-                stats["exchange"] = exchange.take_stats()  # this rank's: bytes it sent, its selection time
-            if job.readers:  # what every worker fetched this epoch, as the filesystem counted it
-                stats["io"] = [row for rows in gather_objects([r.stats().iloc[-1].to_dict() for r in job.readers])
-                               for row in rows]
             if master:
                 stats |= train.evaluate(model, test_split, step, epoch)
                 log_epoch(run, epoch, phase(args, index), stats, args, wandb_run)
@@ -648,6 +641,20 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
         finish(run, args, job, time.perf_counter() - started, log_path, wandb_run)
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def epoch_figures(stats: dict, epoch: int, exchange, readers: list) -> dict:
+    """The epoch's training figures, with this rank's gradient exchange (bytes it sent, its selection
+    time) and what every worker's streaming cache fetched, as the filesystem counted it. A diverged
+    run stops here, on every rank alike (the training loss is all-reduced)."""
+    if not math.isfinite(stats["train_loss"]):
+        die(f"training diverged in epoch {epoch + 1} (training loss {stats['train_loss']}); "
+            "no row was written; lower --lr (or use --amp none)", status=1)
+    if exchange:
+        stats["exchange"] = exchange.take_stats()
+    if readers:
+        stats["io"] = [row for rows in gather_objects([r.stats().iloc[-1].to_dict() for r in readers]) for row in rows]
+    return stats
 
 
 def finish(run: Run, args: Namespace, job: Job, total_s: float, log_path: Path, wandb_run) -> None:

@@ -209,3 +209,14 @@ def test_a_rank_that_dies_or_hangs_does_not_block_the_other(cifar10_dir, tmp_pat
     # period to stop a process that ignores SIGTERM (30 s), plus its polling
     assert torchrun.returncode != 0 and waited < (30 if fault == "killed" else 20 + 30 + 60), (waited, printed[-2000:])
     assert not list(tmp_path.rglob("*.csv"))
+
+
+@pytest.mark.slow
+def test_a_diverged_run_stops_in_one_line_and_writes_no_row(cifar10_dir, tmp_path, capsys):
+    root, _ = cifar10_dir
+    argv = [*TINY, "--data-dir", str(root), "--results-dir", str(tmp_path), "--heuristic", "none", "--lr", "1e30"]
+    with pytest.raises(SystemExit) as stopped:
+        dpt.main(argv)
+    assert stopped.value.code == 1
+    assert "error: training diverged in epoch 1" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.csv"))
