@@ -350,6 +350,8 @@ def begin_window(run: "Run", index: int, plan: list, args: Namespace, job: "Job"
     if index > 0:
         everyone = worker_samplers(job.train, run.partition, range(job.num_workers), job.num_workers, args)
         before = samplers.assignment(everyone, first_epoch - 1)
+        if args.save_partitions:
+            run.partitions[-1]["trained"] = trained_in(plan[index - 1], run.partition, args, job)
         shards = shard_size(args, job.readers, len(job.train), job.num_workers)
         scores, run.partition, run.carry, seconds = repartition(run.recorder, index, run.carry, args, job.num_workers,
                                                                  job.labels, before, shards)
@@ -357,7 +359,6 @@ def begin_window(run: "Run", index: int, plan: list, args: Namespace, job: "Job"
         run.log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": seconds,
                                      "partition_sizes": [len(p) for p in run.partition], "movement": moved})
         if args.save_partitions:
-            run.partitions[-1]["trained"] = gather_objects(run.recorder.recorded_rows().cpu())
             run.partitions.append({"start_epoch": first_epoch + 1, "epochs": length, "partition": run.partition,
                                    "importance": scores.cpu(), "movement": moved})
     elif args.save_partitions:
@@ -446,8 +447,7 @@ def restore(state: dict, model, optimizer, exchange, plan: list, args: Namespace
     """The run where its checkpoint left it, the current window's signals so far included (merged
     values: rank 0 restores them, the others start empty, so the next merge sums to the same), and
     this rank's reducer state (residuals, thresholds, blocks). The number of processes may have
-    changed (same workers, other hosts): what a process trained in the window so far is then
-    replayed from its workers' samplers, and its random generators keep their fresh per-rank seeds."""
+    changed (same workers, other hosts): its random generators then keep their fresh per-rank seeds."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     rngs = [(state["rng"], None)] if isinstance(state["rng"], torch.Tensor) else state["rng"]  # older checkpoints
@@ -458,10 +458,10 @@ def restore(state: dict, model, optimizer, exchange, plan: list, args: Namespace
             torch.cuda.set_rng_state(cuda, device)
     if exchange:  # a reducer run resumes on the same processes (load_checkpoint)
         exchange.load_state_dict(state["exchange"][rank], device, rebuilding=dist.is_initialized())
-    first, length = plan[state["window"]]
+    length = plan[state["window"]][1]
     recorder = importance.Recorder(len(job.train), length, tuple(state["recorded"]), device)
-    mine = worker_samplers(job.train, state["partition"], my_workers(args), job.num_workers, args)
-    recorder.restore(state["recorded"] if rank == 0 else None, samplers.trained(mine, range(first, state["epoch"])))
+    if rank == 0:
+        recorder.restore(state["recorded"])
     carry = state["carry"] and {c: v.to(device) for c, v in state["carry"].items()}
     run = Run(state["window"], state["epoch"], state["partition"], recorder, carry, state["metrics"], state["log"],
               state["log_name"], state["partitions"], state["elapsed_s"])
@@ -635,7 +635,7 @@ def train_run(args: Namespace, job: Job, launched: bool, rank: int, world: int, 
             if args.checkpoint_every and run.epoch % args.checkpoint_every == 0:
                 save_checkpoint(run, first_epoch, model, optimizer, exchange, args, job, started)
     if args.save_partitions:
-        run.partitions[-1]["trained"] = gather_objects(run.recorder.recorded_rows().cpu())
+        run.partitions[-1]["trained"] = trained_in(plan[-1], run.partition, args, job)
 
     if master:
         finish(run, args, job, time.perf_counter() - started, log_path, wandb_run)
@@ -674,6 +674,15 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, log_path: Path, 
     if wandb_run:
         wandb_run.summary.update(best)
         wandb_run.finish()
+
+
+def trained_in(window: tuple[int, int], partition: heuristics.Partition | None, args: Namespace,
+               job: Job) -> list[torch.Tensor]:
+    """What each process's workers trained on in `window` (for --save-partitions), in rank order on
+    every process: replayed from their samplers, which alone decide it."""
+    first, length = window
+    mine = worker_samplers(job.train, partition, my_workers(args), job.num_workers, args)
+    return gather_objects(samplers.trained(mine, range(first, first + length)))
 
 
 def rng_states() -> tuple:

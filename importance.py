@@ -29,16 +29,16 @@ class Recorder:
     one (N, E) matrix per channel, held as one (channels, N + 1, E) tensor so that a batch is one
     scatter and a merge is one collective.
 
-    `seen` marks the examples this process recorded (what `--save-partitions` lists as trained). Row N
-    is a sink: keys >= N are padding copies (see samplers.WorkerBatches), written there so that padding
-    never counts twice and recording needs no boolean mask (which would sync the device).
+    Entries a process did not record stay NaN (which examples a worker trained on is the samplers'
+    to say: samplers.trained). Row N is a sink: keys >= N are padding copies (see
+    samplers.WorkerBatches), written there so that padding never counts twice and recording needs no
+    boolean mask (which would sync the device).
     """
 
     def __init__(self, num_examples: int, num_epochs: int, channels: tuple[str, ...], device: torch.device | str):
         assert num_epochs >= 1 and channels and set(channels) <= set(CHANNELS), channels
         self.num_examples, self.channels = num_examples, tuple(channels)
         self.values = torch.full((len(channels), num_examples + 1, num_epochs), float("nan"), device=device)
-        self.seen = torch.zeros(num_examples + 1, dtype=torch.bool, device=device)  # what this process recorded
 
     @staticmethod
     def nbytes(num_examples: int, num_epochs: int, channels: int) -> int:
@@ -48,20 +48,13 @@ class Recorder:
         """Scatter one batch's per-example signals into `column`: a single index_put on the device."""
         rows = torch.where(keys < self.num_examples, keys, self.num_examples)
         self.values[:, rows, column] = torch.stack([signals[c].detach().float() for c in self.channels])
-        self.seen[rows] = True
 
-    def restore(self, columns: dict[str, torch.Tensor] | None, seen: torch.Tensor) -> None:
-        """Put back a window's first columns from a checkpoint: the merged values on one process (the
-        others pass None and leave theirs empty, so the next merge sums to the same matrix), and on
-        every process the rows its workers trained on so far (dpt.py replays them from the samplers)."""
-        for k, c in enumerate(self.channels if columns is not None else ()):
+    def restore(self, columns: dict[str, torch.Tensor]) -> None:
+        """Put back the first columns of a window from a checkpoint (merged values: one process
+        restores them, the others leave theirs empty, so the next merge sums to the same matrix)."""
+        for k, c in enumerate(self.channels):
             assert columns[c].shape[0] == self.num_examples and columns[c].shape[1] <= self.values.shape[2]
             self.values[k, : self.num_examples, : columns[c].shape[1]] = columns[c].to(self.values.device)
-        self.seen[seen.to(self.seen.device)] = True
-
-    def recorded_rows(self) -> torch.Tensor:
-        """Indices of the examples this process recorded at least once in the window."""
-        return self.seen[: self.num_examples].nonzero().squeeze(1)
 
     def merged(self, columns: int | None = None) -> dict[str, torch.Tensor]:
         """Each channel's N x E matrix (its first `columns` columns): every process's records summed

@@ -65,12 +65,17 @@ def checkpoint_path(path: Path, seed: int) -> Path:
     return path.parent / "checkpoints" / f"{run_name(path, seed)}.pt"
 
 
+def row_ids(path: Path) -> set[str]:
+    """The ids (seeds) of the rows the CSV holds; none if it does not exist."""
+    if not path.is_file():
+        return set()
+    with open(path, newline="") as f:
+        return {row.get("id") for row in csv.DictReader(f)}
+
+
 def has_row(path: Path, seed: int) -> bool:
     """Whether the CSV already holds the row of this seed's run (rows are identified by seed)."""
-    if not path.is_file():
-        return False
-    with open(path, newline="") as f:
-        return any(row.get("id") == str(seed) for row in csv.DictReader(f))
+    return str(seed) in row_ids(path)
 
 
 def check_appendable(path: Path, header: list[str]) -> None:
@@ -93,12 +98,13 @@ def settings_clash(path: Path, args: dict, defining: list[str]) -> str | None:
     """How the runs whose rows are in `path` were set otherwise than `args` in the flags `defining`
     (read from their JSON logs beside it), or None: rows of one file must differ in their seed only, or
     the report would pool different experiments into one cell. Logs whose row is gone do not count."""
-    for log_path in sorted(path.parent.glob(f"logs/{path.stem}-seed*.json")):
+    ids = row_ids(path)
+    for log_path in sorted(path.parent.glob(f"logs/{path.stem}-seed*.json")) if ids else []:
         try:
             theirs = json.loads(log_path.read_text()).get("args", {})
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             continue
-        if not isinstance(theirs.get("seed"), int) or not has_row(path, theirs["seed"]):
+        if not isinstance(theirs.get("seed"), int) or str(theirs["seed"]) not in ids:
             continue
         differ = [k for k in defining if k != "seed" and k in theirs and theirs[k] != args.get(k)]
         if differ:

@@ -209,29 +209,18 @@ def test_record_scatters_every_channel_by_key_and_sends_padding_to_the_sink():
         0,
         1,
     ]
-    assert m.recorded_rows().tolist() == [0, 1, 2, 3, 4, 5]
     assert (
         m.values[0, 6, 0] == 99.0 and m.values[1, 6, 0] == 7.0
     )  # the sink row took the padding, and merged() drops it
     assert torch.equal(m.merged(1)["loss"], expected[:, :1])
 
 
-def test_recorded_rows_are_what_this_process_trained():
-    m = importance.Recorder(10, 3, ("loss",), "cpu")
-    m.record(torch.tensor([7, 2, 13]), 1, {"loss": torch.rand(3)})  # 13 = padding copy of 3
-    assert m.recorded_rows().tolist() == [2, 7]
-
-
-def test_restore_puts_back_the_first_columns_and_what_this_process_recorded():
+def test_restore_puts_back_the_first_columns():
     m = importance.Recorder(5, 3, ("loss", "el2n"), "cpu")
     saved = {"loss": torch.rand(5, 2), "el2n": torch.rand(5, 2)}
-    m.restore(saved, torch.tensor([1, 3]))  # the merged values on one process, its own rows on every process
+    m.restore(saved)
     assert torch.equal(m.merged(2)["loss"], saved["loss"]) and torch.equal(m.merged(2)["el2n"], saved["el2n"])
     assert torch.isnan(m.values[:, :5, 2]).all()
-    assert m.recorded_rows().tolist() == [1, 3]  # not every row the merged values hold
-    other = importance.Recorder(5, 3, ("loss", "el2n"), "cpu")
-    other.restore(None, torch.tensor([0, 2, 4]))
-    assert torch.isnan(other.values).all() and other.recorded_rows().tolist() == [0, 2, 4]
 
 
 CHANNELS = ("loss", "correct", "el2n", "grad_norm")

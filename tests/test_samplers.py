@@ -6,7 +6,7 @@ import torch
 from torch.utils.data.distributed import DistributedSampler
 
 import heuristics
-from samplers import ConstantSampler, WorkerBatches, num_real
+from samplers import ConstantSampler, WorkerBatches, num_real, trained
 
 
 def constant_samplers(n: int, workers: int, heuristic: str = "blocks", shuffle: bool = True, seed: int = 0):
@@ -122,3 +122,24 @@ def test_padding_never_leaves_a_last_batch_of_one():
             served = list(s)
             assert len(served) == expected and set(served) == set(part.tolist())
             assert sorted(served[:num_real(s)]) == part.tolist()  # each real example once, first
+
+
+def test_trained_is_what_the_workers_served_without_padding():
+    """10 examples over 3 workers: ranks 1 and 2 end each epoch with a padding copy of another
+    rank's example, which they train on but which is not theirs."""
+    everyone = [DistributedSampler(range(10), num_replicas=3, rank=w, shuffle=True, seed=5) for w in range(3)]
+    for epoch in (0, 3):
+        mine = []
+        for s in everyone:
+            s.set_epoch(epoch)
+            served = list(s)
+            mine.append(trained([s], [epoch]).tolist())
+            assert mine[-1] == sorted(served[: len(range(s.rank, 10, 3))])  # real samples come first
+            assert len(set(served) - set(mine[-1])) == (s.rank > 0)  # a padding copy served, not counted
+        assert sorted(sum(mine, [])) == list(range(10))  # disjoint, every example once
+    both = set(trained(everyone[:1], [0]).tolist()) | set(trained(everyone[:1], [3]).tolist())
+    assert trained(everyone[:1], [0, 3]).tolist() == sorted(both)  # over epochs: the union
+    parts = [torch.tensor([9, 0, 4]), torch.tensor([7, 1])]  # worker 1 pads with a copy of its own
+    fixed = [ConstantSampler(range(10), parts, num_replicas=2, rank=w) for w in range(2)]
+    assert [trained([s], range(3)).tolist() for s in fixed] == [[0, 4, 9], [1, 7]]
+    assert trained(fixed, []).tolist() == []
