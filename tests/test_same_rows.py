@@ -1,0 +1,91 @@
+"""Refactors change no result: four fixed-seed runs (an image run, a text run, a reducer run and a
+streaming run) write the same CSV row and the same per-epoch training losses as the runs recorded in
+tests/recorded_rows.json. Record them again only for a deliberate change of behaviour, and say which
+in the commit:
+
+    .venv/bin/python tests/test_same_rows.py record
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import fakedata  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+RECORDED = Path(__file__).with_name("recorded_rows.json")
+SCHEDULE = ["--total-epochs", "4", "--warmup-epochs", "2", "--interval-epochs", "1", "--ignore-epochs", "1"]
+
+
+def image(root: Path) -> list[str]:
+    fakedata.write_cifar10(root / "data", n_train=67, n_test=20)
+    return ["--dataset", "cifar10", "--data-dir", str(root / "data"), "--batch-size", "10", "--emulate-workers", "2",
+            *SCHEDULE]
+
+
+def text(root: Path) -> list[str]:
+    fakedata.write_text(root / "corpus.txt", lines=2000)
+    return ["--dataset", "text", "--text-file", str(root / "corpus.txt"), "--seq-len", "32", "--subset", "64",
+            "--test-subset", "16", "--batch-size", "8", "--layers", "1", "--hidden", "32", "--heads", "2",
+            "--optimizer", "adamw", "--lr", "0.01", "--weight-decay", "0.1", "--measure", "el2n",
+            "--emulate-workers", "2", *SCHEDULE]
+
+
+def reducer(root: Path) -> list[str]:
+    fakedata.write_cifar10(root / "data", n_train=67, n_test=20)
+    return ["--dataset", "cifar10", "--data-dir", str(root / "data"), "--batch-size", "10", "--emulate-workers", "2",
+            "--emulation", "sequential", "--reducer", "exdyna", "--density", "0.05", "--measure", "average",
+            *SCHEDULE]
+
+
+def streamed(root: Path) -> list[str]:
+    fakedata.write_fashion_mnist(root / "data", 60, 20)
+    subprocess.run([sys.executable, "streaming.py", "write", "--dataset", "fashionmnist", "--data-dir",
+                    str(root / "data"), "--out", str(root / "shards"), "--shard-size", "10"], cwd=REPO, check=True,
+                   capture_output=True)
+    return ["--dataset", "fashionmnist", "--data-dir", str(root / "data"), "--batch-size", "10",
+            "--emulate-workers", "2", "--data-source", "streaming", "--stream-remote", str(root / "shards"),
+            "--heuristic", "shard-stripes", *SCHEDULE]
+
+
+RUNS = {"image": image, "text": text, "reducer": reducer, "streaming": streamed}
+
+
+def run(name: str, root: Path) -> dict:
+    """The run's CSV row (as text, the way the file holds it) and its per-epoch training losses."""
+    out = root / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "dpt.py", *RUNS[name](root), "--results-dir", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (path,) = [p for p in out.rglob("*.csv")]
+    with open(path, newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    (log,) = [p for p in out.rglob("logs/*.json")]
+    losses = [e["train_loss"] for e in json.loads(log.read_text())["epochs"]]
+    return {"file": str(path.relative_to(out)), "row": row, "train_loss": losses}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RUNS))
+def test_the_run_writes_the_recorded_row(name, tmp_path):
+    recorded = json.loads(RECORDED.read_text())[name]
+    assert run(name, tmp_path) == recorded
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["record"]:
+    import tempfile
+
+    rows = {}
+    for name in RUNS:
+        with tempfile.TemporaryDirectory() as folder:
+            rows[name] = run(name, Path(folder))
+            print(name, rows[name]["row"].get("best_accuracy", rows[name]["row"].get("best_bits_per_byte")))
+    RECORDED.write_text(json.dumps(rows, indent=1) + "\n")
