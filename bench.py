@@ -37,7 +37,9 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms as T
 
+import catalog as C
 import data
+import flags
 import heuristics
 import importance
 import iosim
@@ -45,6 +47,7 @@ import lm
 import models
 import reducers
 import results
+import tasks
 import text
 import train
 from samplers import WorkerBatches, for_window
@@ -62,8 +65,8 @@ class PaperStyleDataset(torch.utils.data.Dataset):
     def __init__(self, split: data.Split):
         self.images = split.images.permute(0, 2, 3, 1).numpy()  # HWC uint8, as torchvision's CIFAR10.data
         self.labels = split.labels.tolist()
-        spec = data.SPECS["cifar10"]
-        self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+        spec = C.DATASETS["cifar10"]
+        self.transform = T.Compose([T.RandomCrop(32, padding=spec.crop_padding), T.RandomHorizontalFlip(), T.ToTensor(),
                                     T.Normalize(spec.mean, spec.std)])
 
     def __len__(self) -> int:
@@ -121,7 +124,7 @@ def ours(split: data.Split, args, device: torch.device, on_device: bool, track: 
         workers=args.workers,
         batch_size=args.batch_size,
         device=device,
-        spec=data.SPECS["cifar10"],
+        task=tasks.of("cifar10"),
         sequential=emulation == "sequential",
         on_device=on_device,
         channels=record,
@@ -209,7 +212,7 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
 
 
-ALL_CHANNELS = ("loss", "correct", "el2n", "grad_norm")
+ALL_CHANNELS = importance.CHANNELS
 
 
 def text_row(args, device: torch.device, model_name: str, emulation: str) -> dict:
@@ -220,7 +223,8 @@ def text_row(args, device: torch.device, model_name: str, emulation: str) -> dic
     model = lm.build(model_name, text.VOCAB, args.seq_len).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     step = train.Step.build(amp=args.amp == "bf16", workers=args.workers, batch_size=args.text_batch, device=device,
-                            sequential=emulation == "sequential", on_device=True, channels=ALL_CHANNELS)
+                            task=tasks.of("kjv"), sequential=emulation == "sequential", on_device=True,
+                            channels=ALL_CHANNELS)
     batches = WorkerBatches(for_window(split, None, range(args.workers), args.workers, shuffle=True, sampler_seed=0,
                                        seed=0), args.text_batch)
     recorder = importance.Recorder(n, 2, ALL_CHANNELS, device)
@@ -288,26 +292,33 @@ def iosim_row(args) -> dict:
             "seconds": time.perf_counter() - start, "requests": int(epochs.requests.sum())}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--workers", type=int, default=4)
+def build_parser() -> argparse.ArgumentParser:
+    p = flags.Parser(prog="bench.py", description=__doc__.split("\n\n")[0], formatter_class=flags.HelpFormatter)
+    p.add_argument("--workers", type=int, default=4, help="emulated workers (the paper: 4)")
     p.add_argument("--batch-size", type=int, default=256, help="per worker (images)")
     p.add_argument("--text-batch", type=int, default=64, help="chunks per worker (text)")
-    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=128, help="bytes a text chunk predicts")
     p.add_argument("--steps", type=int, default=20, help="steps per timed epoch (each worker's batches)")
-    p.add_argument("--amp", choices=["none", "bf16"], default="bf16" if torch.cuda.is_available() else "none",
+    p.add_argument("--amp", choices=["none", "bf16"], metavar="AMP", default=None,
                    help="for our rows (default: bf16 on a GPU, none on a CPU)")
     p.add_argument("--densities", type=float, nargs="+", default=[0.001, 0.01], help="the reducers' densities")
     p.add_argument("--reducer-steps", type=int, default=5, help="steps before a reducer's selection is timed")
-    p.add_argument("--partition-examples", type=int, default=50_000)
-    p.add_argument("--sim-examples", type=int, default=50_000)
-    p.add_argument("--sim-epochs", type=int, default=100)
+    p.add_argument("--partition-examples", type=int, default=50_000,
+                   help="examples scored and partitioned in the overhead row (CIFAR's 50,000)")
+    p.add_argument("--sim-examples", type=int, default=50_000, help="examples in the I/O simulator's row")
+    p.add_argument("--sim-epochs", type=int, default=100, help="epochs in the I/O simulator's row (the paper's T)")
     p.add_argument("--concurrent", type=int, nargs="+", metavar="K",
                    help="instead of the table: K copies at once for each K (a sweep's runs per GPU), "
                         "aggregate images/s")
-    p.add_argument("--out", default="bench.json")
+    p.add_argument("--out", default="results/bench.json", help="where the figures go, as JSON")
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args.amp = args.amp or ("bf16" if device.type == "cuda" else "none")
     torch.backends.cudnn.benchmark = True
     header = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "device_name": device_name(device),
               "torch": str(torch.__version__), "provenance": results.provenance(), "args": vars(args)}
@@ -360,6 +371,7 @@ def report(rows, text_rows, reduction, simulated, overheads, args, device) -> No
 
 
 def write(path: str, result: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
     print(f"wrote {path}")

@@ -22,34 +22,13 @@ import numpy as np
 import torch
 import torchvision
 
+import catalog as C
+
 
 class DataError(Exception):
     """A problem with the user's data that they can fix; dpt.py prints it as a one-line error."""
 
 
-@dataclass(frozen=True)
-class Spec:
-    num_classes: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_padding: int  # RandomCrop(size, padding=crop_padding); 0 means no crop
-    train_files: tuple[str, ...]  # what a local copy must hold, for the error message
-    test_files: tuple[str, ...]
-
-
-# Normalization and augmentation as the paper's code: CIFAR with RandomCrop(32, 4) + flip,
-# Fashion-MNIST with flip only.
-SPECS = {
-    "cifar10": Spec(10, 3, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4,
-                    tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
-                    ("cifar-10-batches-py/test_batch",)),
-    "cifar100": Spec(100, 3, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), 4,
-                     ("cifar-100-python/train",), ("cifar-100-python/test",)),
-    "fashionmnist": Spec(10, 1, (0.1307,), (0.3081,), 0,
-                         ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-                         ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")),
-}
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -64,21 +43,6 @@ class Split:
 
     def to(self, device: torch.device | str) -> "Split":
         return Split(self.images.to(device), self.labels.to(device), self.source)
-
-
-class IndexedDataset(torch.utils.data.Dataset):
-    """Map-style view of a Split for the DataLoader path. Items are addressed by the keys of
-    samplers.WorkerBatches (index, or index + N for padding) and carry their key along."""
-
-    def __init__(self, split: Split):
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        i = key % len(self.split)
-        return self.split.images[i], self.split.labels[i], key
 
 
 def _cifar_class(base: type) -> type:
@@ -118,7 +82,7 @@ def _missing_message(name: str, root: Path, files: tuple[str, ...], err: Excepti
 
 def _fetch(name: str, root: Path, fetch) -> None:
     """Download into root (one process at a time), or explain what a local copy must hold."""
-    spec = SPECS[name]
+    spec = C.DATASETS[name]
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(60)  # torchvision's urllib calls wait forever by default
     try:
@@ -131,7 +95,7 @@ def _fetch(name: str, root: Path, fetch) -> None:
 
 
 def _load_cifar(name: str, root: Path, train: bool) -> Split:
-    cls, spec = CIFAR[name], SPECS[name]
+    cls, spec = CIFAR[name], C.DATASETS[name]
     if not all((root / f).is_file() for f in spec.train_files + spec.test_files):
         _fetch(name, root, lambda: cls(str(root), train=train, download=True))  # md5-checked by torchvision
     files = spec.train_files if train else spec.test_files
@@ -172,7 +136,7 @@ def _find_idx(stem: str, folders: list[Path]) -> Path | None:
     return None
 
 
-def _load_fashion_mnist(root: Path, train: bool) -> Split:
+def _load_fashion_mnist(name: str, root: Path, train: bool) -> Split:
     prefix = "train" if train else "t10k"
     folders = [root / "FashionMNIST" / "raw", root, DEBIAN_FASHION_MNIST]
     stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
@@ -188,29 +152,33 @@ def _load_fashion_mnist(root: Path, train: bool) -> Split:
 
 
 def _checked(name: str, images: torch.Tensor, labels: torch.Tensor, where: str) -> Split:
-    spec = SPECS[name]
+    spec = C.DATASETS[name]
     if len(images) != len(labels) or len(labels) == 0:
         raise DataError(f"corrupt {name} data in {where}: {len(images)} images but {len(labels)} labels")
-    if images.shape[1] != spec.channels:
+    if images.shape[1] != spec.shape[0]:
         raise DataError(
-            f"corrupt {name} data in {where}: images have {images.shape[1]} channels, expected {spec.channels}"
+            f"corrupt {name} data in {where}: images have {images.shape[1]} channels, expected {spec.shape[0]}"
         )
-    if labels.min() < 0 or labels.max() >= spec.num_classes:
-        raise DataError(f"corrupt {name} data in {where}: labels outside 0..{spec.num_classes - 1}")
+    if labels.min() < 0 or labels.max() >= spec.classes:
+        raise DataError(f"corrupt {name} data in {where}: labels outside 0..{spec.classes - 1}")
     files = where.split(", ")
     return Split(
         images.contiguous(), labels, where if len(files) < 3 else f"{os.path.commonpath(files)}/ ({len(files)} files)"
     )
 
 
+# Each image dataset's loader; what it holds (shape, classes, normalization, files) is its catalog record.
+LOADERS = {"cifar10": _load_cifar, "cifar100": _load_cifar, "fashionmnist": _load_fashion_mnist}
+
+
 def load(name: str, data_dir: str | os.PathLike, train: bool, subset: int = 0) -> Split:
     """The train or test split of `name`; with subset > 0, its first `subset` examples."""
-    if name not in SPECS:
-        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(SPECS)}")
+    if name not in LOADERS:
+        raise DataError(f"unknown image dataset {name!r}; choose from {', '.join(LOADERS)}")
     root = Path(data_dir).expanduser()
     if root.exists() and not root.is_dir():
         raise DataError(f"--data-dir {root} is a file, not a folder; pass the folder that holds the dataset")
-    split = _load_fashion_mnist(root, train) if name == "fashionmnist" else _load_cifar(name, root, train)
+    split = LOADERS[name](name, root, train)
     if subset:
         if subset > len(split):
             which = "--subset" if train else "--test-subset"

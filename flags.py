@@ -13,12 +13,14 @@ import math
 import os
 import sys
 
+import catalog as C
 import workload as names
 from workload import Workload
 
 SEED_LIMIT = 2**32  # seeds feed torch's and Python's generators after small offsets (seed + epoch, ...)
 # Flags that do not change a run's result (beyond rounding): they may differ on --resume.
-OPERATIONAL = {"data_dir", "results_dir", "description", "save_partitions", "checkpoint_every", "resume", "backend",
+OPERATIONAL = {"data_dir", "results_dir", "description", "save_partitions", "checkpoint_every", "resume", "preflight",
+               "backend",
                "timeout", "deterministic", "emulate_workers", "emulation", "data_on_device", "data_source",
                "stream_remote", "stream_endpoint", "cache_bytes", "cache_policy", "cache_dir",
                "wandb", "wandb_project", "wandb_entity", "wandb_name"}
@@ -40,106 +42,83 @@ class Parser(argparse.ArgumentParser):
         die(message, self.prog)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's default once: appended unless its help already says it, or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Defaults are the paper's settings (section 5.1 and its code)."""
-    p = Parser(
-        prog="dpt.py",
-        description="Importance-aware data-parallel training (Sheikholeslami et al., DAIS 2023).",
-        allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = Parser(prog="dpt.py", description="Importance-aware data-parallel training (Sheikholeslami et al., DAIS 2023).",
+               allow_abbrev=False, formatter_class=HelpFormatter)
     w = p.add_argument_group("workload")
-    w.add_argument("--dataset", default="cifar10", choices=[*names.DATASETS, *names.TEXT_DATASETS],
-                   help="images: cifar10, cifar100, fashionmnist; text (language modelling): kjv, the King James Bible "
-                        "from Debian's bible-kjv, or text, the UTF-8 file given by --text-file")
-    w.add_argument("--model", default=None, choices=list(names.MODELS),
-                   help="resnet18 or resnet34 for images (default resnet18), lstm or gpt for text (default gpt)")
-    w.add_argument("--heuristic", default="stripes", choices=[*names.HEURISTICS, *names.ALIASES.keys() - {"none"}],
-                   help="partitioning heuristic; none = vanilla DPT for every epoch (the baseline); "
-                        "the paper's code names roundrobin (= stripes) and steps (= blocks) are accepted")
-    w.add_argument(
-        "--measure",
-        default="variance",
-        choices=list(names.MEASURES),
-        help="importance of an example from its recorded window",
-    )
+    w.add_argument("--dataset", default="cifar10", choices=list(C.DATASETS), metavar="NAME",
+                   help="; ".join(f"{t.title}: {', '.join(C.names_of(C.DATASETS, t.name))}" for t in C.TASKS.values()))
+    w.add_argument("--model", default=None, choices=list(C.MODELS), metavar="NAME",
+                   help="per task, its default first: " + "; ".join(
+                       f"{', '.join(sorted(C.names_of(C.MODELS, t.name), key=lambda m: m != t.default_model))} "
+                       f"({t.title})" for t in C.TASKS.values()))
+    w.add_argument("--heuristic", default="stripes", choices=[*C.HEURISTICS, *C.ALIASES], metavar="NAME",
+                   help="how the sorted examples are partitioned: " + ", ".join(
+                       f"{h} ({r.title}; the paper's code's {r.paper})" if r.paper != h else h
+                       for h, r in C.HEURISTICS.items()) + "; the first is vanilla DPT every epoch (the baseline)")
+    w.add_argument("--measure", default="variance", choices=list(C.MEASURES), metavar="NAME",
+                   help=f"importance of an example from its recorded window: {', '.join(C.MEASURES)} "
+                        "(docs/measures.md)")
     s = p.add_argument_group("schedule (epochs)")
     s.add_argument("--total-epochs", type=int, default=names.PAPER_EPOCHS, help="T")
-    s.add_argument(
-        "--warmup-epochs",
-        type=int,
-        default=20,
-        help="E_warmup: vanilla epochs before the first partition (set to T under --heuristic none)",
-    )
-    s.add_argument(
-        "--interval-epochs",
-        type=int,
-        default=5,
-        help="E_interval: epochs per fixed partition; the last interval also runs the (T - W) mod I leftover epochs",
-    )
-    s.add_argument(
-        "--ignore-epochs",
-        type=int,
-        default=names.PAPER_IGNORE,
-        help="E_ignore: first warmup epochs left out of the first importance",
-    )
-    s.add_argument(
-        "--repartition",
-        choices=["once", "interval"],
-        default=None,
-        help="interval: repartition every E_interval epochs (default with a heuristic); "
-        "once: one partition for all T - W epochs after warmup (default, and the only mode, with --heuristic none)",
-    )
-    s.add_argument(
-        "--shuffle", choices=["yes", "no"], default="yes", help="reshuffle each worker's fixed partition every epoch"
-    )
+    s.add_argument("--warmup-epochs", type=int, default=20,
+                   help="E_warmup: vanilla epochs before the first partition (set to T under --heuristic none)")
+    s.add_argument("--interval-epochs", type=int, default=5,
+                   help="E_interval: epochs per fixed partition; the last interval also runs the (T - W) mod I "
+                        "leftover epochs")
+    s.add_argument("--ignore-epochs", type=int, default=names.PAPER_IGNORE,
+                   help="E_ignore: first warmup epochs left out of the first importance")
+    s.add_argument("--repartition", choices=["once", "interval"], metavar="REPARTITION", default=None,
+                   help="interval: repartition every E_interval epochs (the default with a heuristic); once: one "
+                        "partition for all T - W epochs after warmup (the only mode with --heuristic none)")
+    s.add_argument("--shuffle", choices=["yes", "no"], default="yes",
+                   help="reshuffle each worker's fixed partition every epoch")
     o = p.add_argument_group("optimization")
     o.add_argument("--batch-size", type=int, default=256, help="per worker (the paper: 4 workers x 256)")
     o.add_argument("--lr", type=float, default=0.1, help="constant, no schedule (as the paper's code)")
-    o.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+    o.add_argument("--optimizer", choices=["sgd", "adamw"], metavar="OPTIMIZER", default="sgd",
                    help="sgd: the paper's (Nesterov momentum, constant lr); "
                         "adamw: betas (0.9, 0.99), for language models")
-    o.add_argument("--momentum", type=float, default=None, help="SGD's Nesterov momentum (default 0.9; not for adamw)")
-    o.add_argument("--weight-decay", type=float, default=5e-4)
-    o.add_argument(
-        "--seed",
-        type=int,
-        default=names.PAPER_SEEDS[0],
-        help="torch.manual_seed in every process; also shuffles the fixed partitions "
-        "and keys each example's augmentation",
-    )
+    o.add_argument("--momentum", type=float, default=None,
+                   help="SGD's Nesterov momentum (default 0.9; refused with adamw)")
+    o.add_argument("--weight-decay", type=float, default=5e-4, help="L2 penalty (SGD) or decoupled decay (AdamW)")
+    o.add_argument("--seed", type=int, default=names.PAPER_SEEDS[0],
+                   help="torch.manual_seed in every process; also shuffles the fixed partitions and keys each "
+                        "example's augmentation")
     o.add_argument("--sampler-seed", type=int, default=0,
-                   help="seed of warmup's DistributedSampler (the paper's code left it at its default 0 for every run)")
-    o.add_argument(
-        "--amp",
-        choices=["none", "bf16"],
-        default="none",
-        help="autocast the forward pass to bfloat16 (defines the run: a float32 run does not resume under bf16)",
-    )
+                   help="seed of warmup's DistributedSampler (the paper's code left it at 0 for every run)")
+    o.add_argument("--amp", choices=["none", "bf16"], metavar="AMP", default="none",
+                   help="autocast the forward pass to bfloat16 (defines the run: a float32 run does not resume "
+                        "under bf16)")
     e = p.add_argument_group("data and evaluation")
-    e.add_argument(
-        "--eval-protocol",
-        choices=["paper", "standard"],
-        default=None,
-        help="images: paper (the default): test set with the training augmentation, BatchNorm in training mode "
-        "(the paper's code); standard: eval mode, no augmentation. Text: standard only (eval mode)",
-    )
+    e.add_argument("--eval-protocol", choices=["paper", "standard"], metavar="PROTOCOL", default=None,
+                   help="paper (the images' default): test set with the training augmentation, BatchNorm in "
+                        "training mode (the paper's code); standard: eval mode, no augmentation (text: the only one)")
     e.add_argument("--subset", type=int, default=0, help="train on the first N training examples only (0: all)")
     e.add_argument("--test-subset", type=int, default=0, help="evaluate on the first N test examples only (0: all)")
-    t = p.add_argument_group("language modelling (--dataset kjv or text); an example is a chunk of --seq-len + 1 bytes")
-    t.add_argument("--text-file", default=None, help="with --dataset text: any UTF-8 file (e.g. Tiny Shakespeare)")
-    t.add_argument("--seq-len", type=int, default=128, help="tokens (bytes) a chunk predicts")
-    t.add_argument("--layers", type=int, default=None, help="LSTM layers (default 2) or GPT blocks (default 4)")
-    t.add_argument("--hidden", type=int, default=None,
-                   help="LSTM embedding and hidden size (default 256), GPT width (default 128)")
-    t.add_argument("--heads", type=int, default=None, help="GPT attention heads (default 4)")
-    t.add_argument("--dropout", type=float, default=None, help="LSTM dropout (default 0.2), GPT dropout (default 0.0)")
+    for task in C.TASKS.values():
+        if task.options:
+            group = p.add_argument_group(task.flag_group)
+            for option in task.options:
+                group.add_argument(option.flag, type=option.type, default=option.default,
+                                   help=option.help + _model_defaults(option))
     d = p.add_argument_group("data source and storage (the I/O study; streaming.py, iosim.py); only --shard-size "
                              "changes the result")
     d.add_argument("--shard-size", type=int, default=None,
                    help="examples per storage shard, for --heuristic shard-stripes (default: the streaming remote's, "
                         "else min(100, N // n), so that every worker gets a shard)")
-    d.add_argument("--data-source", choices=["memory", "streaming"], default="memory",
+    d.add_argument("--data-source", choices=["memory", "streaming"], metavar="SOURCE", default="memory",
                    help="memory: the training split loaded whole; streaming: each worker reads its examples from the "
                         "shards at --stream-remote through its own cache (the test split still comes from --data-dir)")
     d.add_argument("--stream-remote", default=None,
@@ -147,77 +126,66 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--stream-endpoint", default=None, help="an S3-compatible endpoint URL for an s3:// remote")
     d.add_argument("--cache-bytes", type=int, default=None,
                    help="each worker's cache (default: 1/n of the shards' bytes plus one shard)")
-    d.add_argument("--cache-policy", choices=["lru", "partition"], default="partition",
+    d.add_argument("--cache-policy", choices=["lru", "partition"], metavar="POLICY", default="partition",
                    help="lru: whole shards, least recently used out; partition: the worker's partition's shards "
                         "pinned for the interval, LRU for the rest (iosim.py defines both)")
     d.add_argument("--cache-dir", default=None,
                    help="where the workers' caches go (default: <results-dir>/<workload>/cache/<run>)")
     x = p.add_argument_group("gradient exchange: a DDP communication hook (reducers.py); emulated workers need "
                              "--emulation sequential")
-    x.add_argument("--reducer", choices=list(names.REDUCERS), default="none",
-                   help="none: DDP's dense all-reduce; exact: the same through the hook; exdyna (Yoon & Oh, "
-                        "CCGrid 2024) and the sparsifying baselines micro, topk, global-topk, threshold, cltk, "
-                        "gaussiank, with error feedback")
+    x.add_argument("--reducer", choices=list(C.REDUCERS), default="none", metavar="NAME",
+                   help="how gradients are exchanged: " + ", ".join(f"{r} ({C.REDUCERS[r].title})" for r in
+                                                                     C.REDUCERS) + "; all but the first two sparsify, "
+                        "with error feedback (docs/studies.md)")
     x.add_argument("--density", type=float, default=None,
-                   help="the fraction of gradient entries a sparsifying reducer sends (default 0.01)")
+                   help=f"the fraction of gradient entries a sparsifying reducer sends (default {C.DEFAULT_DENSITY})")
     r = p.add_argument_group("files and launch (do not change the result)")
     r.add_argument("--data-dir", default="data", help="where datasets are (or are downloaded to)")
     r.add_argument("--results-dir", default="results", help="CSV rows, JSON logs and checkpoints go under here")
     r.add_argument("--description", default="", help="free text stored in the log (and W&B notes)")
-    r.add_argument(
-        "--save-partitions",
-        action="store_true",
-        help="also save every partition and the examples each rank recorded per window (<log>.partitions.pt)",
-    )
-    r.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=0,
-        help="save the run's state every K epochs (0: never) to <results-dir>/<workload>/checkpoints/<run>.pt",
-    )
-    r.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from this run's checkpoint if there is one (else start afresh), to the same result row",
-    )
-    r.add_argument(
-        "--backend",
-        choices=["nccl", "gloo"],
-        default=None,
-        help="process-group backend (default: nccl with CUDA, else gloo)",
-    )
-    r.add_argument(
-        "--timeout",
-        type=float,
-        default=600,
-        help="seconds a rank waits in a collective for the others (a hung or dead rank) before the run fails",
-    )
-    r.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="torch.use_deterministic_algorithms(True), for bitwise repeatable runs",
-    )
+    r.add_argument("--save-partitions", action="store_true",
+                   help="also save every partition and the examples each rank recorded per window "
+                        "(<log>.partitions.pt)")
+    r.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save the run's state every K epochs (0: never) to "
+                        "<results-dir>/<workload>/checkpoints/<run>.pt")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from this run's checkpoint if there is one (else start afresh), to the same "
+                        "result row")
+    r.add_argument("--backend", choices=["nccl", "gloo"], metavar="BACKEND", default=None,
+                   help="process-group backend (default: nccl with CUDA, else gloo)")
+    r.add_argument("--timeout", type=float, default=600,
+                   help="seconds a rank waits in a collective for the others (a hung or dead rank) before the run "
+                        "fails")
+    r.add_argument("--preflight", type=int, default=None, metavar="N",
+                   help="run every up-front check for a launch of N processes (torchrun's world size) and exit: 0 "
+                        "and what the run would do, or 2 and why not; nothing is written (the launcher scripts run "
+                        "it before torchrun)")
+    r.add_argument("--deterministic", action="store_true",
+                   help="torch.use_deterministic_algorithms(True), for bitwise repeatable runs")
     f = p.add_argument_group("speed: one device as N workers (does not change the result beyond rounding)")
     f.add_argument("--emulate-workers", type=int, default=1,
                    help="logical workers per process, with exactly the semantics of that many DDP ranks "
                         "(own batches, own BatchNorm statistics, averaged gradients); workers = processes x this")
-    f.add_argument(
-        "--emulation",
-        choices=["fused", "sequential"],
-        default="fused",
-        help="fused: the workers' batches in one forward pass, BatchNorm per worker (fast); sequential: one "
-        "forward/backward per worker, gradients accumulated: bit for bit 2-rank DDP's arithmetic (a reference)",
-    )
+    f.add_argument("--emulation", choices=["fused", "sequential"], metavar="EMULATION", default="fused",
+                   help="fused: the workers' batches in one forward pass, BatchNorm per worker (fast); sequential: one "
+                        "forward/backward per worker, gradients accumulated: bit for bit 2-rank DDP's arithmetic "
+                        "(a reference)")
     f.add_argument("--data-on-device", action="store_true",
                    help="hold the datasets as uint8 tensors on the device and gather batches there (no DataLoader)")
     b = p.add_argument_group("Weights & Biases (optional)")
-    b.add_argument(
-        "--wandb", action="store_true", help="log each epoch to W&B (needs `wandb login`, or WANDB_MODE=offline)"
-    )
-    b.add_argument("--wandb-project", default="importance-aware-dpt")
-    b.add_argument("--wandb-entity", default=None)
+    b.add_argument("--wandb", action="store_true",
+                   help="log each epoch to W&B (needs `wandb login`, or WANDB_MODE=offline)")
+    b.add_argument("--wandb-project", default="importance-aware-dpt", help="the W&B project runs are logged to")
+    b.add_argument("--wandb-entity", default=None, help="the W&B team or user (default: your account)")
     b.add_argument("--wandb-name", default=None, help="run name (default: the run's CSV file and seed)")
     return p
+
+
+def _model_defaults(option: C.Option) -> str:
+    """' (default 2 for lstm, 4 for gpt)' for an option whose default is per model."""
+    per_model = [f"{m.defaults[option.dest]} for {m.name}" for m in C.MODELS.values() if option.dest in m.defaults]
+    return f" (default {', '.join(per_model)})" if per_model and option.default is None else ""
 
 
 def run_defining() -> list[str]:
@@ -241,7 +209,7 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise BadFlag(f"--total-epochs must be at least 1 (got {args.total_epochs})")
     if args.batch_size < 1:
         raise BadFlag(f"--batch-size is per worker and must be at least 1 (got {args.batch_size})")
-    if args.batch_size == 1 and args.model in names.IMAGE_MODELS:
+    if args.batch_size == 1 and C.MODELS[args.model].batchnorm:
         raise BadFlag(
             "--batch-size 1 gives every worker batches of one example, which BatchNorm cannot train on; pass at least 2"
         )
@@ -271,6 +239,8 @@ def check_numbers(args: argparse.Namespace) -> None:
         )
     if args.checkpoint_every < 0:
         raise BadFlag(f"--checkpoint-every takes a number of epochs, 0 for never (got {args.checkpoint_every})")
+    if args.preflight is not None and args.preflight < 1:
+        raise BadFlag(f"--preflight takes the number of processes of the launch, at least 1 (got {args.preflight})")
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise BadFlag(f"--timeout takes a positive number of seconds (got {args.timeout})")
 
@@ -305,50 +275,47 @@ def check_schedule(args: argparse.Namespace) -> None:
         )
 
 
-TEXT_ONLY = ("text_file", "layers", "hidden", "heads", "dropout")
-
-
 def check_task(args: argparse.Namespace) -> None:
-    """The dataset, the model and the task's own flags agree; fill in the task's defaults."""
-    text = args.dataset in names.TEXT_DATASETS
-    args.model = args.model or ("gpt" if text else "resnet18")
-    if text != (args.model in names.TEXT_MODELS):
-        kind, models = ("text", names.TEXT_MODELS) if text else ("image", names.IMAGE_MODELS)
-        raise BadFlag(f"--model {args.model} does not fit --dataset {args.dataset} ({kind}); "
-                      f"pass --model {' or '.join(models)}")
-    if not text:
-        given = [f"--{f.replace('_', '-')}" for f in TEXT_ONLY if getattr(args, f) is not None]
+    """The dataset, the model and the task's own flags agree; fill in the task's and the model's defaults."""
+    task = C.task_of(args.dataset)
+    args.model = args.model or task.default_model
+    if C.MODELS[args.model].task != task.name:
+        fits = " or ".join(C.names_of(C.MODELS, task.name))
+        raise BadFlag(f"--model {args.model} does not fit --dataset {args.dataset} ({task.name}); pass --model {fits}")
+    for other in C.TASKS.values():
+        given = [o.flag for o in other.options if other is not task and getattr(args, o.dest) != o.default]
         if given:
-            raise BadFlag(f"{', '.join(given)} are for language modelling (--dataset kjv or text); "
-                          f"drop them for --dataset {args.dataset}")
-        args.eval_protocol = args.eval_protocol or "paper"
-        return
-    if (args.dataset == "text") != (args.text_file is not None):
+            raise BadFlag(f"{', '.join(given)} are for {other.title} (--dataset "
+                          f"{' or '.join(C.names_of(C.DATASETS, other.name))}); drop them for --dataset {args.dataset}")
+    if args.eval_protocol is not None and args.eval_protocol not in task.eval_protocols:
+        raise BadFlag(f"--eval-protocol {args.eval_protocol} is not a protocol of {task.title} (it has "
+                      f"{', '.join(task.eval_protocols)}); drop it or pass {task.eval_protocols[0]}")
+    args.eval_protocol = args.eval_protocol or task.eval_protocols[0]
+    why = C.means_nothing(args.measure, task.name)
+    if why and args.heuristic != "none":
+        raise BadFlag(f"--measure {args.measure} has no meaning on {task.title} ({why}); pick another")
+    if "labels" in C.HEURISTICS[args.heuristic].needs and not task.has_labels:
+        raise BadFlag(f"--heuristic {args.heuristic} reads each example's class, and {task.title} examples have none; "
+                      "pick another")
+    model = C.MODELS[args.model]
+    for option in task.options:
+        value = getattr(args, option.dest)
+        if value is not None and option.dest not in model.defaults and option.default is None \
+                and any(option.dest in m.defaults for m in C.MODELS.values()):
+            raise BadFlag(f"{option.flag} is not read by --model {args.model}; drop it")
+        if value is None:
+            value = model.defaults.get(option.dest)
+            setattr(args, option.dest, value)
+        if value is not None and option.minimum is not None and not value >= option.minimum:
+            raise BadFlag(f"{option.flag} must be at least {option.minimum:g} (got {value})")
+        if value is not None and option.below is not None and not value < option.below:
+            raise BadFlag(f"{option.flag} must be in [{option.minimum:g}, {option.below:g}) (got {value})")
+    fix = model.check(args) if model.check else None
+    if fix:
+        raise BadFlag(fix)
+    if (args.dataset == "text") != (getattr(args, "text_file", None) is not None):
         raise BadFlag("--dataset text reads the file given by --text-file; "
                       "pass both (or --dataset kjv without --text-file)")
-    if args.eval_protocol == "paper":
-        raise BadFlag("--eval-protocol paper is the paper's image protocol (augmented test images, BatchNorm "
-                      "in training "
-                      "mode); text is evaluated in eval mode: drop it or pass standard")
-    args.eval_protocol = "standard"
-    if args.measure in names.NOT_ON_TEXT and args.heuristic != "none":
-        raise BadFlag(f"--measure {args.measure} has no meaning on text ({names.NOT_ON_TEXT[args.measure]}); "
-                      "pick another")
-    if args.heuristic in names.NOT_ON_TEXT:
-        raise BadFlag(f"--heuristic {args.heuristic} has no meaning on text "
-                      f"({names.NOT_ON_TEXT[args.heuristic]}); pick another")
-    if args.seq_len < 1:
-        raise BadFlag(f"--seq-len must be at least 1 (got {args.seq_len})")
-    for flag in ("layers", "hidden", "heads"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise BadFlag(f"--{flag} must be at least 1 (got {getattr(args, flag)})")
-    if args.dropout is not None and not 0 <= args.dropout < 1:
-        raise BadFlag(f"--dropout must be in [0, 1) (got {args.dropout})")
-    if args.heads is not None and args.model != "gpt":
-        raise BadFlag("--heads is the GPT's; the LSTM has none (drop it)")
-    if args.model == "gpt" and (args.hidden or 128) % (args.heads or 4):
-        raise BadFlag(f"--hidden {args.hidden or 128} must be a multiple of --heads {args.heads or 4} "
-                      "(the GPT splits its width over the heads)")
 
 
 def check_exchange(args: argparse.Namespace) -> None:
@@ -362,7 +329,7 @@ def check_exchange(args: argparse.Namespace) -> None:
                           "(drop it)")
         args.density = None if args.reducer == "none" else 1.0
         return
-    args.density = 0.01 if args.density is None else args.density
+    args.density = C.DEFAULT_DENSITY if args.density is None else args.density
     if not (math.isfinite(args.density) and 0 < args.density <= 1):
         raise BadFlag(f"--density must be in (0, 1] (got {args.density}); e.g. 0.01 sends 1% of the gradient entries")
 
@@ -377,10 +344,12 @@ def check_storage(args: argparse.Namespace) -> None:
              if getattr(args, f) is not None]
     if given and not streaming:
         raise BadFlag(f"{', '.join(given)} are for --data-source streaming; pass it, or drop them")
-    if streaming and args.dataset in names.TEXT_DATASETS:
-        raise BadFlag("--data-source streaming serves images; text always lives on the device (drop it)")
-    if streaming and args.heuristic == "class-stripes":
-        raise BadFlag("--heuristic class-stripes reads every example's label, which a streamed split keeps in its "
+    task = C.task_of(args.dataset)
+    if streaming and not task.streams:
+        raise BadFlag(f"--data-source streaming serves images; {task.title} data always lives on the device "
+                      "(drop it)")
+    if streaming and "labels" in C.HEURISTICS[args.heuristic].needs:
+        raise BadFlag(f"--heuristic {args.heuristic} reads every example's label, which a streamed split keeps in its "
                       "shards; pick another heuristic or --data-source memory")
     if streaming and args.data_on_device:
         raise BadFlag("--data-on-device holds the whole split on the device; --data-source streaming reads it "
@@ -395,7 +364,7 @@ def check_storage(args: argparse.Namespace) -> None:
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Check the flags against each other and fill in the derived ones; BadFlag on bad input."""
-    args.heuristic = names.ALIASES.get(args.heuristic, args.heuristic)
+    args.heuristic = C.ALIASES.get(args.heuristic, args.heuristic)
     check_exchange(args)
     check_task(args)
     check_storage(args)

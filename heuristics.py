@@ -8,7 +8,8 @@ print(H.partition(torch.arange(8), 4, 'random', H.Context(None, None, None, inte
 The sorted order comes first, most important first, as the paper's code sorts. A new heuristic is a
 function (sorted_indices, num_workers) -> Partition, or (sorted_indices, num_workers, context) ->
 Partition when it needs more (scores, labels, the previous assignment, the interval, the seed: one
-Context value), plus a line in HEURISTICS and one in NEEDS naming the Context fields it reads.
+Context value), plus a line in HEURISTICS and its record in catalog.HEURISTICS (whose `needs` names
+the Context fields it reads).
 `partition` checks that every example is placed exactly once and that sizes differ by at most one.
 """
 import heapq
@@ -16,6 +17,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+import catalog as C
 
 Partition = list[torch.Tensor]  # worker w trains on the example indices in partition[w]
 
@@ -183,21 +186,34 @@ def shard_aware(sorted_indices: torch.Tensor, num_workers: int, context: Context
     return shard_stripes(sorted_indices, num_workers, context.scores, context.shard_size)
 
 
+def too_few_shards(num_examples: int, num_workers: int, shard_size: int) -> str | None:
+    """Why shard-stripes cannot deal these examples (fewer whole shards than workers), or None."""
+    shards = math.ceil(num_examples / shard_size)
+    if shards >= num_workers:
+        return None
+    return (f"--heuristic shard-stripes deals whole shards, and {num_examples} examples make {shards} shards for "
+            f"{num_workers} workers; pass a --shard-size of at most {num_examples // num_workers}")
+
+
+# What each heuristic reads beyond the order is its record's `needs` in catalog.HEURISTICS.
 HEURISTICS = {"stripes": stripes, "blocks": blocks, "random": random_partition, "snake": snake, "balance": balance,
               "class-stripes": class_stripes, "blocks-rotate": blocks_rotate, "sticky-stripes": sticky_stripes,
               "shard-stripes": shard_aware}
-NEEDS: dict[str, set[str]] = {"stripes": set(), "blocks": set(), "random": {"interval", "seed"}, "snake": set(),
-                              "balance": {"scores"}, "class-stripes": {"labels"}, "blocks-rotate": {"interval"},
-                              "sticky-stripes": {"previous"}, "shard-stripes": {"scores", "shard_size"}}
-assert NEEDS.keys() == HEURISTICS.keys()
+# Up-front checks of a heuristic against the data and the workers: (N, n, shard size) -> why not, or None.
+CHECKS = {"shard-stripes": too_few_shards}
+
+
+def refusal(heuristic: str, num_examples: int, num_workers: int, shard_size: int) -> str | None:
+    check = CHECKS.get(heuristic)
+    return check(num_examples, num_workers, shard_size) if check else None
 
 
 def partition(
     sorted_indices: torch.Tensor, num_workers: int, heuristic: str, context: Context | None = None
 ) -> Partition:
-    """Apply a registered heuristic (with `context` when NEEDS says it reads one) and check that every
-    example is placed exactly once and that partition sizes differ by at most one."""
-    needs = NEEDS[heuristic]
+    """Apply a registered heuristic (with `context` when its catalog record says it reads one) and check
+    that every example is placed exactly once and that partition sizes differ by at most one."""
+    needs = C.HEURISTICS[heuristic].needs
     if needs:
         missing = sorted(f for f in needs if context is None or getattr(context, f) is None)
         if missing:
@@ -217,6 +233,6 @@ def partition(
     placed = torch.sort(torch.cat(parts)).values
     assert torch.equal(placed, torch.sort(sorted_indices).values), "a heuristic must place every example once"
     lengths = [len(p) for p in parts]
-    slack = context.shard_size if "shard_size" in NEEDS[heuristic] else 1  # whole shards: up to one shard apart
+    slack = context.shard_size if "shard_size" in needs else 1  # whole shards: up to one shard apart
     assert max(lengths) - min(lengths) <= slack, f"partition sizes must differ by at most {slack}"
     return parts

@@ -9,18 +9,23 @@ r.record(torch.arange(4), 0, {'loss': torch.rand(4)}); r.record(torch.arange(4),
 print(I.rank('variance', r.merged(), None))"
 
 A window is one (N, E) float32 matrix per recorded channel ("loss", "correct", "el2n",
-"grad_norm": see the channel notes above MEASURES); `previous` holds each channel's column recorded
+"grad_norm": see the notes at CHANNELS); `previous` holds each channel's column recorded
 just before the window, or is None. A new measure is a function (window, previous) -> N scores
-(higher: more important, sorted first) plus a Measure line in MEASURES naming the channels it
-reads, its tie-break, what it means on chunks of text (None: refused there) and its paper; a run
-records exactly the channels its measure reads.
+(higher: more important, sorted first) in MEASURES plus its record in catalog.MEASURES (the
+channels it reads, its tie-break, what it means on each task, its paper); a run records exactly
+the channels its measure reads.
 """
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+import catalog as C
+
+# "loss" cross-entropy; "correct" 1.0 if argmax(logits) == label else 0.0 (text: the chunk's token
+# accuracy); "el2n" ||softmax(logits) - onehot(label)||_2 (text: mean over the chunk's tokens);
+# "grad_norm" ||p - y|| * sqrt(||h||^2 + 1). On text, p = exp(-loss) is the geometric mean of the
+# chunk's true-token probabilities. train.per_example computes them.
 CHANNELS = ("loss", "correct", "el2n", "grad_norm")
 
 
@@ -89,12 +94,6 @@ def variance(window: torch.Tensor) -> torch.Tensor:
     if window.shape[1] == 1:
         return average(window)
     return torch.var_mean(window, dim=1, correction=1)[0]
-
-
-def average_loss(window: Window) -> torch.Tensor:
-    """The tie-break of every measure added after the paper's two: average loss (higher first), so
-    equal scores (forgetting counts, E = 1 variances) fall back to the paper's `average`."""
-    return average(window["loss"])
 
 
 def probability(window: Window) -> torch.Tensor:
@@ -175,91 +174,25 @@ def grad_norm(window: Window, previous: Column | None) -> torch.Tensor:
     return window["grad_norm"].mean(dim=1)
 
 
-@dataclass(frozen=True)
-class Measure:
-    """A registered measure: its score, the channels a run must record for it, its tie-break, what it
-    means on chunks of text (None: refused on language modelling), and the paper it comes from."""
-    score: Callable[[Window, Column | None], torch.Tensor]  # -> (N,) scores, higher = more important
-    channels: tuple[str, ...]
-    tiebreak: Callable[[Window], torch.Tensor] | None  # secondary key, higher first; None: index order
-    text: str | None
-    source: str
-
-
-PAPER = "Sheikholeslami et al., DAIS 2023 (the paper reproduced here)"
-CARTOGRAPHY = "Swayamdipta et al., Dataset Cartography, EMNLP 2020"
-ACTIVE_BIAS = "Chang et al., Active Bias, NeurIPS 2017"
-# Channels: "loss" cross-entropy; "correct" 1.0 if argmax(logits) == label else 0.0 (text: the chunk's
-# token accuracy); "el2n" ||softmax(logits) - onehot(label)||_2 (text: mean over the chunk's tokens);
-# "grad_norm" ||p - y|| * sqrt(||h||^2 + 1). On text, p = exp(-loss) is the geometric mean of the
-# chunk's true-token probabilities.
-MEASURES: dict[str, Measure] = {
-    # The paper's two keep index-order ties, as its code's stable sort did.
-    "average": Measure(
-        lambda window, previous: average(window["loss"]),
-        ("loss",),
-        None,
-        "mean over the window of the chunk's loss (its mean token cross-entropy)",
-        PAPER,
-    ),
-    "variance": Measure(
-        lambda window, previous: variance(window["loss"]),
-        ("loss",),
-        None,
-        "unbiased variance over the window of the chunk's loss (its mean token cross-entropy)",
-        PAPER,
-    ),
-    "forgetting": Measure(
-        forgetting,
-        ("correct", "loss"),
-        average_loss,
-        None,
-        "Toneva et al., An Empirical Study of Example Forgetting, ICLR 2019",
-    ),
-    "confidence": Measure(
-        confidence,
-        ("loss",),
-        average_loss,
-        "1 - mean over the window of the chunk's geometric-mean true-token probability",
-        CARTOGRAPHY,
-    ),
-    "variability": Measure(
-        variability,
-        ("loss",),
-        average_loss,
-        "standard deviation over the window of the chunk's geometric-mean true-token probability",
-        CARTOGRAPHY,
-    ),
-    "ab-variance": Measure(
-        ab_variance,
-        ("loss",),
-        average_loss,
-        "active bias's prediction-variance estimate over the window "
-        "of the chunk's geometric-mean true-token probability",
-        ACTIVE_BIAS,
-    ),
-    "ab-closeness": Measure(
-        ab_closeness,
-        ("loss",),
-        average_loss,
-        "mean p (1 - mean p) of the chunk's geometric-mean true-token probability p",
-        ACTIVE_BIAS,
-    ),
-    "el2n": Measure(
-        el2n,
-        ("el2n", "loss"),
-        average_loss,
-        "mean over the window of the chunk's mean per-token EL2N",
-        "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021",
-    ),
-    "grad-norm": Measure(
-        grad_norm,
-        ("grad_norm", "loss"),
-        average_loss,
-        "mean over the window of the chunk's last-layer gradient norm channel",
-        "Paul et al., NeurIPS 2021 (GraNd), last-layer proxy after Katharopoulos & Fleuret, ICML 2018",
-    ),
+# A measure is (window, previous) -> (N,) scores; its channels, tie-break, meaning per task and source
+# are its record in catalog.MEASURES.
+MEASURES: dict[str, Callable[[Window, Column | None], torch.Tensor]] = {
+    "average": lambda window, previous: average(window["loss"]),
+    "variance": lambda window, previous: variance(window["loss"]),
+    "forgetting": forgetting,
+    "confidence": confidence,
+    "variability": variability,
+    "ab-variance": ab_variance,
+    "ab-closeness": ab_closeness,
+    "el2n": el2n,
+    "grad-norm": grad_norm,
 }
+
+
+def channels(measure: str) -> tuple[str, ...]:
+    """What a run must record for `measure`: its own channels and its tie-break's."""
+    record = C.MEASURES[measure]
+    return tuple(dict.fromkeys(record.channels + (channels(record.tiebreak) if record.tiebreak else ())))
 
 
 def order(scores: torch.Tensor, secondary: torch.Tensor | None = None) -> torch.Tensor:
@@ -274,10 +207,10 @@ def order(scores: torch.Tensor, secondary: torch.Tensor | None = None) -> torch.
 
 def rank(name: str, window: Window, previous: Column | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(scores, order) of the examples by measure `name` over `window` (previous: the columns just
-    before it, or None)."""
-    measure = MEASURES[name]
-    missing = set(measure.channels) - window.keys()
+    before it, or None); equal scores ordered by the measure's tie-break measure, then by index."""
+    missing = set(channels(name)) - window.keys()
     assert not missing, f"measure {name} reads channels {sorted(missing)}, which were not recorded"
-    scores = measure.score(window, previous)
+    scores = MEASURES[name](window, previous)
     assert scores.shape == window["loss"].shape[:1]
-    return scores, order(scores, None if measure.tiebreak is None else measure.tiebreak(window))
+    tiebreak = C.MEASURES[name].tiebreak
+    return scores, order(scores, None if tiebreak is None else MEASURES[tiebreak](window, previous))

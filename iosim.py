@@ -109,44 +109,77 @@ def pinned_shards(examples: np.ndarray, st: Storage) -> np.ndarray:
     return ranked[np.cumsum(st.shard_bytes[ranked]) <= room]
 
 
-class _WorkerCache:
-    """One worker's cache: the pinned shards it holds, an LRU map (shard -> bytes, least recent
-    first) of the others, and when each shard was last requested (a count of requests), which
-    orders the shards a repartition unpins."""
+class ShardCache:
+    """One worker's cache of whole shards, the one model of both policies: the pinned shards it holds,
+    an LRU map (shard -> bytes, least recent first) of the others, and when each shard was last
+    requested (a count of requests), which orders the shards a repartition unpins. `request` serves
+    one request (streaming.WorkerReader fetches and deletes real files by what it returns); `epoch`
+    serves a whole epoch's requests at once (the simulator's fast path, tested equal to `request`)."""
 
     def __init__(self, st: Storage):
         self.st = st
         self.sizes = st.shard_bytes.tolist()
         self.pinned = np.zeros(len(st.shard_bytes), dtype=bool)
         self.pinned_cached = np.zeros(len(st.shard_bytes), dtype=bool)
-        self.cached = np.zeros(len(st.shard_bytes), dtype=bool)  # pinned_cached or in lru, between epochs
+        self.cached = np.zeros(len(st.shard_bytes), dtype=bool)  # pinned_cached or in lru
         self.lru: OrderedDict[int, int] = OrderedDict()  # in LRU order unless stale
         self.stale = False  # lru's order lags behind last_use (after all-hit epochs)
         self.used = 0  # bytes in lru
+        self.capacity = st.cache_bytes  # what the pinned shards leave for lru
         self.last_use = np.full(len(st.shard_bytes), -1, dtype=np.int64)
         self.clock = 0
 
-    def set_window(self, partition: torch.Tensor | None) -> None:
+    def set_window(self, partition: torch.Tensor | None) -> np.ndarray:
         """Pin the new partition's shards (policy "partition"); the other cached shards go to the LRU
-        part, least recently requested first, and the oldest are evicted until they fit."""
+        part, least recently requested first, and the oldest are evicted until they fit. Returns the
+        shards evicted."""
         self.pinned[:] = False
         if self.st.policy == "partition" and partition is not None:
             self.pinned[pinned_shards(partition.numpy(), self.st)] = True
+        self.capacity = self.st.cache_bytes - int(self.st.shard_bytes[self.pinned].sum())
         self.pinned_cached = self.cached & self.pinned
         loose = np.flatnonzero(self.cached & ~self.pinned)
         loose = loose[np.argsort(-self.last_use[loose])]  # most recent first
-        loose = loose[np.cumsum(self.st.shard_bytes[loose]) <= self.lru_bytes()][::-1]
-        self._set_lru(loose)
+        fits = np.cumsum(self.st.shard_bytes[loose]) <= self.capacity
+        kept, evicted = loose[fits][::-1], loose[~fits]
+        self._set_lru(kept)
         self.cached = self.pinned_cached.copy()
-        self.cached[loose] = True
+        self.cached[kept] = True
+        return evicted
 
     def _set_lru(self, shards: np.ndarray) -> None:
         self.lru = OrderedDict((s, self.sizes[s]) for s in shards.tolist())
         self.used = int(self.st.shard_bytes[shards].sum())
         self.stale = False
 
-    def lru_bytes(self) -> int:
-        return self.st.cache_bytes - int(self.st.shard_bytes[self.pinned].sum())
+    def _refresh(self) -> None:
+        """Put lru back in the order of last use (all-hit epochs skip it)."""
+        if self.stale:
+            in_lru = np.fromiter(self.lru, dtype=np.int64, count=len(self.lru))
+            self._set_lru(in_lru[np.argsort(self.last_use[in_lru])])
+
+    def request(self, shard: int) -> tuple[bool, list[int]]:
+        """One request: (whether it hit, the shards evicted to make room for it when it missed)."""
+        self.last_use[shard] = self.clock
+        self.clock += 1
+        if self.pinned[shard]:  # fetched on its first request, then kept for the window
+            hit = bool(self.pinned_cached[shard])
+            self.pinned_cached[shard] = self.cached[shard] = True
+            return hit, []
+        self._refresh()
+        if shard in self.lru:
+            self.lru.move_to_end(shard)
+            return True, []
+        self.lru[shard] = self.sizes[shard]
+        self.used += self.sizes[shard]
+        self.cached[shard] = True
+        evicted = []
+        while self.used > self.capacity:
+            old, size = self.lru.popitem(last=False)
+            self.used -= size
+            self.cached[old] = False
+            evicted.append(old)
+        return False, evicted
 
     def epoch(self, shards: np.ndarray) -> tuple[int, int]:
         """Serve one epoch's requests (the shard of each, in order): (hits, bytes fetched)."""
@@ -163,9 +196,7 @@ class _WorkerCache:
             hits += len(loose)
             self.stale = self.stale or len(loose) > 0
         else:
-            if self.stale:
-                in_lru = np.fromiter(self.lru, dtype=np.int64, count=len(self.lru))
-                self._set_lru(in_lru[np.argsort(self.last_use[in_lru])])
+            self._refresh()
             loose_hits, loose_bytes = self._lru(loose)
             hits += loose_hits
             fetched_bytes += loose_bytes
@@ -179,7 +210,7 @@ class _WorkerCache:
         """The LRU part over a request sequence: a run of requests to one shard costs at most its first."""
         run_starts = np.flatnonzero(np.r_[True, shards[1:] != shards[:-1]])
         hits, fetched = len(shards) - len(run_starts), 0
-        lru, sizes, used, capacity = self.lru, self.sizes, self.used, self.lru_bytes()
+        lru, sizes, used, capacity = self.lru, self.sizes, self.used, self.capacity
         move_to_end, evict = lru.move_to_end, lru.popitem
         for s in shards[run_starts].tolist():
             if s in lru:
@@ -207,7 +238,7 @@ def simulate(windows: list[Window], num_workers: int, st: Storage, *, shuffle: b
     `batch_size`: the run's, whose samplers pad a partition to avoid a last batch of one."""
     _check_windows(windows, num_workers, st.num_examples)
     dataset = range(st.num_examples)
-    caches = [_WorkerCache(st) for _ in range(num_workers)]
+    caches = [ShardCache(st) for _ in range(num_workers)]
     epoch_rows, move_rows, before = [], [], None
     for index, (first, length, partition) in enumerate(windows):
         window_samplers = samplers.for_window(dataset, partition, range(num_workers), num_workers, shuffle=shuffle,

@@ -9,7 +9,7 @@ Both map tokens (B, L) int64 to logits (B, L, vocab), start every chunk from zer
 is carried between calls, so chunks are independent examples), contain no BatchNorm, and expose
 their last linear layer as `head`: its input is what per-example last-layer gradient norms need.
 
-Default sizes are small enough to train on 2 CPU cores for a quick start; the published ones:
+Default sizes (catalog.MODELS) are small enough to train on 2 CPU cores for a quick start; the published ones:
 - LSTMLanguageModel follows PyTorch's word_language_model example (Embedding -> dropout -> LSTM ->
   dropout -> Linear decoder, uniform(-0.1, 0.1) init). The example's defaults are embed = hidden
   = 200, 2 layers, dropout 0.2, untied; its README's larger runs 650/650 dropout 0.5 and 1500/1500
@@ -24,12 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODELS = ("lstm", "gpt")
+import catalog as C
 
 
 class LSTMLanguageModel(nn.Module):
-    def __init__(self, vocab: int = 256, embed: int = 256, hidden: int = 256, layers: int = 2,
-                 dropout: float = 0.2, tie_weights: bool = False):
+    def __init__(self, vocab: int, embed: int, hidden: int, layers: int, dropout: float, tie_weights: bool = False):
         super().__init__()
         if tie_weights and embed != hidden:
             raise ValueError(f"tie_weights needs embed == hidden (got {embed} and {hidden})")
@@ -96,8 +95,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab: int = 256, block_size: int = 128, n_layer: int = 4, n_head: int = 4,
-                 n_embd: int = 128, dropout: float = 0.0):
+    def __init__(self, vocab: int, block_size: int, n_layer: int, n_head: int, n_embd: int, dropout: float):
         super().__init__()
         self.block_size = block_size
         self.wte = nn.Embedding(vocab, n_embd)
@@ -128,13 +126,20 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
+MODELS = {"lstm": LSTMLanguageModel, "gpt": GPT}
+# dpt.py's size flags -> each model's constructor arguments (the LSTM's embedding is as wide as its state)
+ARGUMENTS = {"lstm": {"layers": ["layers"], "hidden": ["embed", "hidden"], "dropout": ["dropout"]},
+             "gpt": {"layers": ["n_layer"], "hidden": ["n_embd"], "heads": ["n_head"], "dropout": ["dropout"]}}
+
+
 def build(name: str, vocab: int, seq_len: int, **sizes) -> nn.Module:
-    """The model `name` ("lstm" or "gpt") for chunks of seq_len inputs; `sizes` override the defaults
-    (lstm: embed, hidden, layers, dropout, tie_weights; gpt: n_layer, n_head, n_embd, dropout)."""
-    assert name in MODELS, name
-    if name == "lstm":
-        return LSTMLanguageModel(vocab, **sizes)
-    return GPT(vocab, block_size=seq_len, **sizes)
+    """The model `name` for chunks of seq_len inputs, sized by dpt.py's flags (layers, hidden, heads,
+    dropout; those not given: the model's defaults in catalog.MODELS)."""
+    unknown = sizes.keys() - C.MODELS[name].defaults.keys()
+    assert not unknown, f"{name} has no size {sorted(unknown)}"
+    given = {**C.MODELS[name].defaults, **sizes}
+    arguments = {target: given[flag] for flag, targets in ARGUMENTS[name].items() for target in targets}
+    return LSTMLanguageModel(vocab, **arguments) if name == "lstm" else GPT(vocab, block_size=seq_len, **arguments)
 
 
 def per_chunk_loss(model: nn.Module, chunks: torch.Tensor) -> torch.Tensor:

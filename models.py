@@ -15,15 +15,14 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-MODELS = ("resnet18", "resnet34")
+MODELS = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34}
 
 
 def build(name: str, num_classes: int, channels: int, workers: int = 1, fused: bool = True) -> nn.Module:
     """The model as the paper's code built it: random init of the whole 1000-way torchvision model
     first, then (for 1-channel data) conv1 replaced, then fc; the order of these draws fixes the
     initial weights of a seed. With `workers` > 1 and `fused`, BatchNorm per emulated worker."""
-    assert name in MODELS, name
-    model = getattr(torchvision.models, name)(weights=None)
+    model = MODELS[name](weights=None)
     if channels != 3:
         model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     model.fc = nn.Linear(512, num_classes)

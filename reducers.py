@@ -140,14 +140,19 @@ Selection = tuple[torch.Tensor, float | torch.Tensor | None]  # int64 indices, t
 
 @dataclass(frozen=True)
 class Reducer:
-    """A registry entry. `select(state, bucket, a, worker)` picks from one worker's flat a (for
-    global-topk, from the summed a); `counts(state, bucket)` gives every worker's count when it is
-    known without an exchange; `advance` updates the shared state from the step's counts."""
+    """A registry entry (its name, title and source are its record in catalog.REDUCERS).
+    `select(state, bucket, a, worker)` picks from one worker's flat a (for global-topk, from the summed
+    a); `counts(state, bucket)` gives every worker's count when it is known without an exchange;
+    `init(state, bucket)` sets up a new bucket's own state (raising ValueError when the bucket cannot
+    take it); `advance` updates the shared state from the step's counts; `check(state)` refuses a
+    configuration up front (ValueError)."""
     select: Callable[["ReducerState", Bucket, torch.Tensor, int], Selection] | None
     disjoint: bool = False        # the workers' selections never overlap: the union is their concatenation
     select_on_sum: bool = False   # global-topk: dense all-reduce first
     counts: Callable[["ReducerState", Bucket], list[int]] | None = None
+    init: Callable[["ReducerState", Bucket, int], None] | None = None
     advance: Callable[["ReducerState", Bucket, list[int]], None] | None = None
+    check: Callable[["ReducerState"], None] | None = None
 
 
 class ReducerState:
@@ -218,11 +223,18 @@ def make_state(name: str, density: float, num_workers: int, workers: Sequence[in
                          f"rebuilds its gradient buckets after the first step; start later or turn error feedback off")
     if threshold is not None and threshold < 0:
         raise ValueError(f"threshold must be non-negative (got {threshold}); leave it unset for 1/(2 sqrt k)")
-    if name == "exdyna" and num_blocks < num_workers:
-        raise ValueError(
-            f"num_blocks ({num_blocks}) must be at least num_workers ({num_workers}): every partition needs a block"
-        )
-    return ReducerState(name, density, num_workers, workers, start_step, error_feedback, threshold, num_blocks)
+    state = ReducerState(name, density, num_workers, workers, start_step, error_feedback, threshold, num_blocks)
+    if REDUCERS[name].check:
+        REDUCERS[name].check(state)
+    return state
+
+
+def refusal(name: str, launched: bool, emulated: int) -> str | None:
+    """Why reducer `name` cannot run in this launch (torchrun, emulated workers per process), or None."""
+    if name != "none" and launched and emulated > 1:
+        return (f"--reducer {name} under torchrun hosts one worker per rank (its communication hook); drop "
+                "--emulate-workers, or run one process emulating every worker")
+    return None
 
 
 def reduce(state: ReducerState, grads: torch.Tensor, bucket: int = 0) -> torch.Tensor:
@@ -313,23 +325,12 @@ def _bucket(state: ReducerState, index: int, like: torch.Tensor) -> Bucket:
     bucket = state.buckets.get(index)
     if bucket is not None and bucket.size == size:
         return bucket
-    n = state.num_workers
-    if state.name in ("exdyna", "micro") and size < n:
-        raise ValueError(f"{state.name}: bucket {index} holds {size} entries, fewer than the {n} workers it is "
-                         f"partitioned over; use a bigger model or --reducer topk")
     k = max(1, int(state.density * size))
     threshold = state.threshold if state.threshold is not None else 1.0 / (2.0 * math.sqrt(k))
     residual = like.new_zeros(len(state.workers), size) if state.error_feedback else None
     bucket = Bucket(size, k, threshold, residual)
-    if state.name == "exdyna":
-        total = min(state.num_blocks, size)
-        per_block = size // total
-        bucket.block_size = per_block - per_block % BLOCK_ALIGN if per_block >= BLOCK_ALIGN else per_block
-        bucket.blocks = _split(total, n)
-        bucket.tail = size - bucket.block_size * total
-        bucket.min_blocks = total / (n * MIN_BLOCKS_DIVISOR)
-    elif state.name == "micro":
-        bucket.blocks = _split(size, n)
+    if REDUCERS[state.name].init:
+        REDUCERS[state.name].init(state, bucket, index)
     state.buckets[index] = bucket
     return bucket
 
@@ -421,19 +422,53 @@ def rebalanced(blocks: list[int], loads: list[int], block_size: int, size: int, 
     return blocks
 
 
-def _advance_partitioned(state: ReducerState, bucket: Bucket, counts: list[int]) -> None:
-    if state.name == "exdyna":
-        loads = [0] * state.num_workers
-        for worker, count in enumerate(counts):
-            loads[bucket.partition(worker)] = count
-        bucket.blocks = rebalanced(bucket.blocks, loads, bucket.block_size, bucket.size, bucket.min_blocks)
+def _partitionable(state: ReducerState, bucket: Bucket, index: int) -> None:
+    if bucket.size < state.num_workers:
+        raise ValueError(f"{state.name}: bucket {index} holds {bucket.size} entries, fewer than the "
+                         f"{state.num_workers} workers it is partitioned over; use a bigger model or --reducer topk")
+
+
+def _init_blocks(state: ReducerState, bucket: Bucket, index: int) -> None:
+    """ExDyna: NUM_BLOCKS blocks of BLOCK_ALIGN-aligned size (the tail to the last partition), split over n."""
+    _partitionable(state, bucket, index)
+    n, size = state.num_workers, bucket.size
+    total = min(state.num_blocks, size)
+    per_block = size // total
+    bucket.block_size = per_block - per_block % BLOCK_ALIGN if per_block >= BLOCK_ALIGN else per_block
+    bucket.blocks = _split(total, n)
+    bucket.tail = size - bucket.block_size * total
+    bucket.min_blocks = total / (n * MIN_BLOCKS_DIVISOR)
+
+
+def _init_partitions(state: ReducerState, bucket: Bucket, index: int) -> None:
+    """MiCRO: n contiguous partitions of single entries."""
+    _partitionable(state, bucket, index)
+    bucket.blocks = _split(bucket.size, state.num_workers)
+
+
+def _check_blocks(state: ReducerState) -> None:
+    if state.num_blocks < state.num_workers:
+        raise ValueError(f"num_blocks ({state.num_blocks}) must be at least num_workers ({state.num_workers}): every "
+                         f"partition needs a block")
+
+
+def _advance_exdyna(state: ReducerState, bucket: Bucket, counts: list[int]) -> None:
+    loads = [0] * state.num_workers
+    for worker, count in enumerate(counts):
+        loads[bucket.partition(worker)] = count
+    bucket.blocks = rebalanced(bucket.blocks, loads, bucket.block_size, bucket.size, bucket.min_blocks)
+    _advance_threshold(state, bucket, counts)
+
+
+def _advance_threshold(state: ReducerState, bucket: Bucket, counts: list[int]) -> None:
     bucket.threshold = scaled_threshold(bucket.threshold, sum(counts), bucket.k)
 
 
 REDUCERS: dict[str, Reducer] = {
     "exact": Reducer(select=None),
-    "exdyna": Reducer(_select_partition, disjoint=True, advance=_advance_partitioned),
-    "micro": Reducer(_select_partition, disjoint=True, advance=_advance_partitioned),
+    "exdyna": Reducer(_select_partition, disjoint=True, init=_init_blocks, advance=_advance_exdyna,
+                      check=_check_blocks),
+    "micro": Reducer(_select_partition, disjoint=True, init=_init_partitions, advance=_advance_threshold),
     "topk": Reducer(_select_topk, counts=_fixed_counts),
     "global-topk": Reducer(_select_topk, select_on_sum=True),
     "threshold": Reducer(_select_threshold),

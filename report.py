@@ -1,9 +1,9 @@
 """The paper's tables from result CSVs in its schema: ours (dpt.py, run-experiments.sh) or the
 paper's own PaperCSVs. plots.ipynb draws its figures from the same functions.
 
-    python report.py results/paper          # Markdown: Tables 1-5 (and any other), baselines, tests, Table 6
+    python report.py PaperCSVs              # the paper's Tables 1-5 (from its per-run CSVs if there, else as printed)
+    python report.py results/paper          # ours: Tables 1-5 (and any other), baselines, tests, Table 6
     python report.py results/paper --format latex --out tables.tex
-    python report.py PaperCSVs --paper PaperCSVs/paper-reported.csv   # and the distance to the paper's cells
 
 A table is one workload (dataset, model, heuristic, measure, T, E_ignore): per (W, I) cell, mean ±
 sample standard deviation of the best metric over the runs (seeds), 3 decimals, as the paper's
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+import catalog as C
 import flags
 import results
 import workload as names
@@ -56,17 +57,24 @@ def load_runs(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
             + "; run dpt.py or run-experiments.sh with --results-dir there, or copy the paper's PaperCSVs"
         )
     runs = runs.copy()
-    runs["heuristic"] = runs["heuristic"].map(lambda h: names.ALIASES.get(h, h))
-    text = runs["dataset"].isin(list(names.TEXT_DATASETS))
+    runs["heuristic"] = runs["heuristic"].map(lambda h: C.ALIASES.get(h, h))
     twice = runs.duplicated(CELL + ["id"], keep="first")  # one run in two folders (e.g. two sweeps) counts once
     if twice.any():
         first = runs[twice].iloc[0]
         problems.append(f"{int(twice.sum())} runs appear more than once under {folder} (same workload, schedule and "
                         f"seed, e.g. {first.workload}/{first.file} id {first.id}); each is counted once")
         runs = runs[~twice].reset_index(drop=True)
-    missing = pd.Series(np.nan, index=runs.index)
-    runs["value"] = runs.get("best_accuracy", missing).where(~text, runs.get("best_bits_per_byte", missing))
-    runs["higher_is_better"] = ~text
+    task = runs["dataset"].map(lambda d: C.task_of(d).name if d in C.DATASETS else None)
+    unknown = runs[task.isna()]
+    if len(unknown):
+        problems.append(f"{len(unknown)} rows name a dataset this code does not know "
+                        f"({', '.join(sorted(set(unknown.dataset)))}); skipped")
+        runs, task = runs[task.notna()].reset_index(drop=True), task[task.notna()].reset_index(drop=True)
+    runs["value"] = np.nan
+    for name, record in C.TASKS.items():
+        if record.column in runs:
+            runs.loc[task == name, "value"] = runs.loc[task == name, record.column]
+    runs["higher_is_better"] = task.map(lambda t: C.TASKS[t].higher_is_better).astype(bool)
     return runs, problems
 
 
@@ -190,7 +198,7 @@ def top(cell_table: pd.DataFrame, table: tuple, k: int = 5) -> pd.DataFrame:
 def paper_cells(paper_csv: str | Path) -> pd.DataFrame:
     """PaperCSVs/paper-reported.csv, read once per process."""
     frame = pd.read_csv(paper_csv)
-    frame["heuristic"] = frame["heuristic"].map(lambda h: names.ALIASES.get(h, h))
+    frame["heuristic"] = frame["heuristic"].map(lambda h: C.ALIASES.get(h, h))
     frame["total_epochs"], frame["ignore_epochs"], frame["exchange"] = names.PAPER_EPOCHS, names.PAPER_IGNORE, "none"
     return frame
 
@@ -304,9 +312,9 @@ def comparison_grid(mine: pd.DataFrame, vary: str) -> pd.DataFrame:
 def comparison_title(vary: str, key: tuple) -> str:
     fixed = dict(zip(COMPARED[vary], key))
     other = "heuristic" if vary == "measure" else "measure"
-    names_ = {"measure": names.MEASURES, "heuristic": names.HEURISTICS}
+    records = {"measure": C.MEASURES, "heuristic": C.HEURISTICS}
     w = table_workload(tuple({**fixed, vary: "variance" if vary == "measure" else "stripes"}[k] for k in TABLE))
-    parts = [names._names(w.dataset).title, names.MODELS[w.model].title, f"{other} {names_[other][fixed[other]].title}"]
+    parts = [C.DATASETS[w.dataset].title, C.MODELS[w.model].title, f"{other} {records[other][fixed[other]].title}"]
     parts += w.title.split(", ")[4:]  # T, E_ignore, the reducer: what differs from the paper's settings
     return f"Across {vary}s: " + ", ".join(parts)
 
@@ -372,10 +380,6 @@ def exchange_summary(epochs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-# Bytes of one example as the shards hold it (uint8 pixels, or a text chunk): the simulator's unit.
-EXAMPLE_BYTES = {"cifar10": 3 * 32 * 32, "cifar100": 3 * 32 * 32, "fashionmnist": 28 * 28}
-
-
 def io_study(folder: str | Path, shard_sizes: tuple[int, ...] = (1, 100, 1000), caches: tuple[int, ...] = (1, 2),
              runs_per_workload: int = 3) -> tuple[pd.DataFrame, list[str]]:
     """The I/O each run would have cost (iosim, from its --save-partitions file), under every storage
@@ -397,7 +401,8 @@ def io_study(folder: str | Path, shard_sizes: tuple[int, ...] = (1, 100, 1000), 
         w = log["workload"]
         key = (path.parent.parent.name, Path(log["csv"]).stem)
         taken[key] = taken.get(key, 0) + 1
-        if taken[key] > runs_per_workload or w["dataset"] not in EXAMPLE_BYTES or "examples" not in log:
+        example_bytes = C.DATASETS[w["dataset"]].example_bytes if w["dataset"] in C.DATASETS else 0
+        if taken[key] > runs_per_workload or not example_bytes or "examples" not in log:
             continue
         n, examples = log["workers"], log["examples"]
         best = log.get("best_accuracy", log.get("best_bits_per_byte"))
@@ -406,9 +411,9 @@ def io_study(folder: str | Path, shard_sizes: tuple[int, ...] = (1, 100, 1000), 
             if shard_size > examples // n:
                 continue
             for c in caches:
-                total = examples * EXAMPLE_BYTES[w["dataset"]]
-                st = iosim.storage(examples, shard_size, EXAMPLE_BYTES[w["dataset"]],
-                                   c * total // n + shard_size * EXAMPLE_BYTES[w["dataset"]], "partition")
+                total = examples * example_bytes
+                st = iosim.storage(examples, shard_size, example_bytes, c * total // n + shard_size * example_bytes,
+                                   "partition")
                 epochs, _ = iosim.simulate(windows, n, st, **settings)
                 per_epoch = epochs.groupby("epoch")[["requests", "misses", "bytes"]].sum().reset_index()
                 for r in per_epoch.itertuples():
@@ -463,9 +468,34 @@ def io_section(folder: str | Path) -> tuple[list[str], list[str]]:
             "cache: each worker's cache, c/n of the dataset plus one shard, partition policy (iosim.py).", ""], problems
 
 
+def reported(reported_csv: Path, form: str) -> str:
+    """The paper's Tables 1-5 as it reports them (PaperCSVs/paper-reported.csv): mean ± std per cell."""
+    frame = paper_cells(reported_csv)
+    parts = []
+    for number, w in names.PAPER_TABLES.items():
+        base = frame[(frame.table == number) & (frame.heuristic == "none")].iloc[0]
+        caption = (f"Table {number}: {w.title}, as the paper reports it. Mean ± std of the best test accuracy per "
+                   f"(W, I) over 10 seeds; baseline (vanilla DPT) {fmt(base['mean'], base['std'])}")
+        g = grid(frame[frame.heuristic != "none"].astype({"warmup_epochs": int, "interval_epochs": int}), paper_key(w))
+        if form == "latex":
+            parts.append(latex_table(g, "W", caption))
+        else:
+            parts += [f"### {caption}", "", markdown_table(g, "W \\ I"), ""]
+    return "\n".join(parts) + "\n"
+
+
 def render(folder: str | Path, paper_csv: str | Path | None, form: str, io: bool = False) -> tuple[str, list[str]]:
-    """The report, and the problems met (damaged files skipped); with `io`, the I/O study's table too."""
-    runs, problems = load_runs(folder)
+    """The report, and the problems met (damaged files skipped); with `io`, the I/O study's table too. A
+    folder that holds only the paper's reported cells (PaperCSVs without the artifact's per-run CSVs)
+    gives those tables, and says so."""
+    try:
+        runs, problems = load_runs(folder)
+    except ReportError:
+        if not (Path(folder) / "paper-reported.csv").is_file():
+            raise
+        return reported(Path(folder) / "paper-reported.csv", form), [
+            f"{folder} holds the paper's reported cells only (paper-reported.csv): these are its printed tables; copy "
+            "the artifact's per-run CSVs there for the tests and corrections (docs/reproduce.md)"]
     cell_table = cells(runs)
     base = baselines(runs)
     parts = []
@@ -551,15 +581,21 @@ def render(folder: str | Path, paper_csv: str | Path | None, form: str, io: bool
     return "\n".join(parts) + "\n", problems
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = flags.Parser(prog="report.py", description=__doc__.split("\n\n")[0])
+def build_parser() -> flags.Parser:
+    p = flags.Parser(prog="report.py", description=__doc__.split("\n\n")[0], formatter_class=flags.HelpFormatter)
     p.add_argument("folder", help="a folder of result CSVs in the paper's schema (searched recursively)")
     p.add_argument("--paper", default=str(Path(__file__).parent / "PaperCSVs" / "paper-reported.csv"),
                    help="the paper's reported cells, for the comparison ('' to leave it out)")
-    p.add_argument("--format", choices=["markdown", "latex"], default="markdown")
+    p.add_argument("--format", choices=["markdown", "latex"], metavar="FORMAT", default="markdown",
+                   help="markdown (tables for a terminal or a README) or latex (tables for a paper)")
     p.add_argument("--out", help="write here instead of printing")
     p.add_argument("--io", action="store_true",
                    help="also simulate each run's I/O from its saved partitions (the I/O study; takes seconds per run)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.paper and not Path(args.paper).is_file():
         flags.die(

@@ -12,8 +12,9 @@ Layout, as the paper's PaperCSVs (names from workload.Workload):
     <results-dir>/Baselines/<c10|c100|fmnist>-vanilla-<model>-total<T>.csv     vanilla runs
     <results-dir>/<workload folder>/logs/<run>-<time>.json                    one per run
     <results-dir>/<workload folder>/checkpoints/<run>.pt (and <run>.lock)     while a run goes
-Image rows hold test accuracy (%, 2 decimals, best = max); text rows hold held-out bits per byte
-(4 decimals, best = min) in the same columns, with `best_bits_per_byte` for `best_accuracy`.
+Each task's rows hold its metric (catalog.TASKS): image rows test accuracy (%, 2 decimals, best =
+max), text rows held-out bits per byte (4 decimals, best = min) in the same columns, with
+`best_bits_per_byte` for `best_accuracy`.
 Rows are appended under an exclusive lock, never rewritten, so concurrent runs may share a file.
 """
 import csv
@@ -27,28 +28,18 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import NamedTuple
 
 import pandas as pd
 
-from workload import HEURISTICS, Workload, from_csv_name
+import catalog as C
+from workload import Workload, from_csv_name
 
-
-class Metric(NamedTuple):
-    column: str  # best_<name> in the row
-    higher_is_better: bool
-    decimals: int
-    label: str
-
-
-METRICS = {"image": Metric("best_accuracy", True, 2, "best test accuracy (%)"),
-           "text": Metric("best_bits_per_byte", False, 4, "best held-out bits per byte")}
 TAIL_COLUMNS = ["best_epoch", "warmup_epochs", "interval_epochs", "measure", "heuristic", "model", "dataset"]
 RESULT_NAME = re.compile(r"^(W\d+-INT\d+(-IGN\d+)?(-R[a-z-]+-D[0-9.e+-]+)?|[a-z0-9]+-vanilla-.+)\.csv$")  # result files
 
 
 def columns(total_epochs: int, task: str = "image") -> list[str]:
-    return ["id"] + [f"epoch_{e}" for e in range(1, total_epochs + 1)] + [METRICS[task].column] + TAIL_COLUMNS
+    return ["id"] + [f"epoch_{e}" for e in range(1, total_epochs + 1)] + [C.TASKS[task].column] + TAIL_COLUMNS
 
 
 def csv_path(results_dir: str | os.PathLike, workload: Workload) -> Path:
@@ -116,13 +107,13 @@ def settings_clash(path: Path, args: dict, defining: list[str]) -> str | None:
 def row(run_id: str | int, values: list[float], workload: Workload) -> dict:
     """A result row: the metric after every epoch, rounded as the paper's CSVs (accuracy: 2
     decimals), its best and the first 1-based epoch reaching it, the schedule and names."""
-    metric = METRICS[workload.task]
-    rounded = [round(v, metric.decimals) for v in values]
-    best = max(rounded) if metric.higher_is_better else min(rounded)
-    out = {"id": run_id, **{f"epoch_{e}": v for e, v in enumerate(rounded, start=1)}, metric.column: best}
+    task = C.TASKS[workload.task]
+    rounded = [round(v, task.decimals) for v in values]
+    best = max(rounded) if task.higher_is_better else min(rounded)
+    out = {"id": run_id, **{f"epoch_{e}": v for e, v in enumerate(rounded, start=1)}, task.column: best}
     out.update(best_epoch=rounded.index(best) + 1, warmup_epochs=workload.warmup_epochs,
                interval_epochs=workload.interval_epochs, measure=workload.measure,
-               heuristic=HEURISTICS[workload.heuristic].paper, model=workload.model, dataset=workload.dataset)
+               heuristic=C.HEURISTICS[workload.heuristic].paper, model=workload.model, dataset=workload.dataset)
     assert list(out) == columns(len(values), workload.task)
     return out
 
@@ -240,7 +231,7 @@ def _read_one(path: Path) -> tuple[pd.DataFrame | str, list[str]]:
     if not records:
         return "empty (zero bytes)", []
     header = records[0]
-    metric = [c for c in header if c in (m.column for m in METRICS.values())]
+    metric = [c for c in header if c in (t.column for t in C.TASKS.values())]
     epochs = [c for c in header if c.startswith("epoch_")]
     if header[:1] != ["id"] or len(metric) != 1 or header != ["id", *epochs, metric[0], *TAIL_COLUMNS] \
             or epochs != [f"epoch_{e}" for e in range(1, len(epochs) + 1)]:

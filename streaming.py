@@ -3,8 +3,9 @@ its own local cache folder, with the bytes each worker downloads measured on dis
 
 Write once (one process, before training), then train from it:
 
-    python streaming.py write --dataset cifar10 --data-dir data --out shards/cifar10-100 --shard-size 100
-    python dpt.py --data-source streaming --stream-remote shards/cifar10-100 --emulate-workers 4 ...
+    python streaming.py write --dataset fashionmnist --subset 2000 --out results/shards/fmnist-100 --shard-size 100
+    python dpt.py --dataset fashionmnist --data-source streaming --stream-remote results/shards/fmnist-100 \
+        --emulate-workers 4 ...
 
 or read one worker's examples by index by hand:
 
@@ -21,10 +22,11 @@ Caching is ours, not litdata's: litdata evicts from a background thread that del
 its reader just left once a size budget is crossed, timed by that thread, and its random access
 (`StreamingDataset[i]`) fetches byte ranges or whole chunks without ever evicting them. Neither
 can be predicted exactly. So each WorkerReader downloads whole chunk files with litdata's
-downloader into its own cache folder, evicts them itself under iosim's storage model (policies
-"lru" and "partition", defined in iosim.py), and decodes each example from its local file with
-litdata's item decoder. A fetch counts the size of the file that landed (os.stat), so iosim.simulate
-with `reader.storage` predicts the bytes exactly, and tests/test_streaming.py checks that.
+downloader into its own cache folder, evicts them itself under iosim's cache model (iosim.ShardCache:
+policies "lru" and "partition", the one implementation the simulator uses too), and decodes each
+example from its local file with litdata's item decoder. A fetch counts the size of the file that
+landed (os.stat), so iosim.simulate with `reader.storage` predicts the bytes exactly, and
+tests/test_streaming.py checks that.
 
 A reader is used in the process that trains (not from DataLoader worker processes, whose copies
 of its cache state would diverge), with one cache folder per worker.
@@ -32,7 +34,7 @@ of its cache state would diverge), with one cache folder per worker.
 import json
 import math
 import os
-from collections import OrderedDict
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -102,13 +104,7 @@ class WorkerReader:
         self.downloader = get_downloader(self.remote, str(self.cache_dir), self.chunks, self.options)
         self.loader = PyTreeLoader()
         BinaryReader(str(self.cache_dir), item_loader=self.loader).get_length()  # sets the loader up from the index
-        self.pinned: set[int] = set()
-        self.pinned_cached: dict[int, int] = {}  # shard -> bytes on disk
-        self.lru: OrderedDict[int, int] = OrderedDict()  # the other cached shards, least recently requested first
-        self.used = 0  # bytes in lru
-        self.room = cache_bytes  # what the pins leave for lru
-        self.last_use: dict[int, int] = {}
-        self.clock = 0
+        self.cache = iosim.ShardCache(self.storage)  # which shards are on disk: the simulator's own model
         self.rows: list[dict] = []
 
     def _fetch_index(self) -> dict:
@@ -137,17 +133,8 @@ class WorkerReader:
     def set_window(self, partition: torch.Tensor | None) -> None:
         """Pin the worker's partition's shards (policy "partition"); the other cached shards join the
         LRU part, least recently requested first, and the oldest are deleted until they fit."""
-        pins = set()
-        if self.storage.policy == "partition" and partition is not None:
-            pins = set(iosim.pinned_shards(partition.numpy(), self.storage).tolist())
-        cached = {**self.lru, **self.pinned_cached}
-        self.pinned = pins
-        self.pinned_cached = {s: size for s, size in cached.items() if s in pins}
-        self.lru = OrderedDict(sorted(((s, size) for s, size in cached.items() if s not in pins),
-                                      key=lambda item: self.last_use[item[0]]))
-        self.used = sum(self.lru.values())
-        self.room = self.storage.cache_bytes - int(self.storage.shard_bytes[sorted(pins)].sum())
-        self._evict()
+        for shard in self.cache.set_window(partition).tolist():
+            self._delete(shard)
 
     def set_epoch(self, epoch: int) -> None:
         self.rows.append({"epoch": epoch, "requests": 0, "hits": 0, "misses": 0, "bytes": 0})
@@ -162,23 +149,14 @@ class WorkerReader:
         shard = index // self.shard_size
         row = self.rows[-1]
         row["requests"] += 1
-        self.clock += 1
-        self.last_use[shard] = self.clock
-        if shard in self.pinned_cached:
-            row["hits"] += 1
-        elif shard in self.lru:
-            self.lru.move_to_end(shard)
+        hit, evicted = self.cache.request(shard)
+        for old in evicted:
+            self._delete(old)
+        if hit:
             row["hits"] += 1
         else:
-            size = self._download(shard)
             row["misses"] += 1
-            row["bytes"] += size
-            if shard in self.pinned:
-                self.pinned_cached[shard] = size
-            else:
-                self.lru[shard] = size
-                self.used += size
-                self._evict()
+            row["bytes"] += self._download(shard)
         item = self._read(index, shard)
         return (item["image"], torch.tensor(item["label"], dtype=torch.int64)) if "label" in item else item["chunk"]
 
@@ -223,11 +201,40 @@ class WorkerReader:
                                  f"check that the remote is reachable") from None
         return local.stat().st_size
 
-    def _evict(self) -> None:
-        while self.used > self.room:
-            shard, size = self.lru.popitem(last=False)
-            (self.cache_dir / self.chunks[shard]["filename"]).unlink()
-            self.used -= size
+    def _delete(self, shard: int) -> None:
+        (self.cache_dir / self.chunks[shard]["filename"]).unlink()
+
+
+def open_readers(remote: str, root: Path, workers: range, num_workers: int, cache_bytes: int | None, policy: str,
+                 endpoint: str | None) -> list[WorkerReader]:
+    """The readers of this process's `workers`, each in a cache folder of its own under `root` (named by
+    host and process, so a second launch of the run cannot touch a live run's caches; the run removes
+    them when it ends; a resumed run starts cold). The default cache: 1/n of the shards' bytes plus the
+    largest shard. DataError or ValueError when the remote or the cache cannot serve."""
+    remove_stale_caches(root)
+    options = {"endpoint_url": endpoint} if endpoint else None
+    readers = []
+    for w in workers:
+        folder = root / f"worker-{w}-{os.uname().nodename}-{os.getpid()}"
+        reader = WorkerReader(remote, folder, cache_bytes or 2**62, policy, options)
+        if cache_bytes is None:
+            shards = reader.storage.shard_bytes
+            shutil.rmtree(folder)  # only the index is there yet
+            reader = WorkerReader(remote, folder, int(shards.sum()) // num_workers + int(shards.max()), policy, options)
+        readers.append(reader)
+    return readers
+
+
+def remove_stale_caches(root: Path) -> None:
+    """The cache folders of this host's processes that are gone: a killed run (SIGKILL, or torchrun's
+    SIGTERM) never reaches its own clean-up."""
+    for folder in root.glob(f"worker-*-{os.uname().nodename}-*"):
+        try:
+            os.kill(int(folder.name.rsplit("-", 1)[1]), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):  # not one of our names, or another user's live process
+            pass
 
 
 def _brief(err: Exception) -> str:
@@ -236,19 +243,26 @@ def _brief(err: Exception) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
+def build_parser():
+    import flags
+
+    p = flags.Parser(prog="streaming.py", description="Write a dataset's training split as litdata shards.",
+                     formatter_class=flags.HelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("write", help="write the training split as shards")
+    w.add_argument("--dataset", required=True, choices=list(data.LOADERS), help="an image dataset")
+    w.add_argument("--data-dir", default="data", help="where the dataset is (as dpt.py's --data-dir)")
+    w.add_argument("--subset", type=int, default=0, help="the first N training examples only (0: all)")
+    w.add_argument("--out", required=True, help="a new or empty folder")
+    w.add_argument("--shard-size", type=int, required=True, help="examples per shard")
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
     """python streaming.py write: a dataset's training split (image datasets: data.load) as shards."""
     import flags
 
-    p = flags.Parser(prog="streaming.py", description="Write a dataset's training split as litdata shards.")
-    sub = p.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("write", help="write the training split as shards")
-    w.add_argument("--dataset", required=True, choices=list(data.SPECS))
-    w.add_argument("--data-dir", default="data")
-    w.add_argument("--subset", type=int, default=0, help="the first N training examples only (0: all)")
-    w.add_argument("--out", required=True, help="a new or empty folder")
-    w.add_argument("--shard-size", type=int, required=True, help="examples per shard")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         split = data.load(args.dataset, args.data_dir, train=True, subset=args.subset)
         write(split, args.out, args.shard_size)

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import catalog as C
 import flags
 import results
 import workload as names
@@ -228,22 +229,18 @@ def gpu_count() -> int:
     return sum(line.startswith("GPU ") for line in out.stdout.splitlines()) if out.returncode == 0 else 0
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    dpt_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
+def build_parser() -> argparse.ArgumentParser:
     p = flags.Parser(prog="run-experiments.sh", description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--study", choices=["paper", *names.STUDIES], default="paper",
-                   help="paper: the paper's Tables 1-5; measures: every importance measure with Stripes; heuristics: "
-                        "every heuristic with loss variance (both on Table 1's workload and a 2 x 2 W x I grid); "
-                        "lm: language modelling on the King James Bible with a small GPT; exchange: every gradient "
-                        "reducer at density 0.01; io: fixed partitions against vanilla, with their partitions saved "
-                        "for report.py --io")
+                     formatter_class=flags.HelpFormatter)
+    p.add_argument("--study", choices=["paper", *names.STUDIES], default="paper", metavar="NAME",
+                   help="paper (the paper's Tables 1-5), " + ", ".join(f"{n} ({s.what})" for n, s in
+                                                                      names.STUDIES.items()) + " (docs/studies.md)")
     p.add_argument("--table", type=int, action="append", choices=sorted(names.PAPER_TABLES),
                    help="with --study paper: a paper table's workload (repeatable; default: all five)")
-    p.add_argument("--dataset", choices=[*names.DATASETS, *names.TEXT_DATASETS],
-                   help="run the study on this dataset instead")
-    p.add_argument("--model", choices=list(names.MODELS), help="run the study with this model instead")
+    p.add_argument("--dataset", choices=list(C.DATASETS), metavar="NAME",
+                   help=f"run the study on this dataset instead: {', '.join(C.DATASETS)}")
+    p.add_argument("--model", choices=list(C.MODELS), metavar="NAME",
+                   help=f"run the study with this model instead: {', '.join(C.MODELS)}")
     p.add_argument("--baselines-only", action="store_true", help="only the vanilla baselines")
     p.add_argument("--no-baselines", action="store_true", help="leave the vanilla baselines out")
     p.add_argument("--seeds", type=int, nargs="+", default=list(names.PAPER_SEEDS), help="default: the paper's ten")
@@ -253,7 +250,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ignore", type=int, help="E_ignore of every importance-aware run (default: the study's)")
     p.add_argument(
         "--launch",
-        choices=["emulate", "torchrun"],
+        choices=["emulate", "torchrun"], metavar="LAUNCH",
         default="emulate",
         help="emulate: one process per run emulating the workers on one device; torchrun: one rank per worker",
     )
@@ -276,6 +273,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--keep-checkpoints", action="store_true", help="keep a finished run's checkpoint (about 90 MB for ResNet-18)"
     )
     p.add_argument("--dry-run", action="store_true", help="print the commands (and write commands.txt); run nothing")
+    return p
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    dpt_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = build_parser()
     opts = p.parse_args(argv)
     opts.dpt_flags = dpt_args
     study = names.STUDIES.get(opts.study)

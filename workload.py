@@ -1,5 +1,5 @@
-"""What a run trains and how it partitions (a Workload), and the one table of names: the flag
-values, the names the paper's code and CSVs use, and the names folders and titles show.
+"""What a run trains and how it partitions (a Workload), the paper's tables and the follow-up
+studies. Names, titles and folders come from catalog.py.
 
 dpt.py builds a Workload from its flags; results.py names files after it; sweep.py and report.py
 list and group runs by it. Torch-free, so flags and sweeps resolve in a fraction of a second:
@@ -8,61 +8,8 @@ list and group runs by it. Torch-free, so flags and sweeps resolve in a fraction
 """
 import re
 from dataclasses import dataclass, replace
-from typing import NamedTuple
 
-
-class Name(NamedTuple):
-    folder: str  # in result folder names: <Dataset>-<Model>-<Heuristic>-<Measure> (no '-' inside)
-    title: str   # in tables and figures
-    paper: str   # in CSV rows: the paper's code's name where it had one
-
-
-# task: "image" rows report test accuracy (higher is better); "text" rows held-out bits per byte (lower).
-DATASETS = {
-    "cifar10": Name("CIFAR10", "CIFAR-10", "c10"),
-    "cifar100": Name("CIFAR100", "CIFAR-100", "c100"),
-    "fashionmnist": Name("FashionMNIST", "Fashion-MNIST", "fmnist"),
-}
-TEXT_DATASETS = {
-    "kjv": Name("KJV", "King James Bible", "kjv"),
-    "text": Name("Text", "text file", "text"),  # --text-file: a user's corpus
-}
-MODELS = {
-    "resnet18": Name("ResNet18", "ResNet-18", "resnet18"),
-    "resnet34": Name("ResNet34", "ResNet-34", "resnet34"),
-    "lstm": Name("LSTM", "LSTM", "lstm"),
-    "gpt": Name("GPT", "GPT", "gpt"),
-}
-IMAGE_MODELS, TEXT_MODELS = ("resnet18", "resnet34"), ("lstm", "gpt")
-# Names with no meaning on language modelling (importance.MEASURES[...].text is None; heuristics reading labels).
-NOT_ON_TEXT = {"forgetting": "a chunk is not right or wrong as a whole, only its tokens are",
-               "class-stripes": "text chunks have no class"}
-HEURISTICS = {
-    "none": Name("Vanilla", "vanilla DPT", "none"),
-    "stripes": Name("Stripes", "Stripes", "roundrobin"),
-    "blocks": Name("Blocks", "Blocks", "steps"),
-    "random": Name("Random", "random", "random"),
-    "snake": Name("Snake", "snake", "snake"),
-    "balance": Name("Balance", "balance", "balance"),
-    "class-stripes": Name("ClassStripes", "class Stripes", "class-stripes"),
-    "blocks-rotate": Name("BlocksRotate", "rotating Blocks", "blocks-rotate"),
-    "sticky-stripes": Name("StickyStripes", "sticky Stripes", "sticky-stripes"),
-    "shard-stripes": Name("ShardStripes", "shard Stripes", "shard-stripes"),
-}
-MEASURES = {
-    "average": Name("Average", "average", "average"),
-    "variance": Name("Variance", "variance", "variance"),
-    "forgetting": Name("Forgetting", "forgetting", "forgetting"),
-    "confidence": Name("Confidence", "confidence", "confidence"),
-    "variability": Name("Variability", "variability", "variability"),
-    "ab-variance": Name("ABVariance", "active-bias variance", "ab-variance"),
-    "ab-closeness": Name("ABCloseness", "active-bias closeness", "ab-closeness"),
-    "el2n": Name("EL2N", "EL2N", "el2n"),
-    "grad-norm": Name("GradNorm", "gradient norm", "grad-norm"),
-}
-ALIASES = {n.paper: h for h, n in HEURISTICS.items()}  # roundrobin -> stripes, steps -> blocks
-# Gradient reducers (reducers.py, a DDP communication hook): "none" is DDP's own dense all-reduce.
-REDUCERS = ("none", "exact", "exdyna", "micro", "topk", "global-topk", "threshold", "cltk", "gaussiank")
+import catalog as C
 
 PAPER_EPOCHS, PAPER_IGNORE = 100, 5
 
@@ -83,16 +30,16 @@ class Workload:
     density: float | None = None
 
     def __post_init__(self):
-        assert self.dataset in DATASETS or self.dataset in TEXT_DATASETS, self.dataset
-        assert self.model in MODELS and self.heuristic in HEURISTICS and self.measure in MEASURES, self
-        assert self.reducer in REDUCERS and (self.reducer == "none") == (self.density is None), self
+        assert self.dataset in C.DATASETS and self.model in C.MODELS, self
+        assert self.heuristic in C.HEURISTICS and self.measure in C.MEASURES, self
+        assert self.reducer in C.REDUCERS and (self.reducer == "none") == (self.density is None), self
 
     def at(self, warmup: int, interval: int) -> "Workload":
         return replace(self, warmup_epochs=warmup, interval_epochs=interval)
 
     @property
     def task(self) -> str:
-        return "text" if self.dataset in TEXT_DATASETS else "image"
+        return C.DATASETS[self.dataset].task
 
     @property
     def vanilla(self) -> bool:
@@ -107,8 +54,9 @@ class Workload:
     def folder(self) -> str:
         if self.vanilla:
             return "Baselines"
-        names = (_names(self.dataset), MODELS[self.model], HEURISTICS[self.heuristic], MEASURES[self.measure])
-        return "-".join(n.folder for n in names)
+        records = (C.DATASETS[self.dataset], C.MODELS[self.model], C.HEURISTICS[self.heuristic],
+                   C.MEASURES[self.measure])
+        return "-".join(r.folder for r in records)
 
     @property
     def csv_name(self) -> str:
@@ -117,16 +65,16 @@ class Workload:
         never share a file."""
         exchange = "" if self.reducer == "none" else f"-R{self.reducer}-D{self.density:g}"
         if self.vanilla:
-            return f"{_names(self.dataset).paper}-vanilla-{self.model}-total{self.total_epochs}{exchange}.csv"
+            return f"{C.DATASETS[self.dataset].paper}-vanilla-{self.model}-total{self.total_epochs}{exchange}.csv"
         ignore = "" if self.ignore_epochs == PAPER_IGNORE else f"-IGN{self.ignore_epochs}"
         return f"W{self.warmup_epochs}-INT{self.interval_epochs}{ignore}{exchange}.csv"
 
     @property
     def title(self) -> str:
         """'CIFAR-10, ResNet-18, Stripes, variance' (as the paper's Figure 5 panels)."""
-        parts = [_names(self.dataset).title, MODELS[self.model].title, HEURISTICS[self.heuristic].title]
+        parts = [C.DATASETS[self.dataset].title, C.MODELS[self.model].title, C.HEURISTICS[self.heuristic].title]
         if not self.vanilla:
-            parts.append(MEASURES[self.measure].title)
+            parts.append(C.MEASURES[self.measure].title)
         if self.total_epochs != PAPER_EPOCHS:
             parts.append(f"T={self.total_epochs}")
         if self.ignore_epochs != PAPER_IGNORE and not self.vanilla:
@@ -134,10 +82,6 @@ class Workload:
         if self.reducer != "none":
             parts.append(f"{self.reducer} at density {self.density:g}")
         return ", ".join(parts)
-
-
-def _names(dataset: str) -> Name:
-    return DATASETS.get(dataset) or TEXT_DATASETS[dataset]
 
 
 CSV_SUFFIXES = re.compile(r"(?:-IGN(?P<ignore>\d+))?(?:-R(?P<reducer>[a-z-]+)-D(?P<density>[0-9.e+-]+))?$")
@@ -173,6 +117,7 @@ class Study:
     warmups: tuple[int, ...]
     intervals: tuple[int, ...]
     flags: tuple[str, ...] = ()  # dpt.py flags every run of the study gets (e.g. the optimizer)
+    what: str = ""  # for the docs' table of studies
 
     def tables(self, **change) -> list[Workload]:
         """One workload per variant (W and I open), with `change` applied (e.g. another dataset for a trial)."""
@@ -191,20 +136,28 @@ STUDY_WARMUPS, STUDY_INTERVALS = (20, 40), (5, 30)
 # gradient measures with Stripes, and the random control and the movement-saving heuristics with variance.
 LM_BASE = Workload("kjv", "gpt", "stripes", "variance", total_epochs=30, ignore_epochs=1)
 STUDIES = {
-    "measures": Study(PAPER_TABLES[1], tuple({"measure": m} for m in MEASURES), STUDY_WARMUPS, STUDY_INTERVALS),
-    "heuristics": Study(PAPER_TABLES[1], tuple({"heuristic": h} for h in HEURISTICS if h != "none"), STUDY_WARMUPS,
-                        STUDY_INTERVALS),
+    "measures": Study(PAPER_TABLES[1], tuple({"measure": m} for m, r in C.MEASURES.items() if r.studies),
+                      STUDY_WARMUPS, STUDY_INTERVALS,
+                      what="every measure of the studies with Stripes on Table 1's workload, W {20, 40} x I {5, 30}"),
+    "heuristics": Study(PAPER_TABLES[1], tuple({"heuristic": h} for h, r in C.HEURISTICS.items() if r.studies),
+                        STUDY_WARMUPS, STUDY_INTERVALS, what="every heuristic with loss variance, the same grid"),
     "lm": Study(LM_BASE, ({}, {"measure": "average"}, {"measure": "confidence"}, {"measure": "el2n"},
                           {"measure": "grad-norm"}, {"heuristic": "random"}, {"heuristic": "snake"},
                           {"heuristic": "sticky-stripes"}),
-                (5, 10), (2, 5), ("--optimizer", "adamw", "--lr", "0.003", "--weight-decay", "0.1")),
+                (5, 10), (2, 5), ("--optimizer", "adamw", "--lr", "0.003", "--weight-decay", "0.1"),
+                what="the King James Bible with the small GPT: Stripes-variance, 4 other measures and 3 other "
+                     "heuristics, T 30, E_ignore 1, W {5, 10} x I {2, 5}, AdamW at 3e-3"),
     # Gradient sparsification: every reducer at density 0.01 (exact: dense) under Stripes-variance at
     # W20-INT5, each against vanilla DPT with the same reducer: accuracy against the bytes sent.
-    "exchange": Study(PAPER_TABLES[1], tuple({"reducer": r, "density": 1.0 if r == "exact" else 0.01}
-                                             for r in REDUCERS if r != "none"), (20,), (5,)),
+    "exchange": Study(PAPER_TABLES[1], tuple({"reducer": r, "density": 1.0 if r == "exact" else C.DEFAULT_DENSITY}
+                                             for r, record in C.REDUCERS.items() if record.studies), (20,), (5,),
+                      what="every gradient reducer at density 0.01 under Stripes-variance at W20-INT5, each against "
+                           "vanilla DPT with the same reducer"),
     # Disk and network I/O: fixed partitions (random, the paper's two, the movement-saving sticky
     # Stripes, whole shards) against vanilla DPT, each run saving its partitions so that report.py --io
     # simulates what it would fetch under any storage setting (shards of 1 to 1000, caches of 1/n, 2/n).
     "io": Study(PAPER_TABLES[1], ({"heuristic": "random"}, {}, {"heuristic": "blocks"}, {"heuristic": "sticky-stripes"},
-                                  {"heuristic": "shard-stripes"}), (20,), (5,), ("--save-partitions",)),
+                                  {"heuristic": "shard-stripes"}), (20,), (5,), ("--save-partitions",),
+                what="random, Stripes, Blocks, sticky Stripes and shard Stripes at W20-INT5, partitions saved for "
+                     "report.py --io"),
 }

@@ -6,7 +6,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 import augment
-import data
+import catalog
 
 
 def lowbias32(x: int) -> int:
@@ -27,9 +27,9 @@ def test_hash_matches_the_plain_python_reference():
 
 @pytest.mark.parametrize("name", ["cifar10", "fashionmnist"])
 def test_output_equals_the_torchvision_pipeline_given_the_same_draws(name):
-    spec = data.SPECS[name]
-    n, size = 96, (32 if spec.channels == 3 else 28)
-    images = torch.randint(0, 256, (n, spec.channels, size, size), dtype=torch.uint8)
+    spec = catalog.DATASETS[name]
+    n, (channels, size, _) = 96, spec.shape
+    images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8)
     indices = torch.randperm(10_000)[:n]
     got = augment.augment(images, indices, seed=11, epoch=4, stream=augment.TRAIN, mean=spec.mean, std=spec.std,
                           padding=spec.crop_padding)
@@ -37,7 +37,7 @@ def test_output_equals_the_torchvision_pipeline_given_the_same_draws(name):
     expected = []
     for i in range(n):  # the paper's pipeline on PIL images, with RandomCrop's parameters fixed
         array = images[i].permute(1, 2, 0).numpy()
-        img = Image.fromarray(array if spec.channels == 3 else array[:, :, 0])
+        img = Image.fromarray(array if channels == 3 else array[:, :, 0])
         if spec.crop_padding:
             img = TF.crop(TF.pad(img, spec.crop_padding), int(top[i]), int(left[i]), size, size)
         if flip[i]:

@@ -14,6 +14,7 @@ import dpt
 import fakedata
 import models
 import results
+import topology
 from runs import ENV, REPO, TINY, run_expecting_error
 
 
@@ -203,12 +204,15 @@ CASES = [
     ("text flags on images", ["--text-file", "x.txt", "--layers", "2"],
      "--text-file, --layers are for language modelling"),
     ("forgetting on text", ["--dataset", "kjv", "--measure", "forgetting"],
-     "--measure forgetting has no meaning on text"),
-    ("class-stripes on text", ["--dataset", "kjv", "--heuristic", "class-stripes"], "text chunks have no class"),
-    ("paper protocol on text", ["--dataset", "kjv", "--eval-protocol", "paper"], "text is evaluated in eval mode"),
+     "--measure forgetting has no meaning on language modelling"),
+    ("class-stripes on text", ["--dataset", "kjv", "--heuristic", "class-stripes"],
+     "language modelling examples have none"),
+    ("paper protocol on text", ["--dataset", "kjv", "--eval-protocol", "paper"],
+     "--eval-protocol paper is not a protocol of language modelling"),
     ("zero sequence length", ["--dataset", "kjv", "--seq-len", "0"], "--seq-len must be at least 1"),
     ("dropout of one", ["--dataset", "kjv", "--dropout", "1"], "--dropout must be in [0, 1)"),
-    ("heads on an LSTM", ["--dataset", "kjv", "--model", "lstm", "--heads", "2"], "--heads is the GPT's"),
+    ("heads on an LSTM", ["--dataset", "kjv", "--model", "lstm", "--heads", "2"],
+     "--heads is not read by --model lstm"),
     ("width not divisible by heads", ["--dataset", "kjv", "--hidden", "130"],
      "--hidden 130 must be a multiple of --heads 4"),
     ("momentum with adamw", ["--optimizer", "adamw", "--momentum", "0.8"], "--momentum is SGD's"),
@@ -299,12 +303,13 @@ def traps(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "bad-input-table")
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")  # offline, whatever the network
 
     def trap(*a, **k):
         raise AssertionError("validation went past the checks: a process group or a model was started")
-    monkeypatch.setattr(dpt.dist, "init_process_group", trap)
+    monkeypatch.setattr(topology.dist, "init_process_group", trap)
     monkeypatch.setattr(models, "build", trap)
 
 

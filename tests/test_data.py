@@ -6,6 +6,8 @@ import torch
 
 import data
 import fakedata
+import tasks
+from train import IndexedDataset
 
 
 def test_cifar10_real_format_loads_through_torchvision(cifar10_dir):
@@ -56,7 +58,7 @@ def test_subset_takes_the_first_examples(cifar10_dir):
 
 def test_indexed_dataset_serves_padding_keys_as_their_example(cifar10_dir):
     root, _ = cifar10_dir
-    ds = data.IndexedDataset(data.load("cifar10", root, train=True))
+    ds = IndexedDataset(data.load("cifar10", root, train=True), tasks.of("cifar10"))
     image, label, key = ds[67 + 5]
     assert key == 72 and torch.equal(image, ds.split.images[5]) and label == ds.split.labels[5]
 

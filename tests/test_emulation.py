@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import models
+import tasks
 import train
 from runs import checkpoint, launch, only, only_log, partitions, relative_difference
 
@@ -61,7 +62,8 @@ def test_fused_gradients_match_the_sequential_reference(workers, batch):
     fused = models.emulate_workers(copy.deepcopy(reference), workers)
     x = torch.randn(workers * batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (workers * batch,))
-    step = train.Step.build(workers=workers, batch_size=batch, device=torch.device("cpu"), sequential=True)
+    step = train.Step.build(workers=workers, batch_size=batch, device=torch.device("cpu"), task=tasks.of("cifar10"),
+                            sequential=True)
     reference_losses = train.sequential_backward(reference, x, y, step)["loss"]
     fused_losses = F.cross_entropy(fused(x), y, reduction="none")
     fused_losses.mean().backward()

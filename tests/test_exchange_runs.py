@@ -10,10 +10,10 @@ import pytest
 from nbclient import NotebookClient
 import torch
 
+import catalog
 import data
 import fakedata
 import report
-import workload
 from runs import ENV, REPO, TINY, checkpoint, launch, only, only_log
 from test_checkpoint import die_at
 
@@ -107,7 +107,7 @@ def exchange_study(tmp_path_factory):
 
 def test_the_exchange_study_goes_through_report_and_notebook(exchange_study, tmp_path, monkeypatch):
     epochs, problems = report.exchange_logs(exchange_study)
-    assert problems == [] and set(epochs.reducer) == set(workload.REDUCERS) - {"none"}
+    assert problems == [] and set(epochs.reducer) == set(catalog.REDUCERS) - {"none"}
     summary = report.exchange_summary(epochs)
     assert (summary.runs == 2).all() and len(summary) == 8  # every reducer
     dense = summary.exchange.str.startswith(("exact", "global-topk"))  # global-topk selects after a dense all-reduce

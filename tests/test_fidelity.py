@@ -10,11 +10,13 @@ import torchvision
 from torch import nn
 
 import augment
+import catalog
 import data
 import dpt
 import flags
 import importance
 import models
+import tasks
 import train
 from samplers import ConstantSampler
 
@@ -75,17 +77,17 @@ def test_the_paper_protocol_is_the_default():
 
 
 def test_paper_protocol_evaluates_augmented_images_with_batch_statistics():
-    spec = data.SPECS["cifar10"]
+    spec, task = catalog.DATASETS["cifar10"], tasks.of("cifar10")
     g = torch.Generator().manual_seed(2)
     test = data.Split(
         torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8, generator=g), torch.zeros(30, dtype=torch.int64)
     )
     step = train.Step.build(
-        workers=1, batch_size=16, device=torch.device("cpu"), spec=spec, seed=5, eval_protocol="paper"
+        workers=1, batch_size=16, device=torch.device("cpu"), task=task, seed=5, eval_protocol="paper"
     )
     model = Spy().eval()
     before = model.bn.running_mean.clone()
-    assert train.evaluate(model, test, step, 3) == {"test_accuracy": 100.0}
+    assert task.evaluate(model, test, step, 3) == {"test_accuracy": 100.0}
     assert [len(x) for x, _, _ in model.calls] == [16, 14]
     for (x, training, tracking), start in zip(model.calls, (0, 16)):
         index = torch.arange(start, start + len(x))
@@ -97,7 +99,7 @@ def test_paper_protocol_evaluates_augmented_images_with_batch_statistics():
     assert torch.equal(model.bn.running_mean, before) and not model.training  # the model's mode is restored
 
     model.calls.clear()
-    train.evaluate(model, test, train.Step.build(workers=1, batch_size=16, device=torch.device("cpu"), spec=spec), 3)
+    task.evaluate(model, test, train.Step.build(workers=1, batch_size=16, device=torch.device("cpu"), task=task), 3)
     x, training, _ = model.calls[0]
     assert not training and torch.equal(x, augment.normalize(test.images[:16], spec.mean, spec.std))
 
@@ -149,10 +151,11 @@ def test_the_optimizer_is_nesterov_sgd_with_the_papers_settings():
 
 def test_normalization_constants_are_the_published_ones():
     # the values in the paper's code (CIFAR's widely copied per-channel std, and MNIST's 0.1307/0.3081)
-    assert data.SPECS["cifar10"].mean == data.SPECS["cifar100"].mean == (0.4914, 0.4822, 0.4465)
-    assert data.SPECS["cifar10"].std == data.SPECS["cifar100"].std == (0.2023, 0.1994, 0.2010)
-    assert (data.SPECS["fashionmnist"].mean, data.SPECS["fashionmnist"].std) == ((0.1307,), (0.3081,))
-    assert [data.SPECS[d].crop_padding for d in ("cifar10", "cifar100", "fashionmnist")] == [4, 4, 0]
+    D = catalog.DATASETS
+    assert D["cifar10"].mean == D["cifar100"].mean == (0.4914, 0.4822, 0.4465)
+    assert D["cifar10"].std == D["cifar100"].std == (0.2023, 0.1994, 0.2010)
+    assert (D["fashionmnist"].mean, D["fashionmnist"].std) == ((0.1307,), (0.3081,))
+    assert [D[d].crop_padding for d in ("cifar10", "cifar100", "fashionmnist")] == [4, 4, 0]
 
 
 @pytest.mark.parametrize("name,blocks", [("resnet18", [2, 2, 2, 2]), ("resnet34", [3, 4, 6, 3])])

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+import catalog
 import heuristics
 
 CASES = [(8, 4), (10, 4), (50000, 4), (1001, 3), (7, 7), (13, 5)]
@@ -289,22 +290,22 @@ def test_partition_names_what_a_heuristic_misses(name, field):
 
 
 def test_every_heuristic_declares_what_it_needs():
-    assert heuristics.NEEDS.keys() == heuristics.HEURISTICS.keys()
-    assert heuristics.NEEDS["stripes"] == heuristics.NEEDS["blocks"] == heuristics.NEEDS["snake"] == set()
+    needs = {name: catalog.HEURISTICS[name].needs for name in heuristics.HEURISTICS}
+    assert needs["stripes"] == needs["blocks"] == needs["snake"] == set()
     fields = set(heuristics.Context.__dataclass_fields__)
-    assert all(needs <= fields for needs in heuristics.NEEDS.values())
+    assert all(n <= fields for n in needs.values())
 
 
 def test_partition_rejects_a_heuristic_that_duplicates(monkeypatch):
     # Right sizes, but example order[0..3] twice and order[4..7] never.
     monkeypatch.setitem(heuristics.HEURISTICS, "bad", lambda order, n: [order[:4], order[:4].clone()])
-    monkeypatch.setitem(heuristics.NEEDS, "bad", set())
+    monkeypatch.setitem(catalog.HEURISTICS, "bad", catalog.HEURISTICS["stripes"])
     with pytest.raises(AssertionError):
         heuristics.partition(torch.arange(8), 2, "bad")
 
 
 def test_partition_rejects_unequal_sizes(monkeypatch):
     monkeypatch.setitem(heuristics.HEURISTICS, "uneven", lambda order, n: [order[:5], order[5:]])
-    monkeypatch.setitem(heuristics.NEEDS, "uneven", set())
+    monkeypatch.setitem(catalog.HEURISTICS, "uneven", catalog.HEURISTICS["stripes"])
     with pytest.raises(AssertionError, match="at most 1"):
         heuristics.partition(torch.arange(8), 2, "uneven")

@@ -6,6 +6,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data.distributed import DistributedSampler
 
+import catalog
 import importance
 from samplers import WorkerBatches
 
@@ -68,7 +69,7 @@ def test_measures_match_numpy_float64(epochs, with_previous):
     window = random_window(rng, 5000, epochs)
     previous = {k: v[:, 0] for k, v in random_window(rng, 5000, 1).items()} if with_previous else None
     for name, measure in importance.MEASURES.items():
-        got = measure.score(as_torch(window), None if previous is None else as_torch(previous))
+        got = measure(as_torch(window), None if previous is None else as_torch(previous))
         assert got.dtype == torch.float32 and got.shape == (5000,)
         np.testing.assert_allclose(
             got.double().numpy(), numpy_scores(name, window, previous), rtol=1e-4, atol=1e-6, err_msg=name
@@ -83,8 +84,8 @@ def test_paper_measures_are_bit_for_bit_var_mean():
     scores, order = importance.rank("variance", {"loss": window}, None)
     assert torch.equal(scores, torch.var_mean(window, dim=1, correction=1)[0])
     assert torch.equal(order, torch.sort(scores, descending=True, stable=True).indices)
-    assert torch.equal(importance.average(window), importance.MEASURES["average"].score({"loss": window}, None))
-    assert torch.equal(importance.variance(window), importance.MEASURES["variance"].score({"loss": window}, None))
+    assert torch.equal(importance.average(window), importance.MEASURES["average"]({"loss": window}, None))
+    assert torch.equal(importance.variance(window), importance.MEASURES["variance"]({"loss": window}, None))
 
 
 def test_variance_of_one_column_falls_back_to_average():
@@ -111,7 +112,7 @@ def test_order_is_descending_and_ties_go_by_average_loss_then_index(measure):
     index = np.arange(len(scores))
     # numpy float64 reference: descending score, ties by average loss (new measures) then index
     keys = (
-        (index, -scores) if importance.MEASURES[measure].tiebreak is None else (index, -window["loss"].mean(1), -scores)
+        (index, -scores) if catalog.MEASURES[measure].tiebreak is None else (index, -window["loss"].mean(1), -scores)
     )
     np.testing.assert_array_equal(order.numpy(), np.lexsort(keys))
 
@@ -156,10 +157,11 @@ def test_each_measure_reads_only_its_declared_channels():
     rng = np.random.default_rng(9)
     full = as_torch(random_window(rng, 100, 4))
     previous = {k: v[:, 0] for k, v in full.items()}
-    for name, measure in importance.MEASURES.items():
-        window = {c: full[c] for c in measure.channels}  # a run records only these
-        scores, order = importance.rank(name, window, {c: previous[c] for c in measure.channels})
-        assert torch.equal(scores, measure.score(full, previous))
+    for name, score in importance.MEASURES.items():
+        channels = importance.channels(name)
+        window = {c: full[c] for c in channels}  # a run records only these
+        scores, order = importance.rank(name, window, {c: previous[c] for c in channels})
+        assert torch.equal(scores, score(full, previous))
         assert sorted(order.tolist()) == list(range(100))
 
 
@@ -170,10 +172,10 @@ def test_rank_names_the_missing_channel():
 
 def test_new_measures_document_their_tiebreak_text_and_source():
     for name in NEW:
-        m = importance.MEASURES[name]
-        assert m.tiebreak is importance.average_loss and "loss" in m.channels
-        assert m.source and (m.text is None) == (name == "forgetting")  # a chunk is not correct or wrong as a whole
-    assert importance.MEASURES["average"].tiebreak is None and importance.MEASURES["variance"].tiebreak is None
+        m = catalog.MEASURES[name]
+        assert m.tiebreak == "average" and "loss" in importance.channels(name)
+        assert m.source and ("text" not in m.meaning) == (name == "forgetting")  # a chunk is not right or wrong whole
+    assert catalog.MEASURES["average"].tiebreak is None and catalog.MEASURES["variance"].tiebreak is None
 
 
 def test_record_scatters_every_channel_by_key_and_sends_padding_to_the_sink():

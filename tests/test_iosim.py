@@ -116,6 +116,35 @@ def test_matches_reference(seed):
     pd.testing.assert_frame_equal(moves, want_moves, check_dtype=False)
 
 
+def per_request(windows, num_workers, st, shuffle, sampler_seed, seed):
+    """The epochs of `simulate` served one request at a time through ShardCache.request (streaming's path)."""
+    caches, rows = [iosim.ShardCache(st) for _ in range(num_workers)], []
+    for index, (first, length, partition) in enumerate(windows):
+        ss = samplers.for_window(range(st.num_examples), partition, range(num_workers), num_workers, shuffle=shuffle,
+                                 sampler_seed=sampler_seed, seed=seed)
+        for w, cache in enumerate(caches):
+            cache.set_window(None if partition is None else partition[w])
+        for epoch in range(first, first + length):
+            for w, (s, cache) in enumerate(zip(ss, caches)):
+                s.set_epoch(epoch)
+                requests = hits = fetched = 0
+                for i in s:
+                    hit, _ = cache.request(i // st.shard_size)
+                    requests, hits = requests + 1, hits + hit
+                    fetched += 0 if hit else int(st.shard_bytes[i // st.shard_size])
+                assert sum(cache.lru.values()) <= cache.capacity  # never over its bytes
+                rows.append((epoch, index, w, requests, hits, requests - hits, fetched))
+    return pd.DataFrame(rows, columns=["epoch", "window", "worker", "requests", "hits", "misses", "bytes"])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_one_request_at_a_time_is_the_epoch_fast_path(seed):
+    """streaming.WorkerReader serves requests one by one through the same cache the simulator batches."""
+    windows, n, st, settings = random_case(seed)
+    epochs, _ = iosim.simulate(windows, n, st, **settings)
+    pd.testing.assert_frame_equal(per_request(windows, n, st, **settings), epochs, check_dtype=False)
+
+
 @pytest.mark.parametrize("sampler_seed", range(4))
 def test_matches_reference_when_all_hit_epochs_and_misses_alternate(sampler_seed):
     # 3 workers reading 4 of 12 examples an epoch through a cache of most of them: epochs with no

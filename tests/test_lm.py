@@ -8,8 +8,8 @@ from torch import nn
 import lm
 import text
 
-TINY = {"lstm": dict(embed=32, hidden=48, layers=2, dropout=0.1),
-        "gpt": dict(n_layer=2, n_head=2, n_embd=32, dropout=0.1)}
+TINY = {"lstm": dict(hidden=48, layers=2, dropout=0.1),
+        "gpt": dict(layers=2, heads=2, hidden=32, dropout=0.1)}
 SEQ = 24
 
 
@@ -67,12 +67,12 @@ def test_gpt_ties_embedding_and_head():
 
 
 def test_lstm_ties_only_when_asked_and_sizes_match():
-    tied = tiny("lstm", embed=48, tie_weights=True)
+    tied = lm.LSTMLanguageModel(text.VOCAB, embed=48, hidden=48, layers=2, dropout=0.1, tie_weights=True)
     assert tied.head.weight is tied.encoder.weight
-    untied = tiny("lstm", embed=48)
+    untied = tiny("lstm")
     assert untied.head.weight is not untied.encoder.weight
     with pytest.raises(ValueError, match="embed == hidden"):
-        tiny("lstm", embed=32, tie_weights=True)
+        lm.LSTMLanguageModel(text.VOCAB, embed=32, hidden=48, layers=2, dropout=0.1, tie_weights=True)
 
 
 def test_gpt_attention_matches_plain_masked_softmax():
@@ -88,7 +88,7 @@ def test_gpt_attention_matches_plain_masked_softmax():
 
 def test_gpt_init_is_nanogpt_style():
     torch.manual_seed(0)
-    model = lm.GPT(n_layer=8, n_head=4, n_embd=256)
+    model = lm.build("gpt", text.VOCAB, 64, layers=8, heads=4, hidden=256)
     residual = torch.cat([m.weight.flatten() for n, m in model.named_modules() if n.endswith("c_proj")])
     others = torch.cat([m.weight.flatten() for n, m in model.named_modules()
                         if isinstance(m, nn.Linear) and not n.endswith("c_proj")])

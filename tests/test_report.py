@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+import catalog
 import report
 import results
-import workload
 from runs import REPO
 from workload import Workload
 
@@ -35,7 +35,7 @@ def write_paper_style(folder: Path, table: int, rng: np.random.Generator, n: int
     for cell in mine.itertuples():
         best = rows_with(cell.mean, cell.std, n, rng)
         if cell.heuristic == "none":
-            path = folder / "Baselines" / f"{workload.DATASETS[cell.dataset].paper}-vanilla-{cell.model}-batch256.csv"
+            path = folder / "Baselines" / f"{catalog.DATASETS[cell.dataset].paper}-vanilla-{cell.model}-batch256.csv"
             w, i, measure, heuristic = 100, 98, "variance", "none"  # what the paper's baseline rows carry
         else:
             path = results.csv_path(folder, Workload(cell.dataset, cell.model, cell.heuristic, cell.measure).at(

@@ -1,4 +1,4 @@
-"""The per-example training signals (train.per_example) against plain references: cross-entropy,
+"""The per-example training signals (tasks.per_example) against plain references: cross-entropy,
 correctness, EL2N in float64, and the last-layer gradient norm against autograd, per example, for
 images (one target) and text (a chunk of targets); and the fused and sequential emulations record the
 same signals."""
@@ -13,6 +13,7 @@ from torch import nn
 import data
 import importance
 import models
+import tasks
 import train
 from samplers import WorkerBatches, for_window
 
@@ -59,12 +60,12 @@ def test_signals_match_the_references(shape, bias):
         logits = layer(h)  # the pre-hook keeps h
     assert torch.equal(captured.value, h)
     targets = torch.randint(0, classes, (n, *steps), generator=g)
-    got = train.per_example(logits, targets, ALL, captured)
+    got = tasks.per_example(logits, targets, ALL, captured)
     expected = reference(logits, targets, h, layer)
     for c in ALL:
         np.testing.assert_allclose(got[c].double().numpy(), expected[c], rtol=1e-5, atol=1e-6, err_msg=c)
     assert 0 < got["correct"].mean() < 1
-    assert set(train.per_example(logits, targets, ("loss",))) == {"loss"}  # only what is asked for
+    assert set(tasks.per_example(logits, targets, ("loss",))) == {"loss"}  # only what is asked for
 
 
 def test_the_image_loss_is_exactly_the_training_loss():
@@ -72,13 +73,13 @@ def test_the_image_loss_is_exactly_the_training_loss():
     g = torch.Generator().manual_seed(0)
     logits, labels = torch.randn(64, 10, generator=g), torch.randint(0, 10, (64,), generator=g)
     assert torch.equal(
-        train.per_example(logits, labels, ("loss",))["loss"], F.cross_entropy(logits, labels, reduction="none")
+        tasks.per_example(logits, labels, ("loss",))["loss"], F.cross_entropy(logits, labels, reduction="none")
     )
 
 
 def test_the_hook_keeps_the_last_layers_input():
     model = models.build("resnet18", 10, 3)
-    captured = train.HeadInput(train.head(model))
+    captured = train.HeadInput(model.fc)
     x = torch.randn(4, 3, 32, 32)
     model(x)
     assert captured.value.shape == (4, 512) and captured.bias
@@ -104,7 +105,7 @@ def test_fused_and_sequential_emulations_record_the_same_signals(workers, batch)
             workers=workers,
             batch_size=batch,
             device=torch.device("cpu"),
-            spec=data.SPECS["cifar10"],
+            task=tasks.of("cifar10"),
             sequential=mode == "sequential",
             on_device=True,
             channels=ALL,

@@ -186,7 +186,6 @@ def test_the_caches_of_killed_runs_are_removed_by_the_next(tmp_path):
     import subprocess
     import sys
 
-    import dpt
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host = os.uname().nodename
@@ -195,5 +194,5 @@ def test_the_caches_of_killed_runs_are_removed_by_the_next(tmp_path):
     for folder in (dead, live, elsewhere):
         (folder / "shard-0.bin").parent.mkdir()
         (folder / "shard-0.bin").write_bytes(b"x")
-    dpt.remove_stale_caches(tmp_path)
+    streaming.remove_stale_caches(tmp_path)
     assert not dead.exists() and live.exists() and elsewhere.exists()

@@ -16,6 +16,7 @@ import fakedata
 import importance
 import lm
 import report
+import tasks
 import text
 import train
 from runs import ENV, REPO, checkpoint, launch, only, only_log, partitions
@@ -46,7 +47,8 @@ def test_the_recorded_loss_is_each_chunks_cross_entropy(corpus, model):
     torch.manual_seed(0)
     net = lm.build(model, text.VOCAB, 16, dropout=0.0)
     before = copy.deepcopy(net)
-    step = train.Step.build(workers=2, batch_size=12, device=torch.device("cpu"), on_device=True, channels=("loss",))
+    step = train.Step.build(workers=2, batch_size=12, device=torch.device("cpu"), task=tasks.of("text"), on_device=True,
+                            channels=("loss",))
     batches = WorkerBatches(for_window(split, None, range(2), 2, shuffle=True, sampler_seed=0, seed=0), 12)
     recorder = importance.Recorder(len(split), 1, ("loss",), "cpu")
     train.train_epoch(net, torch.optim.AdamW(net.parameters()), batches, split, step, 0, recorder, 0)

@@ -1,0 +1,394 @@
+"""The catalog: one record per name (task, dataset, model, measure, heuristic, reducer), and every
+fact about it that more than one place needs. Flags' choices and help, folder and file names, the
+result row's metric, the studies, report.py, bench.py and the docs' tables all derive from here, so a
+new name is its implementation plus one record. Torch-free (flags and sweeps resolve without torch):
+
+    python -c "import catalog; print(catalog.MEASURES['variance']); print(catalog.table('heuristics'))"
+    python catalog.py docs      # rewrite the tables in docs/*.md that are generated from the records
+
+The implementation modules hold only {name: function}: importance.MEASURES, heuristics.HEURISTICS,
+reducers.REDUCERS, and one Task class per task module (catalog.Task.module); tests/test_catalog.py
+checks that both sides name the same things, and that docs/ and --help agree with the records.
+"""
+import re
+from argparse import Namespace
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Option:
+    """A flag only one task reads (its group in dpt.py's parser). `minimum`: the smallest value allowed
+    (None: no bound); a default of None is filled in per model (Model.defaults) or left unset."""
+    flag: str
+    type: type
+    default: object
+    help: str
+    minimum: float | None = None
+    below: float | None = None  # values must be < this
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a run learns: its metric (the row's best_<metric> column), how it is evaluated, and the
+    module holding its implementation (a class with the methods of tasks.Task)."""
+    name: str
+    title: str
+    module: str  # the implementation: <module>.TASK
+    metric: str  # the row's column is best_<metric>
+    epoch_key: str  # the per-epoch figure (JSON log) that is the metric
+    metric_title: str  # in tables and figures
+    metric_name: str  # on the console: "best <metric_name> <value><unit>"
+    unit: str
+    higher_is_better: bool
+    decimals: int  # of the metric in the CSV rows
+    default_model: str
+    eval_protocols: tuple[str, ...]  # the first is the default
+    has_labels: bool  # an example has a class (heuristics that read labels need it)
+    streams: bool  # --data-source streaming serves it
+    options: tuple[Option, ...] = ()
+    flag_group: str = ""
+
+    @property
+    def column(self) -> str:
+        return f"best_{self.metric}"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    folder: str  # in result folder names: <Dataset>-<Model>-<Heuristic>-<Measure> (no '-' inside)
+    title: str
+    paper: str  # the paper's code's short name (baseline file names)
+    task: str
+    source: str
+    classes: int = 0
+    shape: tuple[int, ...] = ()  # an image's (channels, height, width)
+    mean: tuple[float, ...] = ()  # Normalize's, as the paper's code
+    std: tuple[float, ...] = ()
+    crop_padding: int = 0  # RandomCrop(size, padding); 0: no crop
+    train_files: tuple[str, ...] = ()  # what a local copy must hold (for the error message)
+    test_files: tuple[str, ...] = ()
+
+    @property
+    def example_bytes(self) -> int:
+        """Bytes of one example as uint8 (the I/O simulator's unit); 0 when it depends on flags (text)."""
+        size = 1
+        for s in self.shape:
+            size *= s
+        return size if self.shape else 0
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    folder: str
+    title: str
+    task: str
+    source: str
+    batchnorm: bool = False  # training-mode BatchNorm cannot normalize a batch of one
+    defaults: dict = field(default_factory=dict)  # its task options' values when not given
+    check: Callable[[Namespace], str | None] | None = None  # a constraint among its options: the fix, or None
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    folder: str
+    title: str
+    source: str
+    channels: tuple[str, ...]  # the per-example signals a run must record for it
+    score: str  # the formula, for the docs (higher: more important, sorted first)
+    meaning: dict  # task -> what it measures there; a task missing: refused there (the why in `refused`)
+    tiebreak: str | None = None  # equal scores are ordered by this measure (descending), then by index
+    protocol: str = "training pass"  # "training pass": from the forward pass that trains; "scoring pass": its own
+    refused: str = ""  # why it means nothing on the tasks `meaning` leaves out
+    coincides: str = ""  # when it orders examples as another measure does
+    studies: bool = True  # one arm of `run-experiments.sh --study measures`
+
+
+@dataclass(frozen=True)
+class Heuristic:
+    name: str
+    folder: str
+    title: str
+    paper: str  # in CSV rows (the paper's code's names where it had one)
+    source: str
+    partition: str  # what it does, for the docs
+    guarantee: str
+    needs: frozenset = frozenset()  # heuristics.Context fields it reads
+    studies: bool = True
+
+
+@dataclass(frozen=True)
+class Reducer:
+    name: str
+    title: str
+    source: str
+    exchange: str  # what it sends, for the docs
+    studies: bool = True
+
+
+# ---- tasks ---------------------------------------------------------------------------------------
+
+def _text_options() -> tuple[Option, ...]:
+    return (Option("--text-file", str, None, "with --dataset text: any UTF-8 file (e.g. Tiny Shakespeare)"),
+            Option("--seq-len", int, 128, "tokens (bytes) a chunk predicts", minimum=1),
+            Option("--layers", int, None, "LSTM layers or GPT blocks", minimum=1),
+            Option("--hidden", int, None, "LSTM embedding and hidden size, GPT width", minimum=1),
+            Option("--heads", int, None, "GPT attention heads", minimum=1),
+            Option("--dropout", float, None, "dropout probability", minimum=0, below=1))
+
+
+TASKS = {
+    "image": Task("image", "image classification", "imagetask", "accuracy", "test_accuracy", "best test accuracy (%)",
+                  "test accuracy", "%", True, 2, "resnet18", ("paper", "standard"), has_labels=True, streams=True),
+    "text": Task("text", "language modelling", "texttask", "bits_per_byte", "bits_per_byte",
+                 "best held-out bits per byte", "held-out", " bits per byte", False, 4, "gpt", ("standard",),
+                 has_labels=False, streams=False, options=_text_options(),
+                 flag_group="language modelling (--dataset kjv or text); an example is a chunk of --seq-len + 1 bytes"),
+}
+
+# ---- datasets ------------------------------------------------------------------------------------
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the paper's code's constants
+DATASETS = {d.name: d for d in (
+    Dataset("cifar10", "CIFAR10", "CIFAR-10", "c10", "image", "Krizhevsky 2009 (torchvision's download)", 10,
+            (3, 32, 32), CIFAR_MEAN, CIFAR_STD, 4, tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
+            ("cifar-10-batches-py/test_batch",)),
+    Dataset("cifar100", "CIFAR100", "CIFAR-100", "c100", "image", "Krizhevsky 2009 (torchvision's download)", 100,
+            (3, 32, 32), CIFAR_MEAN, CIFAR_STD, 4, ("cifar-100-python/train",), ("cifar-100-python/test",)),
+    Dataset("fashionmnist", "FashionMNIST", "Fashion-MNIST", "fmnist", "image",
+            "Xiao et al. 2017 (Debian's dataset-fashion-mnist, or torchvision's download)", 10, (1, 28, 28),
+            (0.1307,), (0.3081,), 0, ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+            ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")),
+    Dataset("kjv", "KJV", "King James Bible", "kjv", "text", "Debian's bible-kjv"),
+    Dataset("text", "Text", "text file", "text", "text", "the UTF-8 file given by --text-file"),
+)}
+
+# ---- models --------------------------------------------------------------------------------------
+
+
+def _gpt_heads(args: Namespace) -> str | None:
+    if args.hidden % args.heads:
+        return (f"--hidden {args.hidden} must be a multiple of --heads {args.heads} "
+                "(the GPT splits its width over the heads)")
+    return None
+
+
+MODELS = {m.name: m for m in (
+    Model("resnet18", "ResNet18", "ResNet-18", "image", "torchvision, as the paper's code adapted it", batchnorm=True),
+    Model("resnet34", "ResNet34", "ResNet-34", "image", "torchvision, as the paper's code adapted it", batchnorm=True),
+    Model("lstm", "LSTM", "LSTM", "text", "PyTorch's word_language_model example, byte-level",
+          defaults={"layers": 2, "hidden": 256, "dropout": 0.2}),
+    Model("gpt", "GPT", "GPT", "text", "nanoGPT's baby GPT (pre-norm, tied embedding)",
+          defaults={"layers": 4, "hidden": 128, "heads": 4, "dropout": 0.0}, check=_gpt_heads),
+)}
+
+# ---- importance measures -------------------------------------------------------------------------
+
+PAPER = "Sheikholeslami et al., DAIS 2023 (the paper reproduced here)"
+CARTOGRAPHY = "Swayamdipta et al., Dataset Cartography, EMNLP 2020"
+ACTIVE_BIAS = "Chang et al., Active Bias, NeurIPS 2017"
+DATA_DIET = "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021"
+P_TEXT = "p: the chunk's geometric-mean true-token probability exp(-mean token loss)"
+MEASURES = {m.name: m for m in (
+    Measure("average", "Average", "average", PAPER, ("loss",), "mean loss over the window (`torch.var_mean`)",
+            {"image": "mean loss", "text": "mean chunk loss (its mean token cross-entropy)"}),
+    Measure("variance", "Variance", "variance", PAPER, ("loss",),
+            "unbiased variance of the loss (one column: the average, as the paper's code)",
+            {"image": "loss variance", "text": "variance of the chunk loss"}),
+    Measure("forgetting", "Forgetting", "forgetting", "Toneva et al., An Empirical Study of Example Forgetting, "
+            "ICLR 2019", ("correct", "loss"),
+            "correct -> wrong transitions in the window, the previous window's last column carried over; "
+            "never learned: E + 1", {"image": "forgetting events"}, tiebreak="average",
+            refused="a chunk is not right or wrong as a whole, only its tokens are"),
+    Measure("confidence", "Confidence", "confidence", CARTOGRAPHY, ("loss",), "1 - mean p, p = exp(-loss)",
+            {"image": "1 - mean true-class probability", "text": P_TEXT}, tiebreak="average"),
+    Measure("variability", "Variability", "variability", CARTOGRAPHY, ("loss",), "std of p (population, ddof 0)",
+            {"image": "std of the true-class probability", "text": P_TEXT}, tiebreak="average"),
+    Measure("ab-variance", "ABVariance", "active-bias variance", ACTIVE_BIAS, ("loss",),
+            "sqrt(var p + var(p)^2 / (E - 1)), var unbiased (E = 1: 0)",
+            {"image": "prediction variance with its confidence term", "text": P_TEXT}, tiebreak="average"),
+    Measure("ab-closeness", "ABCloseness", "active-bias closeness", ACTIVE_BIAS, ("loss",), "mean p (1 - mean p)",
+            {"image": "closeness of the true-class probability to 1/2", "text": P_TEXT}, tiebreak="average"),
+    Measure("el2n", "EL2N", "EL2N", DATA_DIET, ("el2n", "loss"), "mean ||softmax - onehot|| over the window",
+            {"image": "EL2N from the training pass", "text": "mean over the chunk's tokens"}, tiebreak="average"),
+    Measure("grad-norm", "GradNorm", "gradient norm",
+            "Paul et al. 2021 (GraNd), last-layer proxy after Katharopoulos & Fleuret, ICML 2018",
+            ("grad_norm", "loss"), "mean ||p - y|| sqrt(||h||^2 + 1): the last layer's part of the gradient norm",
+            {"image": "last-layer gradient norm", "text": "the output layer's gradient over the chunk"},
+            tiebreak="average"),
+)}
+
+# ---- partitioning heuristics ---------------------------------------------------------------------
+
+HEURISTICS = {h.name: h for h in (
+    Heuristic("none", "Vanilla", "vanilla DPT", "none", PAPER, "a random slice per worker every epoch (no partition)",
+              "the baseline", studies=False),
+    Heuristic("stripes", "Stripes", "Stripes", "roundrobin", PAPER, "sorted position p to worker p mod n",
+              "the paper's"),
+    Heuristic("blocks", "Blocks", "Blocks", "steps", PAPER, "contiguous runs of the sorted list",
+              "the paper's (nothing dropped)"),
+    Heuristic("random", "Random", "random", "random", "this project (a control)",
+              "a random partition per interval, seeded from (seed, interval)",
+              "the control: fixed partitions without importance", frozenset({"interval", "seed"})),
+    Heuristic("snake", "Snake", "snake", "snake", "the serpentine draft order, applied to Stripes",
+              "Stripes in boustrophedon order",
+              "spread of per-worker score sums never above Stripes' (nonnegative scores)"),
+    Heuristic("balance", "Balance", "balance", "balance", "Graham's LPT rule (SIAM J. Appl. Math., 1969)",
+              "greedy LPT of scores into equal-size partitions", "equal totals up to the largest score",
+              frozenset({"scores"})),
+    Heuristic("class-stripes", "ClassStripes", "class Stripes", "class-stripes", "this project (stratified Stripes)",
+              "Stripes within each class", "per-class counts per worker differ by at most one",
+              frozenset({"labels"})),
+    Heuristic("blocks-rotate", "BlocksRotate", "rotating Blocks", "blocks-rotate", "this project",
+              "Blocks, the block-to-worker map rotating each interval",
+              "rank 0 (whose BatchNorm buffers DDP keeps) sees every block", frozenset({"interval"})),
+    Heuristic("sticky-stripes", "StickyStripes", "sticky Stripes", "sticky-stripes", "this project",
+              "Stripes' groups of n, each assigned to keep the most examples on their last worker",
+              "moves no more examples than Stripes (a maximum matching per group)", frozenset({"previous"})),
+    Heuristic("shard-stripes", "ShardStripes", "shard Stripes", "shard-stripes", "this project (the I/O study)",
+              "whole storage shards ranked by mean importance, dealt round robin",
+              "each shard on one worker; sizes within one shard", frozenset({"scores", "shard_size"})),
+)}
+ALIASES = {h.paper: h.name for h in HEURISTICS.values() if h.paper != h.name}  # roundrobin -> stripes, steps -> blocks
+
+# ---- gradient reducers ---------------------------------------------------------------------------
+
+EXDYNA = "Yoon & Oh, CCGrid 2024 (kljp/exdyna)"
+REDUCERS = {r.name: r for r in (
+    Reducer("none", "DDP's all-reduce", "PyTorch", "every entry, DDP's own bucketed all-reduce", studies=False),
+    Reducer("exact", "dense, through the hook", "this project (the hook's reference)", "every entry, through the hook"),
+    Reducer("exdyna", "ExDyna", EXDYNA, "threshold selection in a rotating block partition per worker, "
+            "the partitions rebalanced and the threshold scaled online"),
+    Reducer("micro", "MiCRO", "Yoon & Oh (ExDyna's code)", "ExDyna's rotating partitions without blocks or "
+            "rebalancing"),
+    Reducer("topk", "top-k", "Aji & Heafield 2017 (ExDyna's code)", "each worker's k largest, the union summed"),
+    Reducer("global-topk", "global top-k", "this project (an oracle)",
+            "the k largest of the summed gradient (a dense all-reduce first)"),
+    Reducer("threshold", "hard threshold", "ExDyna's code", "every entry over a fixed threshold"),
+    Reducer("cltk", "CLT-k", "Chen et al. 2020 (ExDyna's code)", "a leader, rotating every step, selects for all"),
+    Reducer("gaussiank", "Gaussian-k", "Shi et al. 2019 (arXiv 1911.08772)",
+            "a threshold from the mean and std of the gradient, refined a few times"),
+)}
+DEFAULT_DENSITY = 0.01
+
+
+# ---- derived views -------------------------------------------------------------------------------
+
+def task_of(dataset: str) -> Task:
+    return TASKS[DATASETS[dataset].task]
+
+
+def names_of(records: dict, task: str | None = None) -> list[str]:
+    """The names of `records`, or those of one task (datasets, models)."""
+    return [n for n, r in records.items() if task is None or getattr(r, "task", task) == task]
+
+
+def means_nothing(measure: str, task: str) -> str | None:
+    """Why `measure` is refused on `task`, or None when it has a meaning there."""
+    record = MEASURES[measure]
+    return None if task in record.meaning else (record.refused or f"it is not defined on {TASKS[task].title}")
+
+
+def _cells(*values: str) -> str:
+    return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+
+def table(kind: str) -> str:
+    """The docs' markdown table of `kind` ("measures", "heuristics", "reducers", "datasets"), from the records."""
+    if kind == "measures":
+        rows = [_cells("measure", "score (higher: sorted first)", "protocol", "channels", "tie-break",
+                       *[f"on {t}" for t in TASKS], "source")]
+        for m in MEASURES.values():
+            rows.append(_cells(f"`{m.name}`", m.score, m.protocol, ", ".join(m.channels), m.tiebreak or "index",
+                               *[m.meaning.get(t, f"refused: {m.refused}") for t in TASKS], m.source))
+    elif kind == "heuristics":
+        rows = [_cells("heuristic", "CSV name", "partition", "needs", "guarantee", "source")]
+        for h in HEURISTICS.values():
+            rows.append(_cells(f"`{h.name}`", h.paper, h.partition, ", ".join(sorted(h.needs)) or "the order",
+                               h.guarantee, h.source))
+    elif kind == "reducers":
+        rows = [_cells("reducer", "name", "sends", "source")]
+        rows += [_cells(f"`{r.name}`", r.title, r.exchange, r.source) for r in REDUCERS.values()]
+    elif kind == "datasets":
+        rows = [_cells("dataset", "task", "examples", "source")]
+        for d in DATASETS.values():
+            shape = "x".join(map(str, d.shape)) + f" uint8, {d.classes} classes" if d.shape else "byte chunks"
+            rows.append(_cells(f"`{d.name}`", d.task, shape, d.source))
+    else:
+        raise KeyError(kind)
+    header, *body = rows
+    return "\n".join([header, "|" + "---|" * header.count(" | ") + "---|", *body])
+
+
+# ---- the docs' generated tables ------------------------------------------------------------------
+
+def flags_table() -> str:
+    """dpt.py's flags, grouped as --help groups them: flag, default, what it does (its help line)."""
+    import flags  # flags reads this module: imported here, not at the top
+
+    rows = []
+    for group in flags.build_parser()._action_groups:
+        actions = [a for a in group._group_actions if a.option_strings and a.dest != "help"]
+        if not actions:
+            continue
+        rows += ["", f"**{group.title}**", "", "| flag | default | meaning |", "|---|---|---|"]
+        for a in actions:
+            default = "" if a.default in (None, False) else f"`{a.default}`"
+            choices = f" ({', '.join(a.choices)})" if a.choices and a.metavar is None else ""
+            rows.append(_cells(f"`{a.option_strings[0]}`", default, f"{a.help or ''}{choices}"))
+    return "\n".join(rows[1:])
+
+
+def studies_table() -> str:
+    """run-experiments.sh's studies with the number of runs each has by default (its own dry run)."""
+    import sweep  # the studies are workload.py's and sweep.py counts them: imported here, not at the top
+    import workload
+
+    rows = [_cells("study", "runs", "what"), "|---|---|---|",
+            _cells("`paper`", str(len(sweep.study(sweep.parse([]))[0])),
+                   "the paper's Tables 1-5 and their 3 baselines, 10 seeds")]
+    for name, s in workload.STUDIES.items():
+        rows.append(_cells(f"`{name}`", str(len(sweep.study(sweep.parse(["--study", name]))[0])),
+                           s.what + " (vanilla baselines included, 10 seeds)"))
+    return "\n".join(rows)
+
+
+GENERATED = {"measures": lambda: table("measures"), "studies": studies_table, "heuristics": lambda: table("heuristics"),
+             "reducers": lambda: table("reducers"), "datasets": lambda: table("datasets"), "flags": flags_table}
+
+
+BLOCK = re.compile(r"(<!-- generated: (\S+) [^>]*-->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
+
+
+def generated_blocks(text: str) -> dict[str, str]:
+    """The generated blocks of a docs file: name -> what stands between its markers."""
+    return {m[2]: m[3] for m in BLOCK.finditer(text)}
+
+
+def write_docs(folder: str = "docs") -> list[str]:
+    """Rewrite every generated block of folder/*.md from the records; the files changed."""
+    from pathlib import Path
+
+    changed = []
+    for path in sorted(Path(folder).glob("*.md")):
+        text = path.read_text()
+        new = BLOCK.sub(lambda m: m[1] + GENERATED[m[2]]() + "\n" + m[4], text)
+        if new != text:
+            path.write_text(new)
+            changed.append(str(path))
+    return changed
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["docs"]:
+        sys.exit("usage: python catalog.py docs   # rewrite the generated tables in docs/*.md")
+    print("\n".join(write_docs()) or "docs/ is up to date")

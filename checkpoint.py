@@ -1,0 +1,130 @@
+"""The state a run carries from epoch to epoch (Run), and its checkpoint: saved every --checkpoint-every
+epochs, checked against the flags on --resume, restored to continue to the same result row.
+
+    python -c "import checkpoint; print(sorted(checkpoint.KEYS))"
+    python dpt.py --dataset fashionmnist --subset 2000 --checkpoint-every 1 --resume ...   # save, and continue
+
+A checkpoint holds the model, the optimizer, every rank's random generators and reducer state, the
+current window's signals merged across processes, the column before it (forgetting's), the
+partition, the metrics and the log. The samplers need no state: their order is a function of seed
+and epoch. Writes go through a temporary file and a rename (results.save_torch).
+"""
+from argparse import Namespace
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import flags
+import heuristics
+import importance
+import results
+import topology
+from topology import Topology
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message names the fix."""
+
+
+@dataclass
+class Run:
+    """The state a run carries from epoch to epoch, and what a checkpoint saves of it."""
+    window: int = 0  # the window (0: warmup) the next epoch belongs to, or the one just finished
+    epoch: int = 0  # epochs trained so far
+    partition: heuristics.Partition | None = None
+    recorder: importance.Recorder | None = None
+    carry: dict | None = None  # each channel's last column of the window before the current one
+    metrics: list = field(default_factory=list)  # the row's per-epoch metric
+    log: dict = field(default_factory=dict)
+    log_name: str = ""
+    partitions: list = field(default_factory=list)  # --save-partitions: one entry per window
+    elapsed_s: float = 0.0
+
+    def state(self, recorded: dict[str, torch.Tensor]) -> dict:
+        """Everything but the recorder, which is saved as its merged columns `recorded`."""
+        out = {k: getattr(self, k) for k in Run.__dataclass_fields__ if k != "recorder"}
+        out["carry"] = self.carry and {c: v.cpu() for c, v in self.carry.items()}
+        return out | {"recorded": {c: v.cpu() for c, v in recorded.items()}}
+
+    @staticmethod
+    def from_state(state: dict, recorder: importance.Recorder, device: torch.device) -> "Run":
+        fields = {k: state[k] for k in Run.__dataclass_fields__ if k not in ("recorder", "carry")}
+        carry = state["carry"] and {c: v.to(device) for c, v in state["carry"].items()}
+        return Run(**fields, recorder=recorder, carry=carry)
+
+
+KEYS = set(Run.__dataclass_fields__) - {"recorder"} | {"args", "num_workers", "launch", "model", "optimizer", "rng",
+                                                        "recorded", "exchange", "provenance"}
+
+
+def rng_states() -> tuple:
+    """This process's random generators: the CPU's, and its GPU's (dropout masks are drawn there)."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+
+
+def save(path: Path, run: Run, window_start: int, model, optimizer, exchange, args: Namespace, top: Topology,
+         provenance: dict) -> None:
+    """Every process takes part (the recorder's merge and the reducers' states are collectives); rank 0 writes."""
+    recorded = run.recorder.merged(run.epoch - window_start)
+    # one per rank: the reducers' residuals, the random generators and what each recorded differ
+    exchanges = topology.gather_to_first(exchange.state_dict()) if exchange else None
+    rngs = topology.gather_to_first(rng_states())
+    if top.master:
+        results.save_torch(path, {
+            **run.state(recorded), "args": vars(args), "num_workers": top.workers,
+            "launch": "torchrun" if top.launched else "emulated", "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "rng": rngs, "exchange": exchanges, "provenance": provenance})
+    topology.barrier()  # the others wait for the file: a rank failing right after must not take it with it
+
+
+def load(path: Path, args: Namespace, top: Topology) -> dict | None:
+    """This run's checkpoint for --resume, checked against the flags; None if there is none."""
+    results.clean_temporaries(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"corrupt checkpoint {path} ({type(err).__name__}); delete it to start the run "
+                              "afresh") from None
+    if not isinstance(state, dict) or not KEYS <= state.keys():
+        missing = sorted(KEYS - set(state)) if isinstance(state, dict) else "everything"
+        raise CheckpointError(f"{path} is not a checkpoint of dpt.py (missing {missing}); delete it to start the run "
+                              "afresh")
+    changed = [f"--{k.replace('_', '-')} {state['args'].get(k)} -> {getattr(args, k)}" for k in flags.run_defining()
+               if state["args"].get(k) != getattr(args, k)]
+    if state["num_workers"] != top.workers:
+        changed.append(f"workers {state['num_workers']} -> {top.workers} (processes x --emulate-workers)")
+    launch = "torchrun" if top.launched else "emulated"
+    if args.reducer != "none" and state["launch"] != launch:
+        changed.append(f"the reducer's exchange {state['launch']} -> {launch} (its state is per DDP bucket and "
+                       f"rank, or one bucket for every emulated worker)")
+    if changed:
+        raise CheckpointError(f"checkpoint {path} belongs to another run ({'; '.join(changed)}); drop --resume or "
+                              "restore those flags")
+    return state
+
+
+def restore(state: dict, model, optimizer, exchange, top: Topology, num_examples: int, window_length: int,
+            provenance: dict) -> Run:
+    """The run where its checkpoint left it, the current window's signals so far included (merged
+    values: rank 0 restores them, the others start empty, so the next merge sums to the same), and
+    this rank's reducer state (residuals, thresholds, blocks). The number of processes may have
+    changed (same workers, other hosts): its random generators then keep their fresh per-rank seeds."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if len(state["rng"]) == top.world:
+        cpu, cuda = state["rng"][top.rank]
+        torch.set_rng_state(cpu)
+        if cuda is not None and top.device.type == "cuda":
+            torch.cuda.set_rng_state(cuda, top.device)
+    if exchange:  # a reducer run resumes on the same processes (load)
+        exchange.load_state_dict(state["exchange"][top.rank], top.device, rebuilding=top.launched)
+    recorder = importance.Recorder(num_examples, window_length, tuple(state["recorded"]), top.device)
+    if top.master:
+        recorder.restore(state["recorded"])
+    run = Run.from_state(state, recorder, top.device)
+    run.log["resumed_at_epoch"].append(run.epoch + 1)
+    run.log.setdefault("resume_provenance", []).append(provenance)  # the code may have changed since
+    return run

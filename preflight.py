@@ -1,0 +1,218 @@
+"""Everything that can be wrong with a run, found before any process group starts: the launch, the
+data, the memory the recorder needs, where results go, the checkpoint to resume from, and the run's
+lock. dpt.py calls `check` first; `python dpt.py --preflight N ...` runs it alone for a launch of N
+processes (the launcher scripts do, before torchrun):
+
+    python dpt.py --preflight 2 --dataset fashionmnist --subset 2000 --total-epochs 6 --warmup-epochs 3 \
+        --interval-epochs 1 --ignore-epochs 1
+
+Each check says what is wrong and the fix in one line (Refused); checks that belong to one kind of
+thing live beside it (a task's in its Task.check, a heuristic's in heuristics.CHECKS, the reducers'
+in reducers.refusal). Reads and probes only: nothing is written but the run's lock.
+"""
+import fcntl
+import importlib.util
+import netrc
+import os
+from argparse import Namespace
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import catalog as C
+import checkpoint
+import data
+import flags
+import heuristics
+import importance
+import reducers
+import results
+import tasks
+from topology import Topology
+from workload import Workload
+
+
+class Refused(ValueError):
+    """Bad input: one line naming the fix; dpt.py ends with it (exit 2)."""
+
+
+@dataclass
+class Streamed:
+    """The training split of --data-source streaming: its examples stay in the shards, read through
+    each worker's cache (train.epoch_batches); here only its size and where it comes from."""
+    num_examples: int
+    source: str
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+
+@dataclass
+class Job:
+    """What the checks found: the data, where results go, and the checkpoint to resume from."""
+    workload: Workload
+    task: tasks.Task
+    top: Topology
+    train: object  # the task's Split, or Streamed
+    test: object
+    channels: tuple[str, ...]  # what the recorder records
+    shard_size: int  # examples per storage shard (shard-stripes, streaming)
+    csv: Path
+    checkpoint_path: Path
+    checkpoint: dict | None = None
+    lock: object = None  # the run's lock file, held open for the process's life
+    finished: bool = False  # the run's row is in its CSV already (--resume: nothing to do)
+    readers: list = field(default_factory=list)  # --data-source streaming: this process's workers' readers
+
+
+def recorded_channels(args: Namespace) -> tuple[str, ...]:
+    """What the run records: exactly what its measure reads (vanilla runs record the loss, as the
+    paper's warmup-only baseline did)."""
+    return importance.channels(args.measure) if args.heuristic != "none" else ("loss",)
+
+
+def check(args: Namespace, top: Topology) -> Job:
+    """Every check that needs files or memory, in the order a user would fix them; Refused on the first
+    problem."""
+    if args.wandb and top.master:
+        check_wandb()
+    workload, task = flags.workload(args), tasks.of(args.dataset)
+    csv = results.csv_path(args.results_dir, workload)
+    test, train, readers = load_data(args, task, csv, top)
+    n = top.workers
+    if len(train) < n:
+        raise Refused(f"{len(train)} training examples cannot be split across {n} workers; raise --subset")
+    shard_size = args.shard_size or (readers[0].shard_size if readers else min(100, len(train) // n))
+    for why in (heuristics.refusal(args.heuristic, len(train), n, shard_size),
+                reducers.refusal(args.reducer, top.launched, top.emulated), task.check(args, train, test, n)):
+        if why:
+            raise Refused(why)
+    channels = recorded_channels(args)
+    check_memory(args, len(train), len(channels), top)
+    if csv.is_dir():
+        raise Refused(f"the result file {csv} is a folder; move it away or pass another --results-dir")
+    job = Job(workload, task, top, train, test, channels, shard_size, csv, results.checkpoint_path(csv, args.seed),
+              readers=readers)
+    check_results(args, job)
+    if args.resume:
+        try:
+            job.checkpoint = checkpoint.load(job.checkpoint_path, args, top)
+        except checkpoint.CheckpointError as err:
+            raise Refused(str(err)) from None
+    clash = results.settings_clash(csv, vars(args), flags.row_defining(args.heuristic)) if top.master else None
+    if clash:
+        raise Refused(f"{csv} holds runs set otherwise ({clash}); pass another --results-dir, or the same flags")
+    if results.has_row(csv, args.seed):  # never two rows for one run
+        if not args.resume:
+            raise Refused(f"{csv} already holds the row of --seed {args.seed}: this run is done; pass another --seed "
+                          f"or --results-dir (or --resume, which then does nothing)")
+        job.finished = True
+    return job
+
+
+def load_data(args: Namespace, task: tasks.Task, csv: Path, top: Topology) -> tuple:
+    """The test split, the training split (Streamed for a streaming run) and this process's streaming readers."""
+    try:
+        if args.data_source != "streaming":
+            train = task.load(args, train=True, num_workers=top.workers)
+            return task.load(args, train=False), train, []
+        test = task.load(args, train=False)
+        import streaming  # litdata takes seconds to import: only for streaming runs
+
+        root = Path(args.cache_dir or csv.parent / "cache" / results.run_name(csv, args.seed))
+        readers = streaming.open_readers(args.stream_remote, root, top.mine, top.workers, args.cache_bytes,
+                                         args.cache_policy, args.stream_endpoint)
+    except (ValueError, data.DataError) as err:
+        raise Refused(str(err)) from None
+    train = Streamed(len(readers[0]), f"{args.stream_remote} (shards of {readers[0].shard_size}, streamed)")
+    if args.subset and args.subset != len(train):
+        raise Refused(f"--subset {args.subset}: a streamed split is the whole remote ({len(train)} examples); "
+                      "write the subset with streaming.py instead")
+    if args.shard_size is not None and args.shard_size != readers[0].shard_size:
+        raise Refused(f"--shard-size {args.shard_size} differs from the remote's shards of {readers[0].shard_size}; "
+                      "drop it")
+    return test, train, readers
+
+
+def check_results(args: Namespace, job: Job) -> None:
+    """Rank 0 writes: its folders are writable, and the result file takes this run's rows."""
+    if not job.top.master:
+        return
+    writable(job.csv.parent, "--results-dir")
+    writable(job.csv.parent / "logs", "--results-dir")
+    if args.checkpoint_every or args.resume:
+        writable(job.checkpoint_path.parent, "--results-dir")
+    try:
+        results.check_appendable(job.csv, results.columns(args.total_epochs, job.workload.task))
+    except ValueError as err:
+        raise Refused(str(err)) from None
+
+
+def writable(folder: Path, flag: str) -> None:
+    """Create `folder` and write a probe file there, or refuse naming `flag`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise Refused(f"cannot write results to {folder} ({err.strerror or err}); pass a writable {flag}") from None
+
+
+def check_wandb() -> None:
+    """W&B logs only with credentials or an offline mode: find out now, not after training."""
+    if importlib.util.find_spec("wandb") is None:
+        raise Refused("--wandb needs the wandb package: pip install wandb (or drop --wandb)")
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        if netrc.netrc(os.environ.get("NETRC")).authenticators(host):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    raise Refused("--wandb needs a W&B login: run `wandb login`, or set WANDB_MODE=offline to log locally")
+
+
+def check_memory(args: Namespace, num_examples: int, channels: int, top: Topology) -> None:
+    """The recorder holds (channels x examples x epochs of the longest window) float32 values."""
+    T, W, I = args.total_epochs, args.warmup_epochs, args.interval_epochs
+    longest = max(W, I + (T - W) % I) if W < T else W  # the warmup, or the last (longest) interval
+    need = importance.Recorder.nbytes(num_examples, longest, channels)
+    free = free_memory(top)
+    if need > free // 2:
+        raise Refused(f"recording {num_examples} examples x {longest} epochs x {channels} channels needs "
+                      f"{need / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free on {top.device.type}; lower "
+                      "--total-epochs (or --warmup-epochs / --interval-epochs) or --subset")
+
+
+def free_memory(top: Topology) -> int:
+    """Bytes free on the training device."""
+    if top.device.type == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(top.device)[0]
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return int(meminfo["MemAvailable"].split()[0]) * 1024
+
+
+def acquire(lock_path: Path):
+    """Hold the run's lock, or refuse: two processes running one run would append two rows for it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        raise Refused(f"another process is running this run ({handle.read().strip() or 'pid unknown'}, lock "
+                      f"{lock_path}); wait for it to finish or stop it, then run again") from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
+    handle.flush()
+    return handle
+
+
+def planned(job: Job, args: Namespace) -> str:
+    """What the run would do, in one line (dpt.py --preflight)."""
+    return (f"{results.run_name(job.csv, args.seed)} would train {job.top.workers} workers on {len(job.train)} "
+            f"examples ({C.TASKS[job.workload.task].title}) and append its row to {job.csv}"
+            + ("; it would resume from its checkpoint" if job.checkpoint else ""))
