@@ -78,6 +78,14 @@ def save(path: Path, run: Run, window_start: int, model, optimizer, exchange, ar
     topology.barrier()  # the others wait for the file: a rank failing right after must not take it with it
 
 
+def epoch_of(path: Path) -> int | str:
+    """The epoch a checkpoint file was saved after (for a stopped run's last line)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    except Exception:  # a damaged file: say so rather than fail while stopping
+        return "?"
+
+
 def load(path: Path, args: Namespace, top: Topology) -> dict | None:
     """This run's checkpoint for --resume, checked against the flags; None if there is none."""
     results.clean_temporaries(path)

@@ -11,6 +11,7 @@ layout (<data-dir>/FashionMNIST/raw), flat in <data-dir>, or where Debian's pack
 `dataset-fashion-mnist` installs them (/usr/share/datasets/fashion-mnist).
 """
 import fcntl
+import functools
 import gzip
 import os
 import socket
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 import catalog as C
 
@@ -61,8 +61,12 @@ def _cifar_class(base: type) -> type:
     return LocalCopy
 
 
-CIFAR = {"cifar10": _cifar_class(torchvision.datasets.CIFAR10),
-         "cifar100": _cifar_class(torchvision.datasets.CIFAR100)}
+@functools.cache
+def _cifar(name: str) -> type:
+    """torchvision's reader for `name` (imported on first use: torchvision takes seconds to import)."""
+    import torchvision
+
+    return _cifar_class({"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name])
 
 
 def _download_lock(root: Path):
@@ -95,7 +99,7 @@ def _fetch(name: str, root: Path, fetch) -> None:
 
 
 def _load_cifar(name: str, root: Path, train: bool) -> Split:
-    cls, spec = CIFAR[name], C.DATASETS[name]
+    cls, spec = _cifar(name), C.DATASETS[name]
     if not all((root / f).is_file() for f in spec.train_files + spec.test_files):
         _fetch(name, root, lambda: cls(str(root), train=train, download=True))  # md5-checked by torchvision
     files = spec.train_files if train else spec.test_files
@@ -142,7 +146,11 @@ def _load_fashion_mnist(name: str, root: Path, train: bool) -> Split:
     stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
     paths = [_find_idx(s, folders) for s in stems]
     if None in paths:
-        _fetch("fashionmnist", root, lambda: torchvision.datasets.FashionMNIST(str(root), train=train, download=True))
+        def download():
+            import torchvision
+
+            torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
+        _fetch("fashionmnist", root, download)
         paths = [_find_idx(s, folders) for s in stems]
     images, labels = (read_idx(p) for p in paths)
     if images.ndim != 3 or labels.ndim != 1:

@@ -26,7 +26,6 @@ if __name__ == "__main__":
 
 import math
 import os
-import shutil
 import time
 from argparse import Namespace
 
@@ -41,6 +40,7 @@ import preflight
 import reducers
 import results
 import samplers
+import stops
 import topology
 import train
 from checkpoint import Run
@@ -169,10 +169,15 @@ def main(argv: list[str] | None = None) -> None:
         else:
             train_run(args, job)
     finally:
-        if job.lock:
-            job.lock.close()  # releases the run's lock (the process's exit would too)
-        for reader in job.readers:
-            shutil.rmtree(reader.cache_dir, ignore_errors=True)  # a cache: the shards stay at the remote
+        preflight.release(job)
+
+
+def kept(job: Job) -> str:
+    """What a stopped run keeps, and how to go on."""
+    if job.checkpoint_path.is_file():
+        saved = checkpoint.epoch_of(job.checkpoint_path)
+        return f"its checkpoint after epoch {saved} is {job.checkpoint_path}; rerun with --resume to go on"
+    return "no checkpoint was saved (pass --checkpoint-every K to keep one every K epochs); a rerun starts afresh"
 
 
 def build(args: Namespace, job: Job) -> tuple:
@@ -230,45 +235,59 @@ def train_run(args: Namespace, job: Job) -> None:
     model, train_model, exchange, step, optimizer = build(args, job)
     plan = windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
     run = start(args, job, model, optimizer, exchange, plan, provenance)
-    name = results.run_name(job.csv, args.seed)
-    log_path = job.csv.parent / "logs" / run.log_name  # beside the results given, wherever the checkpoint was made
-    wandb_run = None
-    if args.wandb and top.master:
-        import wandb
-        wandb_run = wandb.init(project=args.wandb_project, entity=args.wandb_entity, name=args.wandb_name or name,
-                               config=vars(args), notes=args.description or None)
-    if top.master:
-        print(f"{name}: {top.workers} workers ({top.world} processes x {args.emulate_workers}) "
-              f"x batch {args.batch_size}, {len(job.train)} train / {len(job.test)} test examples from "
-              f"{job.train.source}, {top.device}, results -> {job.csv}"
-              + (f"; resuming after epoch {run.epoch}" if job.checkpoint else ""), flush=True)
-
+    wandb_run = announce(args, job, run)
     started = time.perf_counter() - run.elapsed_s
-    for index in range(run.window, len(plan)):
-        first_epoch, length = plan[index]
-        if run.epoch == first_epoch:  # a new window (a resumed run may be in the middle of one)
-            begin_window(run, index, plan, args, job)
-        batches = WorkerBatches(worker_samplers(job.train, run.partition, top.mine, top.workers, args),
-                                args.batch_size)
-        for epoch in range(run.epoch, first_epoch + length):
-            for reader in job.readers:
-                reader.set_epoch(epoch)
-            stats = train.train_epoch(train_model, optimizer, batches, job.train, step, epoch, run.recorder,
-                                      epoch - first_epoch)
-            stats = epoch_figures(stats, epoch, exchange, job.readers)
-            run.epoch = epoch + 1
-            if top.master:
-                stats |= job.task.evaluate(model, job.test, step, epoch)
-                log_epoch(run, epoch, phase(args, index), stats, args, job, wandb_run)
-            if args.checkpoint_every and run.epoch % args.checkpoint_every == 0:
-                run.elapsed_s = time.perf_counter() - started
-                checkpoint.save(job.checkpoint_path, run, first_epoch, model, optimizer, exchange, args, top,
-                                provenance)
+    with stops.Stops() as stop:
+        try:
+            for index in range(run.window, len(plan)):
+                first_epoch, length = plan[index]
+                if run.epoch == first_epoch:  # a new window (a resumed run may be in the middle of one)
+                    begin_window(run, index, plan, args, job)
+                batches = WorkerBatches(worker_samplers(job.train, run.partition, top.mine, top.workers, args),
+                                        args.batch_size)
+                for epoch in range(run.epoch, first_epoch + length):
+                    for reader in job.readers:
+                        reader.set_epoch(epoch)
+                    stats = train.train_epoch(train_model, optimizer, batches, job.train, step, epoch, run.recorder,
+                                              epoch - first_epoch)
+                    stats = epoch_figures(stats, epoch, exchange, job.readers)
+                    run.epoch = epoch + 1
+                    if top.master:
+                        stats |= job.task.evaluate(model, job.test, step, epoch)
+                        log_epoch(run, epoch, phase(args, index), stats, args, job, wandb_run)
+                    asked = stop.agreed(top.device)
+                    if asked or (args.checkpoint_every and run.epoch % args.checkpoint_every == 0):
+                        run.elapsed_s = time.perf_counter() - started
+                        checkpoint.save(job.checkpoint_path, run, first_epoch, model, optimizer, exchange, args, top,
+                                        provenance)
+                    if asked and run.epoch < args.total_epochs:
+                        die(f"stopped by {stop.asked or 'another rank'} after epoch {run.epoch}; {kept(job)}",
+                            status=stops.TEMPFAIL)
+        except stops.Stopped as signal:  # SIGTERM, or a second Ctrl-C: now, keeping the last checkpoint
+            die(f"stopped by {signal} in epoch {run.epoch + 1}; {kept(job)}", status=128 + signal.signum)
     if args.save_partitions:
         run.partitions[-1]["trained"] = trained_in(plan[-1], run.partition, args, job)
     if top.master:
-        finish(run, args, job, time.perf_counter() - started, log_path, wandb_run)
+        finish(run, args, job, time.perf_counter() - started, wandb_run)
     topology.stop()
+
+
+def announce(args: Namespace, job: Job, run: Run):
+    """The run's first line (rank 0), and its W&B run if asked for."""
+    if not job.top.master:
+        return None
+    top, name = job.top, results.run_name(job.csv, args.seed)
+    saving = (f"a checkpoint every {args.checkpoint_every} epochs to {job.checkpoint_path}" if args.checkpoint_every
+              else "no checkpoints (--checkpoint-every 0)")
+    print(f"{name}: {top.workers} worker{'s' if top.workers > 1 else ''} ({top.world} process"
+          f"{'es' if top.world > 1 else ''} x {args.emulate_workers}) x batch {args.batch_size}, {len(job.train)} "
+          f"train / {len(job.test)} test examples ({job.train.source}; {job.test.source}), {top.device}, {saving}; "
+          f"results -> {job.csv}" + (f"; resuming after epoch {run.epoch}" if job.checkpoint else ""), flush=True)
+    if not args.wandb:
+        return None
+    import wandb
+    return wandb.init(project=args.wandb_project, entity=args.wandb_entity, name=args.wandb_name or name,
+                      config=vars(args), notes=args.description or None)
 
 
 def epoch_figures(stats: dict, epoch: int, exchange, readers: list) -> dict:
@@ -295,17 +314,32 @@ def log_epoch(run: Run, epoch: int, phase: str, stats: dict, args: Namespace, jo
         wandb_run.log({"epoch": epoch + 1, **stats})
 
 
-def finish(run: Run, args: Namespace, job: Job, total_s: float, log_path, wandb_run) -> None:
-    """The row (appended under the lock), the log, the saved partitions; rank 0 only."""
+def finish(run: Run, args: Namespace, job: Job, total_s: float, wandb_run) -> None:
+    """The log and the saved partitions, then the row (appended under the lock); rank 0 only. A row that
+    cannot be written takes the log with it, so a row and its log always go together; the checkpoint
+    goes unless --keep-checkpoint."""
     values = results.row(args.seed, run.metrics, job.workload)
     task = job.task.record
-    results.append_row(job.csv, values)
     best = {task.column: values[task.column], "best_epoch": values["best_epoch"]}
     run.log.update(best, total_training_s=total_s,
                    tracking_s_per_epoch=sum(e["tracking_s"] for e in run.log["epochs"]) / len(run.log["epochs"]))
-    results.write_json(log_path, run.log)
-    if args.save_partitions:
-        results.save_torch(log_path.with_suffix(".partitions.pt"), {"args": vars(args), "windows": run.partitions})
+    log_path = job.csv.parent / "logs" / run.log_name  # beside the results given, wherever the checkpoint was made
+    saved = log_path.with_suffix(".partitions.pt")
+    try:
+        results.write_json(log_path, run.log)
+        if args.save_partitions:
+            results.save_torch(saved, {"args": vars(args), "windows": run.partitions})
+        try:
+            results.append_row(job.csv, values)
+        except (OSError, ValueError):
+            log_path.unlink(missing_ok=True)
+            saved.unlink(missing_ok=True)
+            raise
+    except (OSError, ValueError) as err:
+        die(f"the run finished but its results could not be written ({err}); no row was added to {job.csv}; "
+            "free some space and rerun with --resume", status=1)
+    if not args.keep_checkpoint:
+        job.checkpoint_path.unlink(missing_ok=True)
     print(f"best {task.metric_name} {values[task.column]:.{task.decimals}f}{task.unit} at epoch "
           f"{values['best_epoch']}, {total_s:.1f}s; row appended to {job.csv}, log {log_path}")
     if wandb_run:
@@ -314,4 +348,6 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, log_path, wandb_
 
 
 if __name__ == "__main__":
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        stops.die_with_parent()  # torchrun's agent killed with SIGKILL must not leave its ranks training
     main()

@@ -3,7 +3,7 @@ against each other. Torch-free, so a typo is reported in a fraction of a second 
 before it imports torch) and sweep.py resolves thousands of runs quickly:
 
     python -c "import flags; a = flags.parse_args(['--warmup-epochs', '30']); \
-print(flags.workload(a), a.interval_epochs)"
+print(flags.workload(a, workers=4), a.interval_epochs)"
 
 Every flag defines the run (a checkpoint resumes only under the same values) unless it is in
 OPERATIONAL: where files go, how the run is launched, and how fast it goes.
@@ -19,8 +19,8 @@ from workload import Workload
 
 SEED_LIMIT = 2**32  # seeds feed torch's and Python's generators after small offsets (seed + epoch, ...)
 # Flags that do not change a run's result (beyond rounding): they may differ on --resume.
-OPERATIONAL = {"data_dir", "results_dir", "description", "save_partitions", "checkpoint_every", "resume", "preflight",
-               "backend",
+OPERATIONAL = {"data_dir", "results_dir", "description", "save_partitions", "checkpoint_every", "keep_checkpoint",
+               "resume", "preflight", "backend",
                "timeout", "deterministic", "emulate_workers", "emulation", "data_on_device", "data_source",
                "stream_remote", "stream_endpoint", "cache_bytes", "cache_policy", "cache_dir",
                "wandb", "wandb_project", "wandb_entity", "wandb_name"}
@@ -31,8 +31,9 @@ class BadFlag(ValueError):
 
 
 def die(message: str, prog: str = "dpt.py", status: int = 2) -> None:
-    """Bad input (status 2) or a failed run: one line on stderr (from rank 0 only under torchrun), no traceback."""
-    if os.environ.get("RANK", "0") == "0":
+    """Bad input (status 2) or a failed run: one line on stderr, no traceback. Under torchrun the first
+    process of each node says it (every rank runs the same checks); any other process always does."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or os.environ.get("LOCAL_RANK", "0") == "0":
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
 
@@ -146,9 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--save-partitions", action="store_true",
                    help="also save every partition and the examples each rank recorded per window "
                         "(<log>.partitions.pt)")
-    r.add_argument("--checkpoint-every", type=int, default=0,
+    r.add_argument("--checkpoint-every", type=int, default=10,
                    help="save the run's state every K epochs (0: never) to "
-                        "<results-dir>/<workload>/checkpoints/<run>.pt")
+                        "<results-dir>/<workload>/checkpoints/<run>.pt; a stop (Ctrl-C, SIGUSR1) saves one anyway")
+    r.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the checkpoint when the run finishes (by default it goes with the row's arrival)")
     r.add_argument("--resume", action="store_true",
                    help="continue from this run's checkpoint if there is one (else start afresh), to the same "
                         "result row")
@@ -383,6 +386,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "dpt.py") -> argparse.
         die(str(err), prog)
 
 
-def workload(args: argparse.Namespace) -> Workload:
+def workload(args: argparse.Namespace, workers: int) -> Workload:
+    """The run's workload, for `workers` workers (processes x --emulate-workers)."""
     return Workload(args.dataset, args.model, args.heuristic, args.measure, args.total_epochs, args.warmup_epochs,
-                    args.interval_epochs, args.ignore_epochs, args.reducer, args.density)
+                    args.interval_epochs, args.ignore_epochs, args.reducer, args.density, workers)

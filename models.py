@@ -12,17 +12,18 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
-MODELS = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34}
+MODELS = {"resnet18": "resnet18", "resnet34": "resnet34"}  # the torchvision constructors' names
 
 
 def build(name: str, num_classes: int, channels: int, workers: int = 1, fused: bool = True) -> nn.Module:
     """The model as the paper's code built it: random init of the whole 1000-way torchvision model
     first, then (for 1-channel data) conv1 replaced, then fc; the order of these draws fixes the
     initial weights of a seed. With `workers` > 1 and `fused`, BatchNorm per emulated worker."""
-    model = MODELS[name](weights=None)
+    import torchvision  # here, not at the top: it takes seconds to import, and text runs never need it
+
+    model = getattr(torchvision.models, MODELS[name])(weights=None)
     if channels != 3:
         model.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     model.fc = nn.Linear(512, num_classes)

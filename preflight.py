@@ -8,12 +8,14 @@ processes (the launcher scripts do, before torchrun):
 
 Each check says what is wrong and the fix in one line (Refused); checks that belong to one kind of
 thing live beside it (a task's in its Task.check, a heuristic's in heuristics.CHECKS, the reducers'
-in reducers.refusal). Reads and probes only: nothing is written but the run's lock.
+in reducers.refusal). Reads and probes only; it writes the run's lock and, for a result file's first
+run, the file's manifest (results.claim).
 """
 import fcntl
 import importlib.util
 import netrc
 import os
+import shutil
 from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +77,7 @@ def check(args: Namespace, top: Topology) -> Job:
     problem."""
     if args.wandb and top.master:
         check_wandb()
-    workload, task = flags.workload(args), tasks.of(args.dataset)
+    workload, task = flags.workload(args, top.workers), tasks.of(args.dataset)
     csv = results.csv_path(args.results_dir, workload)
     test, train, readers = load_data(args, task, csv, top)
     n = top.workers
@@ -98,9 +100,11 @@ def check(args: Namespace, top: Topology) -> Job:
             job.checkpoint = checkpoint.load(job.checkpoint_path, args, top)
         except checkpoint.CheckpointError as err:
             raise Refused(str(err)) from None
-    clash = results.settings_clash(csv, vars(args), flags.row_defining(args.heuristic)) if top.master else None
-    if clash:
-        raise Refused(f"{csv} holds runs set otherwise ({clash}); pass another --results-dir, or the same flags")
+    if top.master:
+        settings = {k: getattr(args, k) for k in flags.row_defining(args.heuristic) if k != "seed"}
+        clash = results.claim(csv, settings | {"workers": top.workers}, write=args.preflight is None)
+        if clash:
+            raise Refused(f"{csv} holds runs set otherwise ({clash}); pass another --results-dir, or the same flags")
     if results.has_row(csv, args.seed):  # never two rows for one run
         if not args.resume:
             raise Refused(f"{csv} already holds the row of --seed {args.seed}: this run is done; pass another --seed "
@@ -209,6 +213,21 @@ def acquire(lock_path: Path):
     handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
     handle.flush()
     return handle
+
+
+def release(job: Job) -> None:
+    """The run's lock and its streaming caches, and the folders they leave empty."""
+    if job.lock:
+        Path(job.lock.name).unlink(missing_ok=True)  # while held: nobody can take it in between
+        job.lock.close()
+    for reader in job.readers:
+        shutil.rmtree(reader.cache_dir, ignore_errors=True)  # a cache: the shards stay at the remote
+    for folder in {r.cache_dir.parent for r in job.readers} | {job.checkpoint_path.parent}:
+        for empty in (folder, folder.parent) if folder.parent.name == "cache" else (folder,):
+            try:
+                empty.rmdir()
+            except OSError:  # not empty, or already gone
+                pass
 
 
 def planned(job: Job, args: Namespace) -> str:

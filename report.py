@@ -30,9 +30,10 @@ import results
 import workload as names
 from workload import Workload
 
-TABLE = ["dataset", "model", "heuristic", "measure", "total_epochs", "ignore_epochs", "exchange"]  # one W x I table
+# one W x I table: runs pooled into its cells share all of these (and a file's manifest, results.py)
+TABLE = ["dataset", "model", "heuristic", "measure", "total_epochs", "ignore_epochs", "exchange", "workers"]
 CELL = TABLE + ["warmup_epochs", "interval_epochs"]
-BASELINE = ["dataset", "model", "total_epochs", "exchange"]  # the vanilla runs a table is compared with
+BASELINE = ["dataset", "model", "total_epochs", "exchange", "workers"]  # the vanilla runs a table is compared with
 ALPHA = 0.05
 
 
@@ -80,10 +81,10 @@ def load_runs(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
 
 def table_workload(table: tuple) -> Workload:
     """The Workload (W and I open) of a table key."""
-    dataset, model, heuristic, measure, total, ignore, exchange = table
+    dataset, model, heuristic, measure, total, ignore, exchange, workers = table
     reducer, density = exchange.split("@") if exchange != "none" else ("none", None)
     return Workload(dataset, model, heuristic, measure, int(total), ignore_epochs=int(ignore), reducer=reducer,
-                    density=None if density is None else float(density))
+                    density=None if density is None else float(density), workers=int(workers))
 
 
 def select(frame: pd.DataFrame, table: tuple, warmup: int | None = None, interval: int | None = None) -> pd.DataFrame:
@@ -177,7 +178,7 @@ def tables(cell_table: pd.DataFrame) -> list[tuple]:
 
 
 def paper_key(w: Workload) -> tuple:
-    return (w.dataset, w.model, w.heuristic, w.measure, w.total_epochs, w.ignore_epochs, w.exchange)
+    return (w.dataset, w.model, w.heuristic, w.measure, w.total_epochs, w.ignore_epochs, w.exchange, w.workers)
 
 
 def paper_number(table: tuple) -> int | None:
@@ -200,6 +201,7 @@ def paper_cells(paper_csv: str | Path) -> pd.DataFrame:
     frame = pd.read_csv(paper_csv)
     frame["heuristic"] = frame["heuristic"].map(lambda h: C.ALIASES.get(h, h))
     frame["total_epochs"], frame["ignore_epochs"], frame["exchange"] = names.PAPER_EPOCHS, names.PAPER_IGNORE, "none"
+    frame["workers"] = names.PAPER_WORKERS
     return frame
 
 
@@ -271,8 +273,8 @@ def paper_summary(versus: pd.DataFrame) -> str:
 
 
 # A comparison: tables that differ in one name only (the follow-up studies: measures, heuristics).
-COMPARED = {"measure": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "heuristic"],
-            "heuristic": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "measure"]}
+COMPARED = {"measure": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "workers", "heuristic"],
+            "heuristic": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "workers", "measure"]}
 
 
 def comparisons(cell_table: pd.DataFrame) -> list[tuple[str, tuple]]:

@@ -15,7 +15,9 @@ Layout, as the paper's PaperCSVs (names from workload.Workload):
 Each task's rows hold its metric (catalog.TASKS): image rows test accuracy (%, 2 decimals, best =
 max), text rows held-out bits per byte (4 decimals, best = min) in the same columns, with
 `best_bits_per_byte` for `best_accuracy`.
-Rows are appended under an exclusive lock, never rewritten, so concurrent runs may share a file.
+Rows are appended whole under a POSIX record lock, never rewritten, so concurrent runs (on one
+node, or array tasks on shared storage) may share a file; its manifest (<file>.manifest.json)
+holds the settings all its runs share.
 """
 import csv
 import fcntl
@@ -26,7 +28,9 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +39,7 @@ import catalog as C
 from workload import Workload, from_csv_name
 
 TAIL_COLUMNS = ["best_epoch", "warmup_epochs", "interval_epochs", "measure", "heuristic", "model", "dataset"]
-RESULT_NAME = re.compile(r"^(W\d+-INT\d+(-IGN\d+)?(-R[a-z-]+-D[0-9.e+-]+)?|[a-z0-9]+-vanilla-.+)\.csv$")  # result files
+RESULT_NAME = re.compile(r"^(W\d+-INT\d+(-IGN\d+)?(-R[a-z-]+-D[0-9.e+-]+)?(-N\d+)?|[a-z0-9]+-vanilla-.+)\.csv$")
 
 
 def columns(total_epochs: int, task: str = "image") -> list[str]:
@@ -56,12 +60,33 @@ def checkpoint_path(path: Path, seed: int) -> Path:
     return path.parent / "checkpoints" / f"{run_name(path, seed)}.pt"
 
 
+def normal_id(value: str) -> str:
+    """A row's id as the seed it names: '17611.0' (a spreadsheet's rewrite) is run 17611."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value.strip()
+    return str(int(number)) if number.is_integer() else value.strip()
+
+
+def lines(raw: bytes) -> tuple[list[list[str]], bytes]:
+    """A result file's records (its header first) and what follows its last newline: a partial last
+    line, or b"" (a file that ends with its newline). A UTF-8 byte-order mark is dropped."""
+    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    body, _, tail = text.rpartition("\n") if "\n" in text else ("", "", text)
+    return list(csv.reader(body.splitlines())), tail.encode()
+
+
 def row_ids(path: Path) -> set[str]:
-    """The ids (seeds) of the rows the CSV holds; none if it does not exist."""
+    """The ids (seeds) of the whole rows the CSV holds (a cut last line is not a row); none if it does
+    not exist."""
     if not path.is_file():
         return set()
-    with open(path, newline="") as f:
-        return {row.get("id") for row in csv.DictReader(f)}
+    records, tail = lines(path.read_bytes())
+    if tail and records and len(next(csv.reader([tail.decode(errors="replace")]), [])) == len(records[0]):
+        records.append(next(csv.reader([tail.decode(errors="replace")])))  # whole, only its newline missing
+    width = len(records[0]) if records else 0
+    return {normal_id(r[0]) for r in records[1:] if len(r) == width and r}
 
 
 def has_row(path: Path, seed: int) -> bool:
@@ -74,8 +99,8 @@ def check_appendable(path: Path, header: list[str]) -> None:
     another length would corrupt it)."""
     if not path.is_file() or path.stat().st_size == 0:
         return
-    with open(path, newline="") as f:
-        found = next(csv.reader(f), [])
+    records, tail = lines(path.read_bytes())
+    found = records[0] if records else next(csv.reader([tail.decode(errors="replace")]), [])
     if found != header:
         epochs = sum(c.startswith("epoch_") for c in found)
         raise ValueError(
@@ -83,6 +108,48 @@ def check_appendable(path: Path, header: list[str]) -> None:
             f"this run has {sum(c.startswith('epoch_') for c in header)} and {header[-8:-7]}); "
             "pass another --results-dir"
         )
+
+
+def manifest_path(path: Path) -> Path:
+    """Beside each result file, the settings its runs share (written when its first run starts)."""
+    return path.with_name(f"{path.stem}.manifest.json")
+
+
+def claim(path: Path, settings: dict, write: bool = True) -> str | None:
+    """How the result file's manifest differs from this run's `settings` (its run-defining flags but
+    the seed, and its workers), or None. The first run of a file writes the manifest (`write`), under
+    a POSIX record lock on it (fcntl, which NFS clients forward to the server), so two runs started
+    together with other settings cannot both pass. A file from before manifests is checked against
+    its runs' logs instead (settings_clash)."""
+    manifest = manifest_path(path)
+    if not write and not manifest.is_file():
+        return settings_clash(path, settings, list(settings))
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with open(manifest, "a+") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read()
+        if text:
+            try:
+                theirs = json.loads(text)["settings"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                return f"its manifest {manifest} is damaged; delete it if no run of that file is left"
+            differ = [k for k in settings if k in theirs and theirs[k] != settings[k]]
+            if differ:
+                said = "; ".join(f"{_flag(k)} {theirs[k]} there, {settings[k]} here" for k in differ[:3])
+                return f"{said} (its manifest {manifest.name})"
+            return None
+        clash = settings_clash(path, settings, list(settings))
+        if clash or not write:
+            return clash
+        f.write(json.dumps({"settings": settings, "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return None
+
+
+def _flag(dest: str) -> str:
+    return dest if dest == "workers" else f"--{dest.replace('_', '-')}"
 
 
 def settings_clash(path: Path, args: dict, defining: list[str]) -> str | None:
@@ -99,7 +166,7 @@ def settings_clash(path: Path, args: dict, defining: list[str]) -> str | None:
             continue
         differ = [k for k in defining if k != "seed" and k in theirs and theirs[k] != args.get(k)]
         if differ:
-            said = "; ".join(f"--{k.replace('_', '-')} {theirs[k]} there, {args.get(k)} here" for k in differ[:3])
+            said = "; ".join(f"{_flag(k)} {theirs[k]} there, {args.get(k)} here" for k in differ[:3])
             return f"{said} (log {log_path.name})"
     return None
 
@@ -119,29 +186,46 @@ def row(run_id: str | int, values: list[float], workload: Workload) -> dict:
 
 
 def append_row(path: Path, values: dict) -> None:
-    """Append one row under an exclusive lock, writing the header first if the file is new. A file
-    whose last line lacks its newline (an editor, a crash mid-write elsewhere) gets one first, so the
-    row never glues onto it."""
+    """Append one row whole or not at all, under a POSIX record lock (fcntl; NFS clients forward it to
+    the server), writing the header first if the file is new. A last line without its newline is kept
+    when it is a whole row (an editor's doing) and gets the newline first; a cut one (a disk that filled,
+    a crash mid-write) is moved to <file>.partial with a warning, so it never passes for a finished
+    run. If the write fails (a full disk), the file is cut back to what it held: OSError, no half row."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
     with open(path, "a+b") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        fcntl.lockf(f, fcntl.LOCK_EX)
+        f.seek(0)
+        raw = f.read()
+        records, tail = lines(raw)
+        if raw:
+            header = records[0] if records else next(csv.reader([tail.decode(errors="replace")]), [])
+            if header != list(values):
+                raise ValueError(f"{path} holds rows with another schema ({len(header)} columns, this row has "
+                                 f"{len(values)}); pass another --results-dir")
+        whole = len(raw)
+        if tail:
+            whole = len(raw) - len(tail)
+            if records and len(next(csv.reader([tail.decode(errors="replace")]), [])) == len(records[0]):
+                buffer.write("\n")  # a whole last row: only its newline was missing
+                whole = len(raw)
+            else:
+                with open(path.with_name(path.name + ".partial"), "ab") as aside:
+                    aside.write(tail + b"\n")
+                print(f"results: warning: {path} ended in a cut line ({len(tail)} bytes); moved it to "
+                      f"{path.name}.partial", file=sys.stderr)
+                f.truncate(whole)
+        if whole == 0:
+            writer.writerow(values)  # the header
+        writer.writerow(values.values())
         try:
-            size = f.seek(0, os.SEEK_END)
-            if size:
-                check_appendable(path, list(values))
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            if size == 0:
-                writer.writerow(values)  # the header
-            writer.writerow(values.values())
             f.write(buffer.getvalue().encode())
             f.flush()
             os.fsync(f.fileno())
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        except OSError:
+            f.truncate(whole)
+            raise
 
 
 def clean_temporaries(path: Path) -> None:
@@ -213,6 +297,7 @@ def read_csvs(folder: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
         named = from_csv_name(path.stem)
         frame["ignore_epochs"] = named["ignore_epochs"]
         frame["exchange"] = "none" if named["reducer"] == "none" else f"{named['reducer']}@{named['density']:g}"
+        frame["workers"] = named["workers"]
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["id", "best_accuracy", "workload", "file", "total_epochs"]), problems

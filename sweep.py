@@ -62,7 +62,8 @@ def selected_tables(opts: argparse.Namespace) -> list[Workload]:
     else:
         tables = names.STUDIES[opts.study].tables()
     change = {k: getattr(opts, k) for k in ("dataset", "model") if getattr(opts, k)}
-    return [replace(t, total_epochs=opts.epochs, ignore_epochs=opts.ignore, **change) for t in tables]
+    return [replace(t, total_epochs=opts.epochs, ignore_epochs=opts.ignore, workers=opts.workers, **change)
+            for t in tables]
 
 
 def grid(opts: argparse.Namespace) -> tuple[list[Workload], int]:
@@ -71,7 +72,7 @@ def grid(opts: argparse.Namespace) -> tuple[list[Workload], int]:
     chosen = []
     if not opts.no_baselines:
         chosen += list(dict.fromkeys(Workload(t.dataset, t.model, "none", "variance", opts.epochs, opts.epochs, 0, 0,
-                                              t.reducer, t.density) for t in tables))
+                                              t.reducer, t.density, opts.workers) for t in tables))
     impossible = 0
     if not opts.baselines_only:
         for table in tables:
@@ -105,7 +106,7 @@ def study(opts: argparse.Namespace) -> tuple[list[Run], int]:
         for seed in opts.seeds:
             argv = dpt_flags(w) + ["--seed", str(seed)] + common
             a = flags.parse_args(argv, prog="run-experiments.sh")  # dpt.py's own checks refuse bad flags after --
-            runs.append(Run(argv, results.csv_path(a.results_dir, flags.workload(a)), seed))
+            runs.append(Run(argv, results.csv_path(a.results_dir, flags.workload(a, opts.workers)), seed))
     return runs, impossible
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import catalog as C
 
-PAPER_EPOCHS, PAPER_IGNORE = 100, 5
+PAPER_EPOCHS, PAPER_IGNORE, PAPER_WORKERS = 100, 5, 4
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,13 @@ class Workload:
     ignore_epochs: int = PAPER_IGNORE
     reducer: str = "none"  # how gradients are exchanged, and the density of a sparsifying one
     density: float | None = None
+    workers: int = PAPER_WORKERS  # n: processes x emulated workers each
 
     def __post_init__(self):
         assert self.dataset in C.DATASETS and self.model in C.MODELS, self
         assert self.heuristic in C.HEURISTICS and self.measure in C.MEASURES, self
         assert self.reducer in C.REDUCERS and (self.reducer == "none") == (self.density is None), self
+        assert self.workers >= 1, self
 
     def at(self, warmup: int, interval: int) -> "Workload":
         return replace(self, warmup_epochs=warmup, interval_epochs=interval)
@@ -61,13 +63,16 @@ class Workload:
     @property
     def csv_name(self) -> str:
         """The paper's layout: W<W>-INT<I>.csv, and <c10|c100|fmnist>-vanilla-<model>-total<T>.csv for
-        baselines. An E_ignore other than the paper's 5 is part of the name, so runs that differ in it
-        never share a file."""
+        baselines. An E_ignore other than the paper's 5, a reducer, and a number of workers other than
+        the paper's 4 are part of the name, so runs that differ in them never share a file (T is in
+        the baselines' names and in every file's epoch columns)."""
         exchange = "" if self.reducer == "none" else f"-R{self.reducer}-D{self.density:g}"
+        workers = "" if self.workers == PAPER_WORKERS else f"-N{self.workers}"
         if self.vanilla:
-            return f"{C.DATASETS[self.dataset].paper}-vanilla-{self.model}-total{self.total_epochs}{exchange}.csv"
+            return (f"{C.DATASETS[self.dataset].paper}-vanilla-{self.model}-total{self.total_epochs}{exchange}"
+                    f"{workers}.csv")
         ignore = "" if self.ignore_epochs == PAPER_IGNORE else f"-IGN{self.ignore_epochs}"
-        return f"W{self.warmup_epochs}-INT{self.interval_epochs}{ignore}{exchange}.csv"
+        return f"W{self.warmup_epochs}-INT{self.interval_epochs}{ignore}{exchange}{workers}.csv"
 
     @property
     def title(self) -> str:
@@ -81,19 +86,24 @@ class Workload:
             parts.append(f"E_ignore={self.ignore_epochs}")
         if self.reducer != "none":
             parts.append(f"{self.reducer} at density {self.density:g}")
+        if self.workers != PAPER_WORKERS:
+            parts.append(f"{self.workers} worker{'s' if self.workers > 1 else ''}")
         return ", ".join(parts)
 
 
-CSV_SUFFIXES = re.compile(r"(?:-IGN(?P<ignore>\d+))?(?:-R(?P<reducer>[a-z-]+)-D(?P<density>[0-9.e+-]+))?$")
+CSV_SUFFIXES = re.compile(r"(?:-IGN(?P<ignore>\d+))?(?:-R(?P<reducer>[a-z-]+?)-D(?P<density>[0-9.e+]+(?:e-\d+)?))?"
+                          r"(?:-N(?P<workers>\d+))?$")
 
 
 def from_csv_name(stem: str) -> dict:
     """What a result file's name says beyond its folder and its rows: E_ignore (the paper's 5 unless
-    named; 0 for baselines), the reducer and its density ("none" and None unless named)."""
+    named; 0 for baselines), the reducer and its density ("none" and None unless named), the workers
+    (the paper's 4 unless named)."""
     found = CSV_SUFFIXES.search(stem)
     ignore = 0 if "-vanilla-" in stem else int(found["ignore"] or PAPER_IGNORE)
     density = float(found["density"]) if found["density"] else None
-    return {"ignore_epochs": ignore, "reducer": found["reducer"] or "none", "density": density}
+    return {"ignore_epochs": ignore, "reducer": found["reducer"] or "none", "density": density,
+            "workers": int(found["workers"] or PAPER_WORKERS)}
 
 
 # The paper's Tables 1-5: each a W x I grid of one workload, compared with its dataset and model's baseline.

@@ -1,6 +1,9 @@
 """Helpers shared by the tests: the tiny-run flags, running dpt.py for real (plain python or
-torchrun) with one thread per process, running main() in-process expecting a one-line error, and
-reading what a run wrote."""
+torchrun) with one thread per process, or in this process (no interpreter and torch import to pay:
+what most tests that only read a run's outputs use), running main() in-process expecting a one-line
+error, running a study's commands, and reading what a run wrote."""
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -11,6 +14,7 @@ import pytest
 import torch
 
 import dpt
+import results
 
 REPO = Path(__file__).resolve().parent.parent
 # torchrun sets OMP_NUM_THREADS=1 for its ranks; plain-python runs get the same, so that a run and its
@@ -40,6 +44,41 @@ def launch(args: list[str], nproc: int | None = None, extra_env: dict | None = N
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def inprocess(argv: list[str]) -> str:
+    """dpt.main(argv) in this process on one thread, which computes what a subprocess under
+    OMP_NUM_THREADS=1 does, bit for bit (tests/test_same_rows.py holds both to the same rows); its
+    standard output. A run that exits non-zero fails the test with its last lines."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            dpt.main(argv)
+    except SystemExit as stop:
+        if stop.code:
+            raise AssertionError(f"dpt.py {' '.join(argv)} exited {stop.code}:\n{err.getvalue()[-3000:]}") from None
+    finally:
+        torch.set_num_threads(threads)
+    return out.getvalue()
+
+
+def study(argv: list[str]) -> Path:
+    """The runs of `run-experiments.sh ARGV` (its --results-dir), each the exact dpt.py command the sweep
+    would start, in two processes that import torch once each (2 cores: the sweep's --per-gpu 2);
+    how the sweep itself starts, resumes and stops runs is test_sweep.py's."""
+    import concurrent.futures
+    import multiprocessing
+
+    import sweep
+
+    opts = sweep.parse(argv)
+    runs, _ = sweep.study(opts)
+    pending = [sweep.command(r, opts, sys.executable)[2:] for r in runs if not results.has_row(r.csv, r.seed)]
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(inprocess, pending))
+    return opts.results_dir
 
 
 def run_expecting_error(argv: list[str], capsys) -> str:

@@ -44,15 +44,15 @@ def corrupt_deflate(data, out):
 
 
 def schema_clash(data, out):
-    path = results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY)))
-    other = dpt.flags.workload(dpt.flags.parse_args([*TINY, "--total-epochs", "5"]))
+    path = results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY), 1))
+    other = dpt.flags.workload(dpt.flags.parse_args([*TINY, "--total-epochs", "5"]), 1)
     results.append_row(path, results.row(1, [1.0] * 5, other))
     return tiny(data, out)
 
 
 def checkpoint_file(content):
     def setup(data, out):
-        path = results.checkpoint_path(results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY))), 17611)
+        path = results.checkpoint_path(results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY), 1)), 17611)
         path.parent.mkdir(parents=True)
         if isinstance(content, bytes):
             path.write_bytes(content)
@@ -63,7 +63,7 @@ def checkpoint_file(content):
 
 
 def row_already_there(data, out):
-    wl = dpt.flags.workload(dpt.flags.parse_args(TINY))
+    wl = dpt.flags.workload(dpt.flags.parse_args(TINY), 1)
     results.append_row(results.csv_path(out, wl), results.row(17611, [1.0] * 4, wl))
     return tiny(data, out)
 
@@ -79,8 +79,8 @@ def a_text(name, make, *extra):
 def other_settings(data, out):
     """The file already holds a run (its row, and its log saying so) with another learning rate."""
     args = dpt.flags.parse_args([*TINY, "--lr", "0.05", "--seed", "5"])
-    csv = results.csv_path(out, dpt.flags.workload(args))
-    results.append_row(csv, results.row(5, [50.0] * args.total_epochs, dpt.flags.workload(args)))
+    csv = results.csv_path(out, dpt.flags.workload(args, 1))
+    results.append_row(csv, results.row(5, [50.0] * args.total_epochs, dpt.flags.workload(args, 1)))
     results.write_json(csv.parent / "logs" / f"{csv.stem}-seed5-20261124-000000.json", {"args": vars(args)})
     return tiny(data, out)
 
@@ -91,12 +91,12 @@ def results_dir_is_a_file(data, out):
 
 
 def csv_is_a_folder(data, out):
-    results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY))).mkdir(parents=True)
+    results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY), 1)).mkdir(parents=True)
     return tiny(data, out)
 
 
 def checkpoints_folder_is_a_file(data, out):
-    folder = results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY))).parent
+    folder = results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY), 1)).parent
     folder.mkdir(parents=True)
     (folder / "checkpoints").write_text("a file where the checkpoint folder goes")
     return tiny(data, out, "--checkpoint-every", "1")
@@ -145,7 +145,7 @@ def wandb_without_login(data, out, monkeypatch):
 
 def run_already_running(data, out):
     lock = results.checkpoint_path(
-        results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY))), 17611
+        results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY), 1)), 17611
     ).with_suffix(".lock")
     lock.parent.mkdir(parents=True)
     holder = subprocess.Popen(

@@ -1,6 +1,8 @@
 """Runs survive interruption: a run killed at any moment (during an epoch, at a repartition, while
 writing a checkpoint) and resumed gives the row it would have given uninterrupted; a checkpoint of
-another run, or a damaged one, is refused; a moved results folder resumes."""
+another run, or a damaged one, is refused; a moved results folder resumes. The kills are real
+(SIGKILL of a dpt.py process, tests/die_at.py); the uninterrupted runs and the resumes run in this
+process (tests/runs.py: inprocess)."""
 import shutil
 import subprocess
 import sys
@@ -11,7 +13,9 @@ import torch
 
 import dpt
 import fakedata
-from runs import ENV, REPO, checkpoint, launch, only, only_log, partitions, run_expecting_error
+from runs import ENV, REPO, checkpoint, inprocess, launch, only, only_log, partitions, run_expecting_error
+
+CSV = "W2-INT3-IGN1-N2.csv"
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +52,8 @@ def uninterrupted_losses(root) -> list[float]:
 def uninterrupted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("whole")
     fakedata.write_cifar10(folder / "data", n_train=67, n_test=20)
-    launch(flags(folder / "data", folder / "res"))
-    return folder / "data", pd.read_csv(only(folder / "res", "W2-INT3-IGN1.csv"))
+    inprocess(flags(folder / "data", folder / "res"))
+    return folder / "data", pd.read_csv(only(folder / "res", CSV))
 
 
 @pytest.mark.parametrize(
@@ -66,18 +70,24 @@ def uninterrupted(tmp_path_factory):
     ids=["during an epoch", "at a repartition", "during a checkpoint write"],
 )
 def test_killed_at_any_moment_and_resumed_gives_the_same_row(uninterrupted, tmp_path, function, call, half):
+    """...and resumed elsewhere: the first case moves its results folder before resuming (the log goes
+    beside the results given, not to the old place)."""
     root, whole = uninterrupted
-    argv = flags(root, tmp_path) + ["--checkpoint-every", "1"]
-    die_at(function, call, argv, half)
-    assert not list(tmp_path.rglob("*.csv"))  # no row from the killed run
+    die_at(function, call, flags(root, tmp_path / "before") + ["--checkpoint-every", "1"], half)
+    out = tmp_path / "before"
+    if function == "importance.Recorder.record":
+        shutil.move(out, tmp_path / "after")
+        out = tmp_path / "after"
+    argv = flags(root, out) + ["--checkpoint-every", "1"]
+    assert not list(out.rglob("*.csv"))  # no row from the killed run
     if half:
-        assert list(tmp_path.rglob("checkpoints/.*.killed"))  # the half-written temporary is there...
-        assert checkpoint(tmp_path)["epoch"] == 2  # ...and the previous checkpoint whole
-    proc = launch(argv + ["--resume"])
-    assert "resuming after epoch" in proc.stdout
-    assert not list(tmp_path.rglob("checkpoints/.*"))  # stale temporaries removed
-    pd.testing.assert_frame_equal(whole, pd.read_csv(only(tmp_path, "W2-INT3-IGN1.csv")))
-    log = only_log(tmp_path)
+        assert list(out.rglob("checkpoints/.*.killed"))  # the half-written temporary is there...
+        assert checkpoint(out)["epoch"] == 2  # ...and the previous checkpoint whole
+    stdout = inprocess(argv + ["--resume"])
+    assert "resuming after epoch" in stdout
+    assert not list(out.rglob("checkpoints/*"))  # stale temporaries removed, and the checkpoint once finished
+    pd.testing.assert_frame_equal(whole, pd.read_csv(only(out, CSV)))
+    log = only_log(out)
     assert [e["epoch"] for e in log["epochs"]] == [1, 2, 3, 4, 5] and len(log["intervals"]) == 1
     assert losses(log) == uninterrupted_losses(root)  # every epoch's training loss, not only 20 test images' accuracy
 
@@ -89,11 +99,10 @@ def test_killed_mid_interval_keeps_the_window_state(uninterrupted, tmp_path):
     state = checkpoint(tmp_path)
     assert state["epoch"] == 4 and state["window"] == 1 and state["partition"] is not None
     assert state["recorded"]["loss"].shape == (67, 2)
-    proc = launch(argv + ["--resume"])
-    assert "resuming after epoch 4" in proc.stdout
+    assert "resuming after epoch 4" in inprocess(argv + ["--resume"])
     log = only_log(tmp_path)
     assert log["resumed_at_epoch"] == [5] and len(log["resume_provenance"]) == 1
-    pd.testing.assert_frame_equal(whole, pd.read_csv(only(tmp_path, "W2-INT3-IGN1.csv")))
+    pd.testing.assert_frame_equal(whole, pd.read_csv(only(tmp_path, CSV)))
     assert losses(log) == uninterrupted_losses(root)
 
 
@@ -115,10 +124,10 @@ def test_a_run_resumes_on_another_number_of_processes(uninterrupted, tmp_path):
     to_two = flags(root, tmp_path / "to-two") + extra
     die_at("train.train_epoch", 4, to_two)
     assert checkpoint(tmp_path / "to-two")["epoch"] == 3
-    launch(to_one + ["--resume"])
+    inprocess(to_one + ["--resume"])
     launch(one_rank_per_worker(to_two) + ["--resume"], 2)
     for name, processes in (("to-one", 1), ("to-two", 2)):
-        assert len(pd.read_csv(only(tmp_path / name, "W2-INT3-IGN1.csv"))) == 1
+        assert len(pd.read_csv(only(tmp_path / name, CSV))) == 1
         warmup, interval = partitions(tmp_path / name)["windows"]
         assert sorted(torch.cat(warmup["trained"]).unique().tolist()) == list(range(67))
         part = interval["partition"]
@@ -126,33 +135,30 @@ def test_a_run_resumes_on_another_number_of_processes(uninterrupted, tmp_path):
         assert [t.tolist() for t in interval["trained"]] == [sorted(m.tolist()) for m in mine]
 
 
-def test_a_moved_results_folder_resumes_there(uninterrupted, tmp_path):
-    root, whole = uninterrupted
-    die_at("train.train_epoch", 4, flags(root, tmp_path / "before") + ["--checkpoint-every", "1"])
-    shutil.move(tmp_path / "before", tmp_path / "after")
-    launch(flags(root, tmp_path / "after") + ["--checkpoint-every", "1", "--resume"])
-    assert only(tmp_path / "after", "logs/*.json")  # the log went beside the results given, not to the old place
-    assert not (tmp_path / "before").exists()
-    pd.testing.assert_frame_equal(whole, pd.read_csv(only(tmp_path / "after", "W2-INT3-IGN1.csv")))
-
-
-def test_resume_without_a_checkpoint_starts_afresh(cifar10_dir, tmp_path):
-    root, _ = cifar10_dir
-    proc = launch(flags(root, tmp_path) + ["--total-epochs", "3", "--interval-epochs", "1", "--resume"])
-    assert "resuming" not in proc.stdout and len(pd.read_csv(only(tmp_path, "W2-INT1-IGN1.csv"))) == 1
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 3-epoch run that kept its checkpoint (started with --resume and none there: afresh)."""
+    folder = tmp_path_factory.mktemp("finished")
+    fakedata.write_cifar10(folder / "data", n_train=67, n_test=20)
+    argv = flags(folder / "data", folder / "res") + ["--total-epochs", "3", "--interval-epochs", "1",
+                                                      "--checkpoint-every", "1", "--keep-checkpoint"]
+    stdout = inprocess(argv + ["--resume"])
+    assert "resuming" not in stdout and len(pd.read_csv(only(folder / "res", "W2-INT1-IGN1-N2.csv"))) == 1
+    return folder, argv
 
 
 @pytest.fixture
-def a_checkpoint(cifar10_dir, tmp_path):
-    root, _ = cifar10_dir
-    argv = flags(root, tmp_path) + ["--total-epochs", "3", "--interval-epochs", "1", "--checkpoint-every", "1"]
-    launch(argv)
-    return argv, only(tmp_path, "checkpoints/*.pt")
+def a_checkpoint(finished, tmp_path):
+    """A copy of the finished run's folder, to damage or to resume."""
+    folder, argv = finished
+    shutil.copytree(folder / "res", tmp_path / "res")
+    argv = [str(tmp_path / "res") if a == str(folder / "res") else a for a in argv]
+    return argv, only(tmp_path / "res", "checkpoints/*.pt")
 
 
 def test_resuming_a_finished_run_appends_nothing(a_checkpoint, capsys):
     argv, path = a_checkpoint
-    csv = only(path.parent.parent, "W2-INT1-IGN1.csv")
+    csv = only(path.parent.parent, "W2-INT1-IGN1-N2.csv")
     dpt.main(argv + ["--resume"])
     assert "finished already" in capsys.readouterr().out
     assert len(pd.read_csv(csv)) == 1
@@ -177,8 +183,6 @@ def test_a_checkpoint_of_another_run_is_refused(a_checkpoint, capsys):
     assert "belongs to another run" in line and "--lr 0.1 -> 0.05" in line
     line = run_expecting_error(argv + ["--resume", "--amp", "bf16"], capsys)
     assert "--amp none -> bf16" in line
-    line = run_expecting_error(argv + ["--resume", "--emulate-workers", "4"], capsys)
-    assert "workers 2 -> 4" in line
     assert path.read_bytes() == before
 
 

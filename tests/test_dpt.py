@@ -12,8 +12,6 @@ import torch
 
 import dpt
 import flags
-import heuristics
-import importance
 import results
 import workload
 from runs import ENV, REPO, TINY, launch, only_log, partitions
@@ -73,15 +71,18 @@ def test_run_defining_flags_come_from_the_parser():
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_gloo(cifar10_dir, tmp_path):
-    root, _ = cifar10_dir
+    """Two ranks, with a measure that reads the "correct" channel and a heuristic that reads the labels."""
+    root, arrays = cifar10_dir
     out = tmp_path / "res"
-    launch([*TINY, "--data-dir", str(root), "--results-dir", str(out), "--save-partitions", "--seed", "8271"], 2)
-    folder = out / "CIFAR10-ResNet18-Stripes-Variance"
-    frame = pd.read_csv(folder / "W2-INT1-IGN1.csv")
+    launch([*TINY, "--measure", "forgetting", "--heuristic", "class-stripes", "--data-dir", str(root),
+            "--results-dir", str(out), "--save-partitions", "--seed", "8271"], 2)
+    folder = out / "CIFAR10-ResNet18-ClassStripes-Forgetting"
+    frame = pd.read_csv(folder / "W2-INT1-IGN1-N2.csv")
     assert list(frame.columns) == results.columns(4) and len(frame) == 1
     row = frame.iloc[0]
     assert (row.id, row.warmup_epochs, row.interval_epochs) == (8271, 2, 1)
-    assert (row.measure, row.heuristic, row.model, row.dataset) == ("variance", "roundrobin", "resnet18", "cifar10")
+    assert (row.measure, row.heuristic, row.model, row.dataset) == ("forgetting", "class-stripes", "resnet18",
+                                                                    "cifar10")
     accuracies = [row[f"epoch_{e}"] for e in range(1, 5)]
     assert all(a % 5 == 0 for a in accuracies)  # 20 test examples
     assert row.best_accuracy == max(accuracies) and row.best_epoch == accuracies.index(max(accuracies)) + 1
@@ -97,12 +98,17 @@ def test_torchrun_two_ranks_gloo(cifar10_dir, tmp_path):
     saved = partitions(folder)
     warmup, *intervals = saved["windows"]
     assert sorted(torch.cat(warmup["trained"]).unique().tolist()) == list(range(67))
+    labels = torch.from_numpy(arrays["train"][1])
     for window in intervals:
         part = window["partition"]
-        # the partition is Stripes over the examples sorted by their importance, most important first
-        assert [p.tolist() for p in part] == [
-            p.tolist() for p in heuristics.stripes(importance.order(window["importance"]), 2)
-        ]
+        # class Stripes over the examples sorted by importance: within a class, each worker's examples
+        # come most important first, and the workers get the same class mix
+        for p in part:
+            for c in range(10):
+                scores = window["importance"][p[labels[p] == c]]
+                assert bool((scores[1:] <= scores[:-1]).all())
+        counts = torch.stack([torch.bincount(labels[p], minlength=10) for p in part])
+        assert (counts.max(dim=0).values - counts.min(dim=0).values).max() <= 1  # the same class mix on both workers
         # after warmup each rank trained exactly its partition: every example of it, nothing else
         for rank in range(2):
             assert window["trained"][rank].tolist() == sorted(part[rank].tolist())
@@ -120,7 +126,7 @@ def test_torchrun_one_rank_blocks(cifar10_dir, tmp_path):
     out = tmp_path / "res"
     launch([*TINY, "--heuristic", "steps", "--measure", "average", "--repartition", "once", "--data-dir", str(root),
             "--results-dir", str(out)], 1)
-    frame = pd.read_csv(out / "CIFAR10-ResNet18-Blocks-Average" / "W2-INT2-IGN1.csv")
+    frame = pd.read_csv(out / "CIFAR10-ResNet18-Blocks-Average" / "W2-INT2-IGN1-N1.csv")
     assert list(frame.columns) == results.columns(4)
     assert frame.iloc[0][["heuristic", "measure", "warmup_epochs", "interval_epochs"]].tolist() == [
         "steps",
@@ -140,29 +146,13 @@ def test_plain_python_baseline_with_wandb_offline(cifar10_dir, tmp_path):
                    "--eval-protocol", "standard", "--data-dir", str(root), "--results-dir", str(out),
                    "--wandb", "--wandb-name", "tiny-baseline"], None,
                   {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"})
-    path = out / "Baselines" / "c10-vanilla-resnet18-total2.csv"
+    path = out / "Baselines" / "c10-vanilla-resnet18-total2-N1.csv"
     assert f"row appended to {path}" in proc.stdout
     row = pd.read_csv(path).iloc[0]
     assert (row.heuristic, row.warmup_epochs, row.interval_epochs) == ("none", 2, 0)
     assert only_log(out / "Baselines")["intervals"] == []
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
-
-
-@pytest.mark.slow
-def test_torchrun_forgetting_and_class_stripes(cifar10_dir, tmp_path):
-    """A measure that reads the "correct" channel and a heuristic that reads the labels, on 2 ranks."""
-    root, arrays = cifar10_dir
-    out = tmp_path / "res"
-    launch([*TINY, "--measure", "forgetting", "--heuristic", "class-stripes", "--data-dir", str(root),
-            "--results-dir", str(out), "--save-partitions"], 2)
-    folder = out / "CIFAR10-ResNet18-ClassStripes-Forgetting"
-    row = pd.read_csv(folder / "W2-INT1-IGN1.csv").iloc[0]
-    assert (row.measure, row.heuristic) == ("forgetting", "class-stripes")
-    labels = torch.from_numpy(arrays["train"][1])
-    for window in partitions(folder)["windows"][1:]:
-        counts = torch.stack([torch.bincount(labels[p], minlength=10) for p in window["partition"]])
-        assert (counts.max(dim=0).values - counts.min(dim=0).values).max() <= 1  # the same class mix on both workers
 
 
 def ranks_of(marker: str, deadline: float) -> dict[int, int]:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import models
 import tasks
 import train
-from runs import checkpoint, launch, only, only_log, partitions, relative_difference
+from runs import checkpoint, inprocess, launch, only, only_log, partitions, relative_difference
 
 
 def tiny(root, out, *extra):
@@ -25,28 +25,21 @@ def tiny(root, out, *extra):
 
 @pytest.mark.slow
 def test_sequential_emulation_reproduces_two_rank_ddp(cifar10_dir, tmp_path):
+    """8 warmup steps (2 epochs x 4 steps of 2 x 10 examples), a repartition and an interval: the
+    parameters, BatchNorm buffers, optimizer state, recorded losses, partitions and row of a real
+    2-rank torchrun, and of one process (on one thread, as torchrun's ranks) emulating both."""
     root, _ = cifar10_dir
-    runs = {}
-    for name, nproc, emulate in (
-        ("ddp", 2, []),
-        ("emulated", None, ["--emulate-workers", "2", "--emulation", "sequential"]),
-    ):
-        # 8 warmup steps (2 epochs x 4 steps of 2 x 10 examples), checkpointed at the end
-        warm = tmp_path / name / "warmup"
-        launch(
-            tiny(root, warm, "--heuristic", "none", "--total-epochs", "2", "--checkpoint-every", "2", *emulate), nproc
-        )
-        # the same warmup, a repartition, and an interval
-        part = tmp_path / name / "interval"
-        launch(tiny(root, part, "--total-epochs", "3", "--warmup-epochs", "2", "--interval-epochs", "1",
-                    "--ignore-epochs", "0", "--checkpoint-every", "1", "--save-partitions", *emulate), nproc)
-        runs[name] = (checkpoint(warm), checkpoint(part), partitions(part), only(part, "*.csv").read_text())
-    (warm_a, part_a, saved_a, row_a), (warm_b, part_b, saved_b, row_b) = runs["ddp"], runs["emulated"]
-    assert warm_a["epoch"] == 2 and part_a["epoch"] == 3
-    for a, b in ((warm_a, warm_b), (part_a, part_b)):
-        assert relative_difference(a["model"], b["model"]) < 1e-5  # parameters and BatchNorm buffers
-        assert relative_difference(a["optimizer"]["state"][0], b["optimizer"]["state"][0]) < 1e-5
-        assert torch.allclose(a["recorded"]["loss"], b["recorded"]["loss"], rtol=1e-5, atol=1e-6)
+    flags = ["--total-epochs", "3", "--warmup-epochs", "2", "--interval-epochs", "1", "--ignore-epochs", "0",
+             "--checkpoint-every", "1", "--keep-checkpoint", "--save-partitions"]
+    launch(tiny(root, tmp_path / "ddp", *flags), 2)
+    inprocess(tiny(root, tmp_path / "emulated", *flags, "--emulate-workers", "2", "--emulation", "sequential"))
+    (a, saved_a, row_a), (b, saved_b, row_b) = (
+        (checkpoint(tmp_path / name), partitions(tmp_path / name), only(tmp_path / name, "*.csv").read_text())
+        for name in ("ddp", "emulated"))
+    assert a["epoch"] == 3
+    assert relative_difference(a["model"], b["model"]) < 1e-5  # parameters and BatchNorm buffers
+    assert relative_difference(a["optimizer"]["state"][0], b["optimizer"]["state"][0]) < 1e-5
+    assert torch.allclose(a["recorded"]["loss"], b["recorded"]["loss"], rtol=1e-5, atol=1e-6)
     for wa, wb in zip(saved_a["windows"][1:], saved_b["windows"][1:]):
         assert all(torch.equal(x, y) for x, y in zip(wa["partition"], wb["partition"]))
         assert torch.allclose(wa["importance"], wb["importance"], rtol=1e-5, atol=1e-7)
@@ -88,9 +81,10 @@ def test_fused_gradients_match_the_sequential_reference(workers, batch):
 @pytest.mark.slow
 def test_fused_run_matches_two_rank_ddp_after_one_step(cifar10_dir, tmp_path):
     root, _ = cifar10_dir
-    flags = ["--heuristic", "none", "--total-epochs", "1", "--subset", "20", "--checkpoint-every", "1"]
+    flags = ["--heuristic", "none", "--total-epochs", "1", "--subset", "20", "--checkpoint-every", "1",
+             "--keep-checkpoint"]
     launch(tiny(root, tmp_path / "ddp", *flags), 2)
-    launch(tiny(root, tmp_path / "fused", *flags, "--emulate-workers", "2"))
+    inprocess(tiny(root, tmp_path / "fused", *flags, "--emulate-workers", "2"))
     a, b = checkpoint(tmp_path / "ddp"), checkpoint(tmp_path / "fused")
     assert relative_difference(a["model"], b["model"]) < 1e-6
     assert torch.equal(a["recorded"]["loss"], b["recorded"]["loss"])  # the step's forward pass is bit for bit the same
@@ -101,24 +95,8 @@ def test_torchrun_ranks_each_emulating_workers(cifar10_dir, tmp_path):
     """2 ranks x 2 emulated workers = 4 workers: each rank trains exactly its two workers' partitions."""
     root, _ = cifar10_dir
     out = tmp_path / "res"
-    launch(
-        tiny(
-            root,
-            out,
-            "--total-epochs",
-            "3",
-            "--warmup-epochs",
-            "2",
-            "--interval-epochs",
-            "1",
-            "--ignore-epochs",
-            "0",
-            "--emulate-workers",
-            "2",
-            "--save-partitions",
-        ),
-        2,
-    )
+    launch(tiny(root, out, "--total-epochs", "3", "--warmup-epochs", "2", "--interval-epochs", "1", "--ignore-epochs",
+                "0", "--emulate-workers", "2", "--save-partitions"), 2)
     log = only_log(out)
     assert log["workers"] == 4 and log["world_size"] == 2
     assert log["intervals"][0]["partition_sizes"] == [17, 17, 17, 16]
@@ -132,9 +110,9 @@ def test_torchrun_ranks_each_emulating_workers(cifar10_dir, tmp_path):
 def test_device_resident_data_path_gives_the_same_run(cifar10_dir, tmp_path):
     root, _ = cifar10_dir
     flags = ["--total-epochs", "3", "--warmup-epochs", "2", "--interval-epochs", "1", "--ignore-epochs", "0",
-             "--emulate-workers", "2", "--checkpoint-every", "3"]
-    launch(tiny(root, tmp_path / "loader", *flags))
-    launch(tiny(root, tmp_path / "device", *flags, "--data-on-device"))
+             "--emulate-workers", "2", "--checkpoint-every", "3", "--keep-checkpoint"]
+    inprocess(tiny(root, tmp_path / "loader", *flags))
+    inprocess(tiny(root, tmp_path / "device", *flags, "--data-on-device"))
     a, b = checkpoint(tmp_path / "loader"), checkpoint(tmp_path / "device")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert torch.equal(a["recorded"]["loss"], b["recorded"]["loss"]) and a["metrics"] == b["metrics"]
@@ -144,8 +122,9 @@ def test_device_resident_data_path_gives_the_same_run(cifar10_dir, tmp_path):
 def test_bf16_autocast_trains(cifar10_dir, tmp_path):
     root, _ = cifar10_dir
     out = tmp_path / "res"
-    launch(tiny(root, out, "--heuristic", "none", "--total-epochs", "2", "--lr", "0.01", "--amp", "bf16",
-                "--data-on-device", "--emulate-workers", "2", "--checkpoint-every", "2"))
+    inprocess(tiny(root, out, "--heuristic", "none", "--total-epochs", "2", "--subset", "40", "--lr", "0.01",
+                   "--amp", "bf16", "--data-on-device", "--emulate-workers", "2", "--checkpoint-every", "2",
+                   "--keep-checkpoint"))
     state = checkpoint(out)
     assert state["model"]["conv1.weight"].dtype == torch.float32  # master weights stay float32
     assert torch.isfinite(state["recorded"]["loss"]).all() and (state["recorded"]["loss"] > 0).all()

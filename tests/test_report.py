@@ -17,7 +17,7 @@ from runs import REPO
 from workload import Workload
 
 PAPER = REPO / "PaperCSVs" / "paper-reported.csv"
-TABLE1 = ("cifar10", "resnet18", "stripes", "variance", 100, 5, "none")
+TABLE1 = ("cifar10", "resnet18", "stripes", "variance", 100, 5, "none", 4)
 
 
 def rows_with(mean: float, std: float, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -156,9 +156,9 @@ def test_a_file_refuses_runs_set_otherwise_than_its_rows(tmp_path):
 
     def logged(argv: list[str], seed: int, with_row: bool = True):
         args = flags.parse_args([*argv, "--seed", str(seed)])
-        csv = results.csv_path(tmp_path, flags.workload(args))
+        csv = results.csv_path(tmp_path, flags.workload(args, 1))
         if with_row:
-            results.append_row(csv, results.row(seed, [50.0] * args.total_epochs, flags.workload(args)))
+            results.append_row(csv, results.row(seed, [50.0] * args.total_epochs, flags.workload(args, 1)))
         results.write_json(csv.parent / "logs" / f"{csv.stem}-seed{seed}-20261203-000000.json", {"args": vars(args)})
         return csv
 

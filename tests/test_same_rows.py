@@ -1,7 +1,8 @@
 """Refactors change no result: four fixed-seed runs (an image run, a text run, a reducer run and a
 streaming run) write the same CSV row and the same per-epoch training losses as the runs recorded in
-tests/recorded_rows.json. Record them again only for a deliberate change of behaviour, and say which
-in the commit:
+tests/recorded_rows.json (recorded as subprocesses under OMP_NUM_THREADS=1; the test runs them in
+its own process on one thread, which computes the same bits). Record them again only for a
+deliberate change of behaviour, and say which in the commit:
 
     .venv/bin/python tests/test_same_rows.py record
 """
@@ -17,7 +18,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import data  # noqa: E402
 import fakedata  # noqa: E402
+import streaming  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDED = Path(__file__).with_name("recorded_rows.json")
@@ -47,9 +50,7 @@ def reducer(root: Path) -> list[str]:
 
 def streamed(root: Path) -> list[str]:
     fakedata.write_fashion_mnist(root / "data", 60, 20)
-    subprocess.run([sys.executable, "streaming.py", "write", "--dataset", "fashionmnist", "--data-dir",
-                    str(root / "data"), "--out", str(root / "shards"), "--shard-size", "10"], cwd=REPO, check=True,
-                   capture_output=True)
+    streaming.write(data.load("fashionmnist", root / "data", train=True), root / "shards", shard_size=10)
     return ["--dataset", "fashionmnist", "--data-dir", str(root / "data"), "--batch-size", "10",
             "--emulate-workers", "2", "--data-source", "streaming", "--stream-remote", str(root / "shards"),
             "--heuristic", "shard-stripes", *SCHEDULE]
@@ -58,13 +59,18 @@ def streamed(root: Path) -> list[str]:
 RUNS = {"image": image, "text": text, "reducer": reducer, "streaming": streamed}
 
 
-def run(name: str, root: Path) -> dict:
-    """The run's CSV row (as text, the way the file holds it) and its per-epoch training losses."""
+def run(name: str, root: Path, separate: bool = True) -> dict:
+    """The run's CSV row (as text, the way the file holds it) and its per-epoch training losses, run as
+    its own process under OMP_NUM_THREADS=1 (`separate`) or in this one on one thread."""
     out = root / "results"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "dpt.py", *RUNS[name](root), "--results-dir", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    argv = [*RUNS[name](root), "--results-dir", str(out)]
+    if separate:
+        proc = subprocess.run([sys.executable, "dpt.py", *argv], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    else:
+        from runs import inprocess
+        inprocess(argv)
     (path,) = [p for p in out.rglob("*.csv")]
     with open(path, newline="") as f:
         (row,) = list(csv.DictReader(f))
@@ -77,7 +83,7 @@ def run(name: str, root: Path) -> dict:
 @pytest.mark.parametrize("name", list(RUNS))
 def test_the_run_writes_the_recorded_row(name, tmp_path):
     recorded = json.loads(RECORDED.read_text())[name]
-    assert run(name, tmp_path) == recorded
+    assert run(name, tmp_path, separate=False) == recorded
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["record"]:

@@ -19,7 +19,7 @@ import report
 import tasks
 import text
 import train
-from runs import ENV, REPO, checkpoint, launch, only, only_log, partitions
+from runs import REPO, checkpoint, inprocess, launch, only, only_log, partitions, study
 from samplers import WorkerBatches, for_window
 from test_checkpoint import die_at
 
@@ -64,8 +64,9 @@ def test_fused_sequential_and_two_rank_torchrun_record_the_same_losses(corpus, t
     for name, nproc, extra in (("fused", None, ["--emulate-workers", "2"]),
                                ("sequential", None, ["--emulate-workers", "2", "--emulation", "sequential"]),
                                ("torchrun", 2, [])):
-        launch(flags(corpus, tmp_path / name, "--heuristic", "none", "--total-epochs", "1", "--checkpoint-every", "1",
-                     "--deterministic", *extra), nproc)
+        argv = flags(corpus, tmp_path / name, "--heuristic", "none", "--total-epochs", "1", "--checkpoint-every", "1",
+                     "--keep-checkpoint", "--deterministic", *extra)
+        launch(argv, nproc) if nproc else inprocess(argv)
         recorded[name] = checkpoint(tmp_path / name)["recorded"]["loss"]
     assert (recorded["fused"] > 0).all()
     assert torch.allclose(recorded["fused"], recorded["sequential"], rtol=1e-4, atol=1e-5)
@@ -85,7 +86,7 @@ def test_a_two_rank_torchrun_run_records_every_chunk_and_perplexity_falls(corpus
     assert set(torch.cat(warmup["trained"]).tolist()) == set(range(120))  # every chunk recorded (random slices)
     for window in intervals:  # fixed partitions: every chunk by exactly one rank
         assert sorted(torch.cat(window["trained"]).tolist()) == list(range(120))
-    row = pd.read_csv(only(folder, "W2-INT1-IGN1.csv")).iloc[0]
+    row = pd.read_csv(only(folder, "W2-INT1-IGN1-N2.csv")).iloc[0]
     assert row.best_bits_per_byte == min(row[f"epoch_{e}"] for e in (1, 2, 3))
     assert (row.dataset, row.model) == ("text", "gpt")
     assert abs(row.epoch_3 - log["epochs"][2]["bits_per_byte"]) < 1e-4
@@ -93,10 +94,10 @@ def test_a_two_rank_torchrun_run_records_every_chunk_and_perplexity_falls(corpus
 
 @pytest.mark.slow
 def test_a_killed_text_run_resumes_to_the_same_row(corpus, tmp_path):
-    launch(flags(corpus, tmp_path / "whole", "--emulate-workers", "2"))
+    inprocess(flags(corpus, tmp_path / "whole", "--emulate-workers", "2"))
     argv = flags(corpus, tmp_path / "killed", "--emulate-workers", "2", "--checkpoint-every", "1")
     die_at("train.train_epoch", 3, argv)
-    launch(argv + ["--resume"])
+    inprocess(argv + ["--resume"])
     whole, killed = (pd.read_csv(only(tmp_path / name, "*.csv")) for name in ("whole", "killed"))
     pd.testing.assert_frame_equal(whole, killed)
 
@@ -106,14 +107,10 @@ def lm_study(tmp_path_factory, corpus):
     out = tmp_path_factory.mktemp("lm") / "results"
     data_dir = corpus.parent
     source = [] if KJV else ["--dataset", "text"]  # the KJV when Debian's bible-kjv is there, else the test corpus
-    proc = subprocess.run(
-        ["bash", "run-experiments.sh", "--study", "lm", *source, "--epochs", "3", "--warmups", "2", "--intervals", "1",
-         "--seeds", "1", "2", "--gpus", "0", "--per-gpu", "2", "--results-dir", str(out),
-         "--", "--subset", "150", "--test-subset", "40", "--batch-size", "12", "--seq-len", "32",
-         "--data-dir", str(data_dir), *([] if KJV else ["--text-file", str(corpus)])],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
+    return study(["--study", "lm", *source, "--epochs", "3", "--warmups", "2", "--intervals", "1", "--seeds", "1", "2",
+                  "--gpus", "0", "--results-dir", str(out), "--", "--subset", "150", "--test-subset", "40",
+                  "--batch-size", "12", "--seq-len", "32", "--data-dir", str(data_dir),
+                  *([] if KJV else ["--text-file", str(corpus)])])
 
 
 @pytest.mark.slow
