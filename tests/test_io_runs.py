@@ -16,7 +16,7 @@ import fakedata
 import iosim
 import report
 import streaming
-from runs import ENV, REPO, TINY, launch, only
+from runs import REPO, TINY, inprocess, launch, only, study
 
 pytestmark = pytest.mark.slow
 
@@ -47,9 +47,9 @@ def measured_and_simulated(root, out, cache_bytes, policy):
                                                      ("shard-stripes", "partition", 70_000)])
 def test_measured_bytes_equal_the_simulators(shards, tmp_path, heuristic, policy, cache):
     out = tmp_path / "res"
-    launch([*TINY, "--heuristic", heuristic, "--data-dir", str(shards / "data"), "--results-dir", str(out),
-            "--emulate-workers", "2", "--data-source", "streaming", "--stream-remote", str(shards / "shards"),
-            "--cache-bytes", str(cache), "--cache-policy", policy, "--save-partitions"])
+    inprocess([*TINY, "--heuristic", heuristic, "--data-dir", str(shards / "data"), "--results-dir", str(out),
+               "--emulate-workers", "2", "--data-source", "streaming", "--stream-remote", str(shards / "shards"),
+               "--cache-bytes", str(cache), "--cache-policy", policy, "--save-partitions"])
     measured, simulated = measured_and_simulated(shards, out, cache, policy)
     assert measured["bytes"].sum() > 0
     pd.testing.assert_frame_equal(measured.reset_index(drop=True), simulated.reset_index(drop=True), check_dtype=False)
@@ -69,15 +69,10 @@ def io_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("io-study")
     if not (data.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
         fakedata.write_fashion_mnist(root / "data", 400, 100)
-    out = root / "results"
-    proc = subprocess.run(
-        ["bash", "run-experiments.sh", "--study", "io", "--dataset", "fashionmnist", "--epochs", "3", "--warmups", "2",
-         "--intervals", "1", "--ignore", "1", "--seeds", "1", "2", "--gpus", "0", "--per-gpu", "2",
-         "--results-dir", str(out), "--", "--subset", "400", "--test-subset", "100", "--batch-size", "25",
-         "--data-dir", str(root / "data")],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
+    return study(["--study", "io", "--dataset", "fashionmnist", "--epochs", "3", "--warmups", "2", "--intervals", "1",
+                  "--ignore", "1", "--seeds", "1", "2", "--gpus", "0", "--results-dir", str(root / "results"),
+                  "--", "--subset", "400", "--test-subset", "50", "--batch-size", "25",
+                  "--data-dir", str(root / "data")])
 
 
 def test_the_io_study_goes_through_report_and_notebook(io_study, tmp_path, monkeypatch):
