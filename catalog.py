@@ -91,6 +91,7 @@ class Model:
     task: str
     source: str
     batchnorm: bool = False  # training-mode BatchNorm cannot normalize a batch of one
+    parameters: int = 0  # as built for ImageNet (a fixed-size model; text models' depend on their flags)
     defaults: dict = field(default_factory=dict)  # its task options' values when not given
     check: Callable[[Namespace], str | None] | None = None  # a constraint among its options: the fix, or None
 
@@ -181,8 +182,10 @@ def _gpt_heads(args: Namespace) -> str | None:
 
 
 MODELS = {m.name: m for m in (
-    Model("resnet18", "ResNet18", "ResNet-18", "image", "torchvision, as the paper's code adapted it", batchnorm=True),
-    Model("resnet34", "ResNet34", "ResNet-34", "image", "torchvision, as the paper's code adapted it", batchnorm=True),
+    Model("resnet18", "ResNet18", "ResNet-18", "image", "torchvision, as the paper's code adapted it", batchnorm=True,
+          parameters=11_689_512),
+    Model("resnet34", "ResNet34", "ResNet-34", "image", "torchvision, as the paper's code adapted it", batchnorm=True,
+          parameters=21_797_672),
     Model("lstm", "LSTM", "LSTM", "text", "PyTorch's word_language_model example, byte-level",
           defaults={"layers": 2, "hidden": 256, "dropout": 0.2}),
     Model("gpt", "GPT", "GPT", "text", "nanoGPT's baby GPT (pre-norm, tied embedding)",

@@ -2,13 +2,18 @@
 epochs, checked against the flags on --resume, restored to continue to the same result row.
 
     python -c "import checkpoint; print(sorted(checkpoint.KEYS))"
-    python dpt.py --dataset fashionmnist --subset 2000 --checkpoint-every 1 --resume ...   # save, and continue
+    python -c "import checkpoint; s = checkpoint.read(PATH); print(s['epoch'], s['data'])"   # a saved one
 
 A checkpoint holds the model, the optimizer, every rank's random generators and reducer state, the
 current window's signals merged across processes, the column before it (forgetting's), the
-partition, the metrics and the log. The samplers need no state: their order is a function of seed
-and epoch. Writes go through a temporary file and a rename (results.save_torch).
+partition, the metrics and the log, and the identity of the data it was trained on (a hash of the
+example tensors, checked on resume). The samplers need no state: their order is a function of seed
+and epoch. The file is a header line holding the SHA-256 of what follows (torch.save's bytes),
+checked before anything is loaded, and it is written through a temporary file and a rename
+(results.write_bytes).
 """
+import hashlib
+import io
 from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +60,37 @@ class Run:
 
 
 KEYS = set(Run.__dataclass_fields__) - {"recorder"} | {"args", "num_workers", "launch", "model", "optimizer", "rng",
-                                                        "recorded", "exchange", "provenance"}
+                                                        "recorded", "exchange", "provenance", "data"}
+MAGIC = b"dpt.py checkpoint sha256="
+
+
+def write(path: Path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    results.write_bytes(path, MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def read(path: Path) -> dict:
+    """A checkpoint's state, its checksum checked first; CheckpointError for a damaged or foreign file."""
+    raw = Path(path).read_bytes()
+    head, _, payload = raw.partition(b"\n")
+    if not head.startswith(MAGIC):
+        raise CheckpointError(f"{path} is not a checkpoint of dpt.py (no checksum line); delete it to start the run "
+                              "afresh")
+    if hashlib.sha256(payload).hexdigest().encode() != head.removeprefix(MAGIC):
+        raise CheckpointError(f"corrupt checkpoint {path} (its bytes do not match their checksum); delete it to start "
+                              "the run afresh")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"corrupt checkpoint {path} ({type(err).__name__}); delete it to start the run "
+                              "afresh") from None
+    if not isinstance(state, dict) or not KEYS <= state.keys():
+        missing = sorted(KEYS - set(state)) if isinstance(state, dict) else "everything"
+        raise CheckpointError(f"{path} is not a checkpoint of this dpt.py (missing {missing}); delete it to start "
+                              "the run afresh")
+    return state
 
 
 def rng_states() -> tuple:
@@ -64,42 +99,45 @@ def rng_states() -> tuple:
 
 
 def save(path: Path, run: Run, window_start: int, model, optimizer, exchange, args: Namespace, top: Topology,
-         provenance: dict) -> None:
+         provenance: dict, data: dict) -> None:
     """Every process takes part (the recorder's merge and the reducers' states are collectives); rank 0 writes."""
     recorded = run.recorder.merged(run.epoch - window_start)
     # one per rank: the reducers' residuals, the random generators and what each recorded differ
     exchanges = topology.gather_to_first(exchange.state_dict()) if exchange else None
     rngs = topology.gather_to_first(rng_states())
     if top.master:
-        results.save_torch(path, {
-            **run.state(recorded), "args": vars(args), "num_workers": top.workers,
-            "launch": "torchrun" if top.launched else "emulated", "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "rng": rngs, "exchange": exchanges, "provenance": provenance})
+        write(path, {**run.state(recorded), "args": vars(args), "num_workers": top.workers,
+                     "launch": "torchrun" if top.launched else "emulated", "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "rng": rngs, "exchange": exchanges, "provenance": provenance,
+                     "data": data})
     topology.barrier()  # the others wait for the file: a rank failing right after must not take it with it
 
 
 def epoch_of(path: Path) -> int | str:
     """The epoch a checkpoint file was saved after (for a stopped run's last line)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
-    except Exception:  # a damaged file: say so rather than fail while stopping
+        return read(path)["epoch"]
+    except (OSError, CheckpointError):  # a damaged file: say so rather than fail while stopping
         return "?"
 
 
-def load(path: Path, args: Namespace, top: Topology) -> dict | None:
-    """This run's checkpoint for --resume, checked against the flags; None if there is none."""
+def load(path: Path, args: Namespace, top: Topology, data: dict) -> dict | None:
+    """This run's checkpoint for --resume, checked against the flags and the data (`data`: the
+    splits' identity, as preflight found them); None if there is none."""
     results.clean_temporaries(path)
+    if path.is_dir():
+        raise CheckpointError(f"the checkpoint path {path} is a folder; move it away")
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"corrupt checkpoint {path} ({type(err).__name__}); delete it to start the run "
-                              "afresh") from None
-    if not isinstance(state, dict) or not KEYS <= state.keys():
-        missing = sorted(KEYS - set(state)) if isinstance(state, dict) else "everything"
-        raise CheckpointError(f"{path} is not a checkpoint of dpt.py (missing {missing}); delete it to start the run "
-                              "afresh")
+    state = read(path)
+    same = ("sha256", "examples")
+    other = [split for split in data if {k: state["data"].get(split, {}).get(k) for k in same} !=
+             {k: data[split][k] for k in same}]
+    if other:
+        there, here = state["data"].get(other[0], {}).get("source"), data[other[0]]["source"]
+        raise CheckpointError(f"checkpoint {path} was trained on other data (the {' and '.join(other)} split: {there} "
+                              f"there, {here} here, their examples differ); pass the same --data-dir (or --text-file), "
+                              "or drop --resume")
     changed = [f"--{k.replace('_', '-')} {state['args'].get(k)} -> {getattr(args, k)}" for k in flags.run_defining()
                if state["args"].get(k) != getattr(args, k)]
     if state["num_workers"] != top.workers:

@@ -132,26 +132,40 @@ def read_idx(path: Path) -> np.ndarray:
     return body.reshape(shape)
 
 
-def _find_idx(stem: str, folders: list[Path]) -> Path | None:
+IDX_STEMS = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _idx(folder: Path, stem: str) -> Path | None:
+    return next((c for c in (folder / f"{stem}.gz", folder / stem) if c.is_file()), None)
+
+
+def _idx_files(folders: list[Path], train: bool) -> list[Path] | None:
+    """The split's two IDX files from the first folder holding any of the dataset's four: all four
+    come from one folder, so images are never paired with another copy's labels. None: no folder
+    holds any; DataError: the first that does lacks one of them."""
     for folder in folders:
-        for candidate in (folder / f"{stem}.gz", folder / stem):
-            if candidate.is_file():
-                return candidate
+        found = {stem: _idx(folder, stem) for stems in IDX_STEMS.values() for stem in stems}
+        if not any(found.values()):
+            continue
+        missing = [stem for stem, path in found.items() if path is None]
+        if missing:
+            raise DataError(f"{folder} holds some of Fashion-MNIST's files but not {', '.join(missing)} (.gz or "
+                            "not); put all four files in one folder (images beside their labels)")
+        return [found[stem] for stem in IDX_STEMS[train]]
     return None
 
 
 def _load_fashion_mnist(name: str, root: Path, train: bool) -> Split:
-    prefix = "train" if train else "t10k"
     folders = [root / "FashionMNIST" / "raw", root, DEBIAN_FASHION_MNIST]
-    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-    paths = [_find_idx(s, folders) for s in stems]
-    if None in paths:
+    paths = _idx_files(folders, train)
+    if paths is None:
         def download():
             import torchvision
 
             torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
         _fetch("fashionmnist", root, download)
-        paths = [_find_idx(s, folders) for s in stems]
+        paths = _idx_files(folders, train)
     images, labels = (read_idx(p) for p in paths)
     if images.ndim != 3 or labels.ndim != 1:
         raise DataError(f"corrupt data files {paths[0]}, {paths[1]}: expected N x H x W images and N labels")
@@ -163,16 +177,28 @@ def _checked(name: str, images: torch.Tensor, labels: torch.Tensor, where: str) 
     spec = C.DATASETS[name]
     if len(images) != len(labels) or len(labels) == 0:
         raise DataError(f"corrupt {name} data in {where}: {len(images)} images but {len(labels)} labels")
-    if images.shape[1] != spec.shape[0]:
-        raise DataError(
-            f"corrupt {name} data in {where}: images have {images.shape[1]} channels, expected {spec.shape[0]}"
-        )
+    if tuple(images.shape[1:]) != spec.shape:
+        shape = "x".join(map(str, images.shape[1:]))
+        raise DataError(f"{name} data in {where} holds {shape} images (channels x height x width), expected "
+                        f"{'x'.join(map(str, spec.shape))}; point --data-dir at a copy of {spec.title}")
     if labels.min() < 0 or labels.max() >= spec.classes:
         raise DataError(f"corrupt {name} data in {where}: labels outside 0..{spec.classes - 1}")
     files = where.split(", ")
     return Split(
         images.contiguous(), labels, where if len(files) < 3 else f"{os.path.commonpath(files)}/ ({len(files)} files)"
     )
+
+
+def checked_folder(data_dir: str | os.PathLike) -> Path:
+    """--data-dir as a Path; DataError when it is a file, a broken symlink or a symlink loop (which
+    would otherwise pass for a missing folder and fall back to another copy)."""
+    root = Path(data_dir).expanduser()
+    if root.is_symlink() and not root.exists():
+        raise DataError(f"--data-dir {root} is a broken symlink or a symlink loop; pass the folder that holds the "
+                        "dataset")
+    if root.exists() and not root.is_dir():
+        raise DataError(f"--data-dir {root} is a file, not a folder; pass the folder that holds the dataset")
+    return root
 
 
 # Each image dataset's loader; what it holds (shape, classes, normalization, files) is its catalog record.
@@ -183,9 +209,7 @@ def load(name: str, data_dir: str | os.PathLike, train: bool, subset: int = 0) -
     """The train or test split of `name`; with subset > 0, its first `subset` examples."""
     if name not in LOADERS:
         raise DataError(f"unknown image dataset {name!r}; choose from {', '.join(LOADERS)}")
-    root = Path(data_dir).expanduser()
-    if root.exists() and not root.is_dir():
-        raise DataError(f"--data-dir {root} is a file, not a folder; pass the folder that holds the dataset")
+    root = checked_folder(data_dir)
     split = LOADERS[name](name, root, train)
     if subset:
         if subset > len(split):

@@ -17,7 +17,13 @@ WORLD_SIZE and LOCAL_RANK (topology.py; NCCL with CUDA, gloo without; --backend 
 rank 0 evaluates, prints and writes results. Every flag is in flags.py, every up-front check in
 preflight.py, the run's state and its checkpoints in checkpoint.py, the task (images, text) in tasks.py.
 """
+import os
 import sys
+
+import stops
+
+if __name__ == "__main__" and "TORCHELASTIC_RUN_ID" in os.environ:
+    stops.die_with_parent()  # first: torchrun's agent killed by SIGKILL must not leave its ranks training
 
 import flags
 
@@ -25,7 +31,6 @@ if __name__ == "__main__":
     flags.parse_args(sys.argv[1:])  # a typo fails here, in a fraction of a second, before the torch import below
 
 import math
-import os
 import time
 from argparse import Namespace
 
@@ -33,6 +38,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import checkpoint
+import data
 import heuristics
 import importance
 import models
@@ -40,7 +46,6 @@ import preflight
 import reducers
 import results
 import samplers
-import stops
 import topology
 import train
 from checkpoint import Run
@@ -259,12 +264,14 @@ def train_run(args: Namespace, job: Job) -> None:
                     if asked or (args.checkpoint_every and run.epoch % args.checkpoint_every == 0):
                         run.elapsed_s = time.perf_counter() - started
                         checkpoint.save(job.checkpoint_path, run, first_epoch, model, optimizer, exchange, args, top,
-                                        provenance)
+                                        provenance, job.data)
                     if asked and run.epoch < args.total_epochs:
                         die(f"stopped by {stop.asked or 'another rank'} after epoch {run.epoch}; {kept(job)}",
                             status=stops.TEMPFAIL)
         except stops.Stopped as signal:  # SIGTERM, or a second Ctrl-C: now, keeping the last checkpoint
             die(f"stopped by {signal} in epoch {run.epoch + 1}; {kept(job)}", status=128 + signal.signum)
+        except data.DataError as err:  # data that went bad while the run read it (a truncated shard)
+            die(f"{err} (in epoch {run.epoch + 1}; no row was written; {kept(job)})", status=1)
     if args.save_partitions:
         run.partitions[-1]["trained"] = trained_in(plan[-1], run.partition, args, job)
     if top.master:
@@ -348,6 +355,4 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, wandb_run) -> No
 
 
 if __name__ == "__main__":
-    if "TORCHELASTIC_RUN_ID" in os.environ:
-        stops.die_with_parent()  # torchrun's agent killed with SIGKILL must not leave its ranks training
     main()

@@ -18,6 +18,8 @@ import workload as names
 from workload import Workload
 
 SEED_LIMIT = 2**32  # seeds feed torch's and Python's generators after small offsets (seed + epoch, ...)
+FLOAT32_MAX = 3.4028234663852886e38  # the optimizer's arithmetic is float32: a larger lr overflows in its first step
+TIMEOUT = (1, 7 * 24 * 3600)  # seconds; datetime.timedelta and the process group's store take these, not 1e30
 # Flags that do not change a run's result (beyond rounding): they may differ on --resume.
 OPERATIONAL = {"data_dir", "results_dir", "description", "save_partitions", "checkpoint_every", "keep_checkpoint",
                "resume", "preflight", "backend",
@@ -206,6 +208,12 @@ def row_defining(heuristic: str) -> list[str]:
     return [dest for dest in run_defining() if heuristic != "none" or dest not in PARTITIONING]
 
 
+def settings(args: argparse.Namespace, workers: int) -> dict:
+    """What the rows of the run's result file share (its manifest, results.claim): the row-defining
+    flags but the seed, and the workers."""
+    return {k: getattr(args, k) for k in row_defining(args.heuristic) if k != "seed"} | {"workers": workers}
+
+
 def check_numbers(args: argparse.Namespace) -> None:
     """Finite, sensible numbers; raise BadFlag otherwise."""
     if args.total_epochs < 1:
@@ -218,6 +226,11 @@ def check_numbers(args: argparse.Namespace) -> None:
         )
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise BadFlag(f"--lr must be a positive finite number (got {args.lr})")
+    for flag in ("lr", "weight_decay"):
+        if getattr(args, flag) > FLOAT32_MAX:
+            raise BadFlag(f"--{flag.replace('_', '-')} {getattr(args, flag)} is beyond float32's range "
+                          f"({FLOAT32_MAX:.3g}), in which the optimizer computes; pass a value like the paper's "
+                          f"{ {'lr': 0.1, 'weight_decay': 5e-4}[flag]}")
     if args.optimizer == "adamw" and args.momentum is not None:
         raise BadFlag("--momentum is SGD's; AdamW's betas are fixed at (0.9, 0.99): "
                       "drop --momentum or pass --optimizer sgd")
@@ -244,8 +257,9 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise BadFlag(f"--checkpoint-every takes a number of epochs, 0 for never (got {args.checkpoint_every})")
     if args.preflight is not None and args.preflight < 1:
         raise BadFlag(f"--preflight takes the number of processes of the launch, at least 1 (got {args.preflight})")
-    if not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise BadFlag(f"--timeout takes a positive number of seconds (got {args.timeout})")
+    if not (math.isfinite(args.timeout) and TIMEOUT[0] <= args.timeout <= TIMEOUT[1]):
+        raise BadFlag(f"--timeout takes seconds from {TIMEOUT[0]} (a collective needs that long to set up) to "
+                      f"{TIMEOUT[1]} (a week) (got {args.timeout})")
 
 
 def check_schedule(args: argparse.Namespace) -> None:

@@ -40,6 +40,11 @@ class ImageTask(tasks.Task):
                     "--test-subset")
         return None
 
+    def parameters(self, args: Namespace) -> int:
+        """torchvision's count for the model, its fc cut to the dataset's classes."""
+        return C.MODELS[args.model].parameters - 1000 * 513 + self.dataset.classes * 513 - \
+            (3 - self.dataset.shape[0]) * 64 * 49
+
     def labels(self, split) -> torch.Tensor | None:
         return split.labels if isinstance(split, data.Split) else None  # a streamed split keeps them in its shards
 

@@ -12,6 +12,7 @@ in reducers.refusal). Reads and probes only; it writes the run's lock and, for a
 run, the file's manifest (results.claim).
 """
 import fcntl
+import hashlib
 import importlib.util
 import netrc
 import os
@@ -19,6 +20,8 @@ import shutil
 from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 import catalog as C
 import checkpoint
@@ -40,12 +43,27 @@ class Refused(ValueError):
 @dataclass
 class Streamed:
     """The training split of --data-source streaming: its examples stay in the shards, read through
-    each worker's cache (train.epoch_batches); here only its size and where it comes from."""
+    each worker's cache (train.epoch_batches); here only its size, where it comes from, and the hash
+    of the remote's index (which names every shard and its bytes)."""
     num_examples: int
     source: str
+    index_sha256: str
 
     def __len__(self) -> int:
         return self.num_examples
+
+
+def identity(split) -> dict:
+    """What a split is, for a checkpoint to be resumed on the same data only: the SHA-256 of its
+    example tensors (or of a streamed split's index), its size, and where it was read from."""
+    digest = hashlib.sha256()
+    for name, value in sorted(vars(split).items()):
+        if isinstance(value, torch.Tensor):
+            digest.update(name.encode() + str(tuple(value.shape)).encode())
+            digest.update(value.detach().cpu().contiguous().numpy().data)
+        elif name == "index_sha256":
+            digest.update(value.encode())
+    return {"sha256": digest.hexdigest(), "examples": len(split), "source": split.source}
 
 
 @dataclass
@@ -60,6 +78,7 @@ class Job:
     shard_size: int  # examples per storage shard (shard-stripes, streaming)
     csv: Path
     checkpoint_path: Path
+    data: dict = field(default_factory=dict)  # each split's identity (a checkpoint resumes on the same only)
     checkpoint: dict | None = None
     lock: object = None  # the run's lock file, held open for the process's life
     finished: bool = False  # the run's row is in its CSV already (--resume: nothing to do)
@@ -89,20 +108,19 @@ def check(args: Namespace, top: Topology) -> Job:
         if why:
             raise Refused(why)
     channels = recorded_channels(args)
-    check_memory(args, len(train), len(channels), top)
+    check_memory(args, len(train), len(channels), task.step_bytes(args, args.batch_size * top.emulated), top)
     if csv.is_dir():
         raise Refused(f"the result file {csv} is a folder; move it away or pass another --results-dir")
     job = Job(workload, task, top, train, test, channels, shard_size, csv, results.checkpoint_path(csv, args.seed),
-              readers=readers)
+              {"train": identity(train), "test": identity(test)}, readers=readers)
     check_results(args, job)
     if args.resume:
         try:
-            job.checkpoint = checkpoint.load(job.checkpoint_path, args, top)
+            job.checkpoint = checkpoint.load(job.checkpoint_path, args, top, job.data)
         except checkpoint.CheckpointError as err:
             raise Refused(str(err)) from None
     if top.master:
-        settings = {k: getattr(args, k) for k in flags.row_defining(args.heuristic) if k != "seed"}
-        clash = results.claim(csv, settings | {"workers": top.workers}, write=args.preflight is None)
+        clash = results.claim(csv, flags.settings(args, top.workers), write=args.preflight is None)
         if clash:
             raise Refused(f"{csv} holds runs set otherwise ({clash}); pass another --results-dir, or the same flags")
     if results.has_row(csv, args.seed):  # never two rows for one run
@@ -127,7 +145,8 @@ def load_data(args: Namespace, task: tasks.Task, csv: Path, top: Topology) -> tu
                                          args.cache_policy, args.stream_endpoint)
     except (ValueError, data.DataError) as err:
         raise Refused(str(err)) from None
-    train = Streamed(len(readers[0]), f"{args.stream_remote} (shards of {readers[0].shard_size}, streamed)")
+    train = Streamed(len(readers[0]), f"{args.stream_remote} (shards of {readers[0].shard_size}, streamed)",
+                     readers[0].index_sha256)
     if args.subset and args.subset != len(train):
         raise Refused(f"--subset {args.subset}: a streamed split is the whole remote ({len(train)} examples); "
                       "write the subset with streaming.py instead")
@@ -138,17 +157,37 @@ def load_data(args: Namespace, task: tasks.Task, csv: Path, top: Topology) -> tu
 
 
 def check_results(args: Namespace, job: Job) -> None:
-    """Rank 0 writes: its folders are writable, and the result file takes this run's rows."""
+    """Rank 0 writes: its folders are writable and have room, the run's own files are not folders, and
+    the result file takes this run's rows."""
     if not job.top.master:
         return
     writable(job.csv.parent, "--results-dir")
     writable(job.csv.parent / "logs", "--results-dir")
-    if args.checkpoint_every or args.resume:
-        writable(job.checkpoint_path.parent, "--results-dir")
+    writable(job.checkpoint_path.parent, "--results-dir")  # the run's lock lives there, whatever it saves
+    for path in (job.checkpoint_path, job.checkpoint_path.with_suffix(".lock")):
+        if path.is_dir():
+            raise Refused(f"{path} is a folder where this run keeps a file; move it away or pass another "
+                          "--results-dir")
+    need = 2**20 + (checkpoint_bytes(args, job) if args.checkpoint_every or args.resume else 0)
+    room = shutil.disk_usage(job.csv.parent).free
+    if room < need:
+        raise Refused(f"{job.csv.parent} has {room / 2**20:.1f} MiB free and the run needs about "
+                      f"{need / 2**20:.1f} MiB (its log, row and checkpoint); free some space or pass another "
+                      "--results-dir")
     try:
         results.check_appendable(job.csv, results.columns(args.total_epochs, job.workload.task))
     except ValueError as err:
         raise Refused(str(err)) from None
+
+
+def checkpoint_bytes(args: Namespace, job: Job) -> int:
+    """About what a checkpoint takes on disk: the model and the optimizer's state (SGD: momentum,
+    AdamW: two moments), twice over while the new one is written, and the recorder's current window."""
+    copies = 3 if args.optimizer == "adamw" else 2
+    parameters = job.task.parameters(args)
+    window = importance.Recorder.nbytes(len(job.train), max(args.warmup_epochs, args.interval_epochs),
+                                        len(job.channels))
+    return 2 * (4 * copies * parameters + window)
 
 
 def writable(folder: Path, flag: str) -> None:
@@ -177,8 +216,9 @@ def check_wandb() -> None:
     raise Refused("--wandb needs a W&B login: run `wandb login`, or set WANDB_MODE=offline to log locally")
 
 
-def check_memory(args: Namespace, num_examples: int, channels: int, top: Topology) -> None:
-    """The recorder holds (channels x examples x epochs of the longest window) float32 values."""
+def check_memory(args: Namespace, num_examples: int, channels: int, step: int, top: Topology) -> None:
+    """The recorder holds (channels x examples x epochs of the longest window) float32 values; a
+    training step needs `step` bytes (the task's estimate). Both must fit in half the free memory."""
     T, W, I = args.total_epochs, args.warmup_epochs, args.interval_epochs
     longest = max(W, I + (T - W) % I) if W < T else W  # the warmup, or the last (longest) interval
     need = importance.Recorder.nbytes(num_examples, longest, channels)
@@ -187,13 +227,17 @@ def check_memory(args: Namespace, num_examples: int, channels: int, top: Topolog
         raise Refused(f"recording {num_examples} examples x {longest} epochs x {channels} channels needs "
                       f"{need / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free on {top.device.type}; lower "
                       "--total-epochs (or --warmup-epochs / --interval-epochs) or --subset")
+    if step > free // 2:
+        chunks = args.batch_size * top.emulated
+        raise Refused(f"a training step of --model {args.model} at this size (--seq-len {args.seq_len}, --hidden "
+                      f"{args.hidden}, --layers {args.layers}, {chunks} chunks a process) needs about "
+                      f"{step / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free on {top.device.type}; lower "
+                      "--seq-len, --hidden, --layers or --batch-size")
 
 
 def free_memory(top: Topology) -> int:
     """Bytes free on the training device."""
     if top.device.type == "cuda":
-        import torch
-
         return torch.cuda.mem_get_info(top.device)[0]
     meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
     return int(meminfo["MemAvailable"].split()[0]) * 1024
@@ -202,10 +246,13 @@ def free_memory(top: Topology) -> int:
 def acquire(lock_path: Path):
     """Hold the run's lock, or refuse: two processes running one run would append two rows for it."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "a+")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        handle = open(lock_path, "a+")
+    except IsADirectoryError:
+        raise Refused(f"{lock_path} is a folder where this run keeps its lock; move it away") from None
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a POSIX record lock: NFS clients forward it
+    except (BlockingIOError, PermissionError):
         handle.seek(0)
         raise Refused(f"another process is running this run ({handle.read().strip() or 'pid unknown'}, lock "
                       f"{lock_path}); wait for it to finish or stop it, then run again") from None
@@ -232,6 +279,7 @@ def release(job: Job) -> None:
 
 def planned(job: Job, args: Namespace) -> str:
     """What the run would do, in one line (dpt.py --preflight)."""
-    return (f"{results.run_name(job.csv, args.seed)} would train {job.top.workers} workers on {len(job.train)} "
+    n = job.top.workers
+    return (f"{results.run_name(job.csv, args.seed)} would train {n} worker{'s' if n > 1 else ''} on {len(job.train)} "
             f"examples ({C.TASKS[job.workload.task].title}) and append its row to {job.csv}"
             + ("; it would resume from its checkpoint" if job.checkpoint else ""))

@@ -470,6 +470,29 @@ def io_section(folder: str | Path) -> tuple[list[str], list[str]]:
             "cache: each worker's cache, c/n of the dataset plus one shard, partition policy (iosim.py).", ""], problems
 
 
+def coverage(cell_table: pd.DataFrame, base: pd.DataFrame) -> list[str]:
+    """What the tables present lack: a paper table's missing cells (a result file not there), and the
+    vanilla baseline of a table that has none (no test against vanilla DPT is then possible)."""
+    problems = []
+    grid_cells = {(w, i) for w in names.PAPER_WARMUPS for i in names.PAPER_INTERVALS}
+    for table in tables(cell_table):
+        mine = select(cell_table, table)
+        number = paper_number(table)
+        if number:
+            missing = sorted(grid_cells - set(zip(mine.warmup_epochs, mine.interval_epochs)))
+            if missing:
+                shown = ", ".join(f"W{w}-INT{i}" for w, i in missing[:6]) + (", ..." if len(missing) > 6 else "")
+                problems.append(f"Table {number} lacks {len(missing)} of its {len(grid_cells)} cells ({shown}): their "
+                                f"result files are not under the folder")
+        if not len(select_baseline(base, dict(zip(TABLE, table)))):
+            w = table_workload(table)
+            vanilla = Workload(w.dataset, w.model, "none", "variance", w.total_epochs, w.total_epochs, 0, 0, w.reducer,
+                               w.density, w.workers)
+            problems.append(f"{title(table)}: no vanilla baseline runs (Baselines/{vanilla.csv_name}); its cells are "
+                            "not tested against vanilla DPT")
+    return problems
+
+
 def reported(reported_csv: Path, form: str) -> str:
     """The paper's Tables 1-5 as it reports them (PaperCSVs/paper-reported.csv): mean ± std per cell."""
     frame = paper_cells(reported_csv)
@@ -500,6 +523,7 @@ def render(folder: str | Path, paper_csv: str | Path | None, form: str, io: bool
             "the artifact's per-run CSVs there for the tests and corrections (docs/reproduce.md)"]
     cell_table = cells(runs)
     base = baselines(runs)
+    problems += coverage(cell_table, base)
     parts = []
     for table in tables(cell_table):
         mine = select(cell_table, table)

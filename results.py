@@ -24,6 +24,7 @@ import fcntl
 import importlib.metadata
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -234,26 +235,40 @@ def clean_temporaries(path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def write_json(path: Path, obj: dict) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
-def save_torch(path: Path, obj) -> None:
-    """torch.save through a temporary file and rename: a run killed while saving leaves the previous
-    checkpoint whole, and its temporary is removed by the next save (or `clean_temporaries`)."""
-    import torch  # results.py is read by report.py and sweep.py, which need no torch
-
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file and a write killed
+    midway leaves the previous one whole (its temporary is removed by the next write, or by
+    `clean_temporaries`). The file gets the permissions the umask gives the CSVs (mkstemp's are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read once: os.umask can only be read by setting it
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_bytes(path, json.dumps(obj, indent=1).encode())
+
+
+def save_torch(path: Path, obj) -> None:
+    """torch.save, written as write_bytes writes (atomically, the CSVs' permissions)."""
+    import torch  # results.py is read by report.py and sweep.py, which need no torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def provenance() -> dict:
@@ -287,12 +302,21 @@ def read_csvs(folder: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:
     for path in sorted(Path(folder).rglob("*.csv")):
         if path.parent.name in ("logs", "checkpoints") or not RESULT_NAME.match(path.name):
             continue
+        if not path.is_file():  # a folder, or a pipe (which would block the read for ever)
+            problems.append(f"{path}: named like a result file but not a regular file; skipped")
+            continue
         frame, skipped = _read_one(path)
         if isinstance(frame, str):
             problems.append(f"{path}: {frame}; skipped")
             continue
         if skipped:
             problems.append(f"{path}: {len(frame)} rows read, {len(skipped)} skipped ({'; '.join(skipped[:3])})")
+        if frame.attrs.get("bom"):
+            problems.append(f"{path}: starts with a UTF-8 byte-order mark (a spreadsheet's save); read without it")
+        if frame.empty:
+            problems.append(f"{path}: a header and no whole row (a run that has not finished, or a cut file); "
+                            "skipped")
+            continue
         frame["workload"], frame["file"] = path.parent.name, path.stem
         named = from_csv_name(path.stem)
         frame["ignore_epochs"] = named["ignore_epochs"]
@@ -312,7 +336,8 @@ def _read_one(path: Path) -> tuple[pd.DataFrame | str, list[str]]:
         return "not a text file (binary?)", []
     if "\x00" in text:
         return "not a text file (NUL bytes)", []
-    records = list(csv.reader(text.splitlines()))
+    bom = text.startswith("\ufeff")
+    records = list(csv.reader(text.removeprefix("\ufeff").splitlines()))
     if not records:
         return "empty (zero bytes)", []
     header = records[0]
@@ -335,7 +360,7 @@ def _read_one(path: Path) -> tuple[pd.DataFrame | str, list[str]]:
         try:
             values = dict(zip(header, record))
             parsed = {
-                "id": values["id"],
+                "id": normal_id(values["id"]),
                 metric[0]: float(values[metric[0]]),
                 "best_epoch": int(float(values["best_epoch"])),
                 "warmup_epochs": int(float(values["warmup_epochs"])),
@@ -345,8 +370,12 @@ def _read_one(path: Path) -> tuple[pd.DataFrame | str, list[str]]:
         except ValueError as err:
             skipped.append(f"line {line}: {err}")
             continue
+        if not math.isfinite(parsed[metric[0]]):
+            skipped.append(f"line {line}: {metric[0]} is {values[metric[0]]}")
+            continue
         parsed.update({c: values[c] for c in ("measure", "heuristic", "model", "dataset")})
         good.append(parsed)
     frame = pd.DataFrame(good, columns=["id", *epochs, metric[0], *TAIL_COLUMNS])
     frame["total_epochs"] = len(epochs)
+    frame.attrs["bom"] = bom
     return frame, skipped

@@ -5,7 +5,7 @@
 # warmup -> repartition (Stripes over loss variance) -> intervals -> a CSV row in the paper's schema.
 # The paper's settings but for the size: 2000 examples, 8 epochs, batch 64 per worker (so lr 0.05).
 #
-#     bash setup.sh && bash run-small-experiment.sh [extra dpt.py flags]
+#     bash setup.sh && bash run-small-experiment.sh [extra dpt.py flags, e.g. --seed 2]
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/torchrun ]; then
@@ -17,17 +17,21 @@ results=${RESULTS_DIR:-results/small-experiment}
 # NCCL cannot put two ranks on one GPU: there, one rank emulates both workers.
 gpus=$(.venv/bin/python -c "import torch; print(torch.cuda.device_count())")
 if [ "$gpus" -eq 1 ]; then
-  launch=(--nproc_per_node=1 dpt.py --emulate-workers 2)
+  nproc=1 emulate=(--emulate-workers 2)
 else
-  launch=(--nproc_per_node=2 dpt.py)
+  nproc=2 emulate=()
 fi
+args=("${emulate[@]}" --dataset fashionmnist --model resnet18 --subset 2000 --test-subset 1000
+      --heuristic stripes --measure variance --total-epochs 8 --warmup-epochs 3 --ignore-epochs 1
+      --interval-epochs 2 --batch-size 64 --lr 0.05 --results-dir "$results" --description "run-small-experiment.sh"
+      "$@")
 
-OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone "${launch[@]}" \
-  --dataset fashionmnist --model resnet18 --subset 2000 --test-subset 1000 \
-  --heuristic stripes --measure variance --total-epochs 8 --warmup-epochs 3 --ignore-epochs 1 \
-  --interval-epochs 2 --batch-size 64 --lr 0.05 \
-  --results-dir "$results" --description "run-small-experiment.sh" "$@"
+# Every up-front check first, as the launch will run them: bad input (or a run that is done) is one
+# line and exit 2 here, rather than that line inside torchrun's 40-line failure summary.
+.venv/bin/python dpt.py --preflight "$nproc" "${args[@]}" > /dev/null
+OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc_per_node="$nproc" dpt.py "${args[@]}"
 
 echo
-echo "Results: $results/FashionMNIST-ResNet18-Stripes-Variance/W3-INT2-IGN1.csv (one row per run, the paper's schema)"
-echo "         $results/FashionMNIST-ResNet18-Stripes-Variance/logs/ (per-run JSON: args, per-epoch accuracy, loss, overheads)"
+echo "Next: .venv/bin/python report.py $results      # the tables (one run: no tests yet; add --seed 2 runs)"
+echo "      DPT_RESULTS=$results DPT_FIGURES=$results/figures .venv/bin/jupyter nbconvert --to notebook --execute \\"
+echo "          plots.ipynb --output-dir $results/figures      # the figures, listed when it ends"

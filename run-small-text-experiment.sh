@@ -16,16 +16,18 @@ results=${RESULTS_DIR:-results/small-text-experiment}
 
 gpus=$(.venv/bin/python -c "import torch; print(torch.cuda.device_count())")
 if [ "$gpus" -eq 1 ]; then
-  launch=(--nproc_per_node=1 dpt.py --emulate-workers 2)
+  nproc=1 emulate=(--emulate-workers 2)
 else
-  launch=(--nproc_per_node=2 dpt.py)
+  nproc=2 emulate=()
 fi
+args=("${emulate[@]}" --dataset kjv --model gpt --subset 2000 --test-subset 500 --seq-len 128
+      --heuristic stripes --measure variance --total-epochs 9 --warmup-epochs 3 --ignore-epochs 1
+      --interval-epochs 2 --batch-size 32 --optimizer adamw --lr 0.01 --weight-decay 0.1
+      --results-dir "$results" --description "run-small-text-experiment.sh" "$@")
 
-OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone "${launch[@]}" \
-  --dataset kjv --model gpt --subset 2000 --test-subset 500 --seq-len 128 \
-  --heuristic stripes --measure variance --total-epochs 9 --warmup-epochs 3 --ignore-epochs 1 \
-  --interval-epochs 2 --batch-size 32 --optimizer adamw --lr 0.01 --weight-decay 0.1 \
-  --results-dir "$results" --description "run-small-text-experiment.sh" "$@"
+# Every up-front check first (one line and exit 2 on bad input, not torchrun's failure summary).
+.venv/bin/python dpt.py --preflight "$nproc" "${args[@]}" > /dev/null
+OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc_per_node="$nproc" dpt.py "${args[@]}"
 
 echo
-echo "Results: $results/KJV-*-Stripes-Variance/W3-INT2-IGN1.csv (epoch columns: held-out bits per byte; lower is better)"
+echo "Next: .venv/bin/python report.py $results      # the tables (bits per byte: lower is better)"

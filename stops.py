@@ -12,11 +12,7 @@ per epoch. A process started by torchrun or by run-experiments.sh also gets SIGT
 dies (PR_SET_PDEATHSIG), so a killed launcher never leaves its runs training unsupervised.
 """
 import ctypes
-import os
 import signal
-
-import torch
-import torch.distributed as dist
 
 TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: stopped with a checkpoint, resumable
 
@@ -58,8 +54,11 @@ class Stops:
     def _now(self, signum, frame) -> None:
         raise Stopped(signum)
 
-    def agreed(self, device: torch.device) -> bool:
+    def agreed(self, device) -> bool:
         """Whether any process was asked to stop at this epoch's end (every rank gets the same answer)."""
+        import torch  # here: die_with_parent runs before torch is imported
+        import torch.distributed as dist
+
         flag = torch.tensor([float(self.asked is not None)], device=device)
         if dist.is_initialized():
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -68,12 +67,9 @@ class Stops:
 
 def die_with_parent() -> None:
     """SIGTERM to this process when its parent dies (Linux; elsewhere nothing). For processes that a
-    launcher started: a launcher killed with SIGKILL cannot stop them itself."""
-    parent = os.getppid()
+    launcher started: a launcher killed with SIGKILL cannot stop them itself. dpt.py calls it first
+    thing, before its imports, so a launcher killed while the ranks import torch counts too."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the prctl: nobody is left to stop us
-        os.kill(os.getpid(), signal.SIGTERM)
+        pass

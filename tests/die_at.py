@@ -1,13 +1,12 @@
 """Run dpt.py and SIGKILL it at a chosen moment: the N-th call of a function (a test's fault injector).
 
     python tests/die_at.py train.train_epoch 3 -- <dpt.py flags>      # killed as it starts its 3rd epoch
-    python tests/die_at.py results.save_torch 2 --half -- <flags>     # killed halfway through the 2nd checkpoint
+    python tests/die_at.py results.write_bytes 2 --half -- <flags>    # killed halfway through the 2nd checkpoint
 
-With --half the call writes half of what torch.save would write to the checkpoint's temporary file,
-then dies: what a power cut during the write leaves behind.
+With --half the call writes half of the file's bytes to its temporary file, then dies: what a
+power cut during the write leaves behind.
 """
 import importlib
-import io
 import os
 import signal
 import sys
@@ -29,12 +28,9 @@ def dying(*args, **kwargs):
     global calls
     calls += 1
     if calls == int(count):
-        if half:  # results.save_torch(path, obj): half a checkpoint in the temporary that the rename would publish
-            import torch
-            path, obj = args[0], args[1]
-            buffer = io.BytesIO()
-            torch.save(obj, buffer)
-            (path.parent / f".{path.name}.killed").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        if half:  # results.write_bytes(path, data): half of it in the temporary that the rename would publish
+            path, data = args[0], args[1]
+            (path.parent / f".{path.name}.killed").write_bytes(data[: len(data) // 2])
         os.kill(os.getpid(), signal.SIGKILL)
     return original(*args, **kwargs)
 

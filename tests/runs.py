@@ -75,7 +75,7 @@ def study(argv: list[str]) -> Path:
 
     opts = sweep.parse(argv)
     runs, _ = sweep.study(opts)
-    pending = [sweep.command(r, opts, sys.executable)[2:] for r in runs if not results.has_row(r.csv, r.seed)]
+    pending = [r.argv for r in runs if not results.has_row(r.csv, r.seed)]
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(inprocess, pending))
     return opts.results_dir
@@ -104,7 +104,9 @@ def only_log(folder: Path) -> dict:
 
 
 def checkpoint(folder: Path) -> dict:
-    return torch.load(only(folder, "checkpoints/*.pt"), weights_only=True)
+    import checkpoint as saved
+
+    return saved.read(only(folder, "checkpoints/*.pt"))
 
 
 def partitions(folder: Path) -> dict:

@@ -85,6 +85,13 @@ def other_settings(data, out):
     return tiny(data, out)
 
 
+def claimed_by_another_length(data, out):
+    """A run of the file with --total-epochs 5 started (its manifest is there, no row yet)."""
+    args = dpt.flags.parse_args([*TINY, "--total-epochs", "5"])
+    assert results.claim(results.csv_path(out, dpt.flags.workload(args, 1)), dpt.flags.settings(args, 1)) is None
+    return tiny(data, out)
+
+
 def results_dir_is_a_file(data, out):
     out.write_text("not a folder")
     return tiny(data, out)
@@ -134,6 +141,69 @@ def reducer_on_emulating_ranks(data, out, monkeypatch):
     return tiny(data, out, "--reducer", "exdyna", "--emulate-workers", "2", "--emulation", "sequential")
 
 
+def launched_by_hand(variables):
+    """The torchrun variables `variables` in the environment, as a shell would leave them: no torchrun."""
+    def setup(data, out, monkeypatch):
+        for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+            monkeypatch.delenv(var, raising=False)
+        for var, value in variables.items():
+            monkeypatch.setenv(var, value)
+        return tiny(data, out)
+    return setup
+
+
+def fashion_mnist(data, out, *, drop=(), test_size=28):
+    """Fashion-MNIST files in --data-dir (so Debian's copy is not used), some missing or misshapen."""
+    import gzip
+
+    folder = out.parent / "fmnist"
+    fakedata.write_fashion_mnist(folder, 40, 10)
+    if test_size != 28:
+        images = torch.randint(0, 256, (10, test_size, test_size), dtype=torch.uint8).numpy()
+        with gzip.open(folder / "t10k-images-idx3-ubyte.gz", "wb") as f:
+            f.write(fakedata.idx_bytes(images))
+    for name in drop:
+        (folder / name).unlink()
+    return ["--dataset", "fashionmnist", "--data-dir", str(folder), "--results-dir", str(out), "--batch-size", "8"]
+
+
+def symlink_loop(data, out):
+    loop = out.parent / "loop"
+    loop.symlink_to(loop)
+    return tiny(data, out)[:-4] + ["--data-dir", str(loop), "--results-dir", str(out)]
+
+
+def disk_full(data, out, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 4096, 4096))
+    return tiny(data, out)
+
+
+def a_folder_at(path_of):
+    """A folder where the run keeps a file (its checkpoint, or its lock)."""
+    def setup(data, out):
+        path_of(results.checkpoint_path(results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY), 1)),
+                                        17611)).mkdir(parents=True)
+        return tiny(data, out)
+    return setup
+
+
+def damaged_checkpoint(data, out):
+    """A checkpoint whose bytes no longer match the checksum of its first line."""
+    import checkpoint
+
+    path = results.checkpoint_path(results.csv_path(out, dpt.flags.workload(dpt.flags.parse_args(TINY), 1)), 17611)
+    path.parent.mkdir(parents=True)
+    checkpoint.write(path, {"epoch": 1})
+    raw = bytearray(path.read_bytes())
+    raw[-10:] = bytes(10)
+    path.write_bytes(bytes(raw))
+    return tiny(data, out, "--resume")
+
+
 def wandb_without_login(data, out, monkeypatch):
     for var in ("WANDB_MODE", "WANDB_API_KEY"):
         monkeypatch.delenv(var, raising=False)
@@ -153,7 +223,7 @@ def run_already_running(data, out):
             sys.executable,
             "-c",
             f"import fcntl, sys, time; f = open({str(lock)!r}, 'a'); "
-            "fcntl.flock(f, fcntl.LOCK_EX); f.write('pid 4242 on elsewhere'); f.flush(); "
+            "fcntl.lockf(f, fcntl.LOCK_EX); f.write('pid 4242 on elsewhere'); f.flush(); "
             "print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
@@ -195,7 +265,12 @@ CASES = [
     ("negative subset", ["--subset", "-5"], "--subset and --test-subset take a number of examples"),
     ("zero workers", ["--emulate-workers", "0"], "--emulate-workers is the number of workers each process hosts"),
     ("negative checkpoint period", ["--checkpoint-every", "-1"], "--checkpoint-every takes a number of epochs"),
-    ("zero timeout", ["--timeout", "0"], "--timeout takes a positive number of seconds"),
+    ("zero timeout", ["--timeout", "0"], "--timeout takes seconds from 1"),
+    ("a timeout no clock takes", ["--timeout", "1e30"], "--timeout takes seconds from 1"),
+    ("a timeout shorter than a collective's set-up", ["--timeout", "0.001"], "--timeout takes seconds from 1"),
+    ("lr beyond float32", ["--lr", "1e308"], "--lr 1e+308 is beyond float32's range"),
+    ("weight decay beyond float32", ["--weight-decay", "1e308"], "--weight-decay 1e+308 is beyond float32's range"),
+    ("zero processes to plan for", ["--preflight", "0"], "--preflight takes the number of processes"),
     ("nccl on a CPU", ["--backend", "nccl"], "--backend nccl needs CUDA GPUs"),
     # language modelling
     ("image model on text", ["--dataset", "kjv", "--model", "resnet18"], "--model resnet18 does not fit --dataset kjv"),
@@ -253,6 +328,11 @@ CASES = [
     ("fewer shards than workers", lambda data, out: tiny(data, out, "--heuristic", "shard-stripes",
                                                           "--shard-size", "60", "--emulate-workers", "3"),
      "67 examples make 2 shards for 3 workers; pass a --shard-size of at most 22"),
+    # the launch
+    ("a stale RANK in the shell", launched_by_hand({"RANK": "1"}), "RANK=1 is set but WORLD_SIZE, LOCAL_RANK"),
+    ("WORLD_SIZE without RANK", launched_by_hand({"WORLD_SIZE": "2"}), "WORLD_SIZE=2 is set but RANK"),
+    ("torchrun's variables without torchrun", launched_by_hand({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}),
+     "this process was not started by torchrun"),
     # the data
     (
         "missing data offline",
@@ -262,6 +342,16 @@ CASES = [
     ("data dir is a file", data_dir_is_a_file, "is a file, not a folder; pass the folder that holds the dataset"),
     ("corrupt data file", corrupt_test_batch, "corrupt cifar10 file"),
     ("damaged deflate stream", corrupt_deflate, "corrupt data file"),
+    ("images without their labels", lambda data, out: fashion_mnist(data, out, drop=["train-labels-idx1-ubyte.gz"]),
+     "holds some of Fashion-MNIST's files but not train-labels-idx1-ubyte"),
+    ("test images of another size", lambda data, out: fashion_mnist(data, out, test_size=32),
+     "holds 1x32x32 images (channels x height x width), expected 1x28x28"),
+    ("a data dir that is a symlink loop", symlink_loop, "is a broken symlink or a symlink loop"),
+    ("a text file of NUL bytes", a_text("nul.txt", lambda p: p.write_bytes(bytes(5000))), "holds NUL bytes"),
+    ("a GPT wider than memory", a_text("wide.txt", lambda p: fakedata.write_text(p, 2000), "--hidden", "40000"),
+     "a training step of --model gpt at this size"),
+    ("a sequence of 100,000 bytes", a_text("long.txt", lambda p: fakedata.write_text(p, 60000), "--seq-len", "100000"),
+     "needs about"),
     ("subset beyond the data", lambda data, out: tiny(data, out, "--subset", "100"), "--subset 100 exceeds the 67"),
     ("subset of one", lambda data, out: tiny(data, out, "--subset", "1"), "a batch of one"),
     (
@@ -283,14 +373,21 @@ CASES = [
     # where results go
     ("results dir is a file", results_dir_is_a_file, "pass a writable --results-dir"),
     ("results of other settings in the file", other_settings, "holds runs set otherwise (--lr 0.05 there, 0.1 here"),
+    ("a file claimed by a run of another length", claimed_by_another_length,
+     "holds runs set otherwise (--total-epochs 5 there, 4 here (its manifest"),
     ("results dir not writable", lambda data, out: tiny(data, unwritable(out.parent)), "pass a writable --results-dir"),
     ("result file is a folder", csv_is_a_folder, "is a folder; move it away or pass another --results-dir"),
     ("checkpoint folder not writable", checkpoints_folder_is_a_file, "pass a writable --results-dir"),
+    ("a disk already full", disk_full, "MiB free and the run needs about"),
+    ("the checkpoint path is a folder", a_folder_at(lambda path: path), "is a folder where this run keeps a file"),
+    ("the lock path is a folder", a_folder_at(lambda path: path.with_suffix(".lock")),
+     "is a folder where this run keeps a file"),
     ("result file of another schema", schema_clash, "another schema"),
     ("the run's row is there already", row_already_there, "already holds the row of --seed 17611: this run is done"),
     # resuming
-    ("damaged checkpoint", checkpoint_file(b"\x80\x02not a checkpoint"), "corrupt checkpoint"),
-    ("not our checkpoint", checkpoint_file({"weights": torch.zeros(2)}), "is not a checkpoint of dpt.py"),
+    ("a file that is no checkpoint", checkpoint_file(b"\x80\x02not a checkpoint"), "is not a checkpoint of dpt.py"),
+    ("torch.save's file, not ours", checkpoint_file({"weights": torch.zeros(2)}), "is not a checkpoint of dpt.py"),
+    ("damaged checkpoint", damaged_checkpoint, "corrupt checkpoint"),
     ("run already running", run_already_running, "another process is running this run (pid 4242 on elsewhere"),
     # logging
     ("wandb without a login", wandb_without_login, "run `wandb login`, or set WANDB_MODE=offline"),
@@ -318,7 +415,8 @@ def test_refused_in_one_line(case, fragment, cifar10_dir, tmp_path, capsys, trap
     root, _ = cifar10_dir
     out, holder = tmp_path / "results", None
     if callable(case):
-        takes_env = case in (wandb_without_login, reducer_on_emulating_ranks)
+        takes_env = case in (wandb_without_login, reducer_on_emulating_ranks, disk_full) or \
+            getattr(case, "__qualname__", "").startswith("launched_by_hand")
         argv = case(root, out, monkeypatch) if takes_env else case(root, out)
         if isinstance(argv, tuple):
             argv, holder = argv
@@ -377,3 +475,31 @@ def test_a_damaged_gzip_stream_is_reported_by_the_reader(tmp_path):
     path.write_bytes(raw[:20] + bytes(b ^ 0x55 for b in raw[20:60]) + raw[60:])
     with pytest.raises(data.DataError, match="corrupt data file"):
         data.load("fashionmnist", tmp_path, train=False)
+
+
+def test_preflight_checks_a_launch_and_writes_no_file(cifar10_dir, tmp_path, capsys):
+    """--preflight N: every check as a launch of N processes would run them (67 examples on 2 workers
+    are 34 each, a batch of one with --batch-size 33), and its plan or its one line."""
+    root, _ = cifar10_dir
+    dpt.main(tiny(root, tmp_path / "ok", "--preflight", "2"))
+    assert "would train 2 workers on 67 examples" in capsys.readouterr().out
+    assert not [p for p in (tmp_path / "ok").rglob("*") if p.is_file()]  # folders probed, no manifest or lock
+    line = run_expecting_error(tiny(root, tmp_path / "bad", "--preflight", "2", "--batch-size", "33"), capsys)
+    assert "67 examples on 2 workers give 34 per worker, leaving a batch of one" in line
+
+
+@pytest.mark.slow
+def test_the_quick_start_says_bad_input_in_one_line_before_torchrun(tmp_path):
+    """run-small-experiment.sh runs dpt.py --preflight first: a refusal (a typo, a run already done) is
+    one line and exit 2, not the same line inside torchrun's failure summary."""
+    args = dpt.flags.parse_args(["--dataset", "fashionmnist", "--subset", "2000", "--test-subset", "1000",
+                                 "--total-epochs", "8", "--warmup-epochs", "3", "--ignore-epochs", "1",
+                                 "--interval-epochs", "2", "--batch-size", "64", "--lr", "0.05"])
+    done = results.csv_path(tmp_path, dpt.flags.workload(args, 2))
+    results.append_row(done, results.row(17611, [50.0] * 8, dpt.flags.workload(args, 2)))
+    for extra, expected in (([], "this run is done"), (["--lr", "-1"], "--lr must be a positive finite number")):
+        proc = subprocess.run(["bash", "run-small-experiment.sh", *extra], cwd=REPO, capture_output=True, text=True,
+                              env={**ENV, "RESULTS_DIR": str(tmp_path)}, timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
+        assert "torchrun" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr

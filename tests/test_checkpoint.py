@@ -4,6 +4,7 @@ another run, or a damaged one, is refused; a moved results folder resumes. The k
 (SIGKILL of a dpt.py process, tests/die_at.py); the uninterrupted runs and the resumes run in this
 process (tests/runs.py: inprocess)."""
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+import checkpoint as saved
 import dpt
 import fakedata
 from runs import ENV, REPO, checkpoint, inprocess, launch, only, only_log, partitions, run_expecting_error
@@ -65,7 +67,7 @@ def uninterrupted(tmp_path_factory):
             False,
         ),  # mid-epoch 4 (4 steps an epoch): mid-interval, after epoch 3's checkpoint
         ("dpt.repartition", 1, False),  # at the repartition after warmup
-        ("results.save_torch", 3, True),  # halfway through writing epoch 3's checkpoint
+        ("results.write_bytes", 3, True),  # halfway through writing epoch 3's checkpoint
     ],
     ids=["during an epoch", "at a repartition", "during a checkpoint write"],
 )
@@ -166,7 +168,7 @@ def test_resuming_a_finished_run_appends_nothing(a_checkpoint, capsys):
 
 def test_the_checkpoint_records_what_the_run_is(a_checkpoint):
     _, path = a_checkpoint
-    state = torch.load(path, weights_only=True)
+    state = saved.read(path)
     group = state["optimizer"]["param_groups"][0]
     assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (0.1, 0.9, 5e-4, True)
     assert state["args"]["seed"] == 33432 and state["provenance"]["packages"]["torch"]
@@ -186,8 +188,53 @@ def test_a_checkpoint_of_another_run_is_refused(a_checkpoint, capsys):
     assert path.read_bytes() == before
 
 
-def test_a_damaged_checkpoint_is_refused(a_checkpoint, capsys):
+@pytest.mark.parametrize("damage", ["cut", "4 KiB overwritten"])
+def test_a_damaged_checkpoint_is_refused(a_checkpoint, capsys, damage):
+    """torch.load takes 4 KiB of damaged bytes inside a tensor without a word; the checksum does not."""
     argv, path = a_checkpoint
-    path.write_bytes(path.read_bytes()[:1000])
+    raw = bytearray(path.read_bytes())
+    if damage == "cut":
+        raw = raw[:1000]
+    else:
+        raw[len(raw) // 2: len(raw) // 2 + 4096] = bytes(4096)
+    path.write_bytes(bytes(raw))
     line = run_expecting_error(argv + ["--resume"], capsys)
     assert "corrupt checkpoint" in line and "delete it" in line
+
+
+def test_resuming_on_other_data_is_refused(a_checkpoint, finished, tmp_path, capsys):
+    """Other images under another --data-dir: the checkpoint's hash of the examples differs."""
+    argv, path = a_checkpoint
+    folder, _ = finished
+    fakedata.write_cifar10(tmp_path / "other", n_train=67, n_test=20, seed=1)
+    other = [str(tmp_path / "other") if a == str(folder / "data") else a for a in argv]
+    line = run_expecting_error(other + ["--resume"], capsys)
+    assert "was trained on other data (the train and test split" in line and "drop --resume" in line
+    shutil.copytree(folder / "data", tmp_path / "moved")  # the same files elsewhere: the same data
+    moved = [str(tmp_path / "moved") if a == str(folder / "data") else a for a in argv]
+    assert "finished already" in inprocess(moved + ["--resume"])
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 75), (signal.SIGUSR1, 75), (signal.SIGTERM, 143)])
+def test_a_signalled_run_says_what_it_kept_in_one_line_and_resumes_to_the_same_row(uninterrupted, tmp_path, sig,
+                                                                                   status):
+    """Ctrl-C or SIGUSR1 (Slurm's warning before a time limit): the epoch ends, a checkpoint is saved
+    (none was asked for), one line, exit 75; SIGTERM: stop now, one line naming the last checkpoint."""
+    root, whole = uninterrupted
+    argv = flags(root, tmp_path) + (["--checkpoint-every", "1"] if sig == signal.SIGTERM else
+                                    ["--checkpoint-every", "0"])
+    proc = subprocess.Popen([sys.executable, "dpt.py", *argv], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch   2/5"):
+            break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"dpt.py: error: stopped by {signal.Signals(sig).name}"), err
+    assert "its checkpoint after epoch" in lines[0] and "rerun with --resume to go on" in lines[0]
+    assert "Traceback" not in out + err and not list(tmp_path.rglob("*.csv"))
+    assert "resuming after epoch" in inprocess(argv + ["--resume"])
+    pd.testing.assert_frame_equal(whole, pd.read_csv(only(tmp_path, CSV)))
+    assert not list(tmp_path.rglob("checkpoints/*"))  # the finished run took its checkpoint and lock with it

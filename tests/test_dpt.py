@@ -1,5 +1,6 @@
 """The trainer: its schedule, its flags, and real runs (torchrun with gloo, and plain python) on a
 tiny CIFAR-10 written in the real on-disk format. Bad input: tests/test_bad_input.py."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -210,3 +211,57 @@ def test_a_diverged_run_stops_in_one_line_and_writes_no_row(cifar10_dir, tmp_pat
     assert stopped.value.code == 1
     assert "error: training diverged in epoch 1" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.csv"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failing", ["write_json", "append_row"])
+def test_a_row_and_its_log_are_written_together_or_not_at_all(cifar10_dir, tmp_path, monkeypatch, capsys, failing):
+    """A full disk at the end: no row without its log (the sweep would count a failed run done), no log
+    without its row, exit 1 and one line."""
+    root, _ = cifar10_dir
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(results, failing, full)
+    with pytest.raises(SystemExit) as stopped:
+        dpt.main([*TINY, "--total-epochs", "3", "--data-dir", str(root), "--results-dir", str(tmp_path)])
+    assert stopped.value.code == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the run finished but its results could not be written" in line and "No space left" in line
+    assert not [p for p in tmp_path.rglob("*.csv") if p.stat().st_size] and not list(tmp_path.rglob("logs/*.json"))
+
+
+@pytest.mark.slow
+def test_ranks_die_with_a_torchrun_killed_by_sigkill(cifar10_dir, tmp_path):
+    """torchrun's agent cannot stop its ranks when it is SIGKILLed; each rank asked the kernel for a
+    SIGTERM when its parent dies (PR_SET_PDEATHSIG), so none trains on unsupervised."""
+    root, _ = cifar10_dir
+    argv = [*TINY, "--total-epochs", "200", "--warmup-epochs", "199", "--data-dir", str(root),
+            "--results-dir", str(tmp_path)]
+    marker = str(time.time_ns())
+    torchrun = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "dpt.py", *argv],
+        cwd=REPO, env={**ENV, "DPT_TEST": marker}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        ranks = ranks_of(marker, time.time() + 120)
+        time.sleep(2)
+        torchrun.kill()
+        torchrun.wait()
+        deadline = time.time() + 30
+        while any(alive(pid) for pid in ranks.values()) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(pid) for pid in ranks.values()), ranks
+    finally:
+        for pid in ranks.values() if "ranks" in locals() else ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert not list(tmp_path.rglob("*.csv"))
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie has)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

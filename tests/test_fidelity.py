@@ -194,3 +194,11 @@ def test_initial_weights_follow_the_papers_construction_order():
     got = models.build("resnet18", 10, 1)
     for name, tensor in expected.state_dict().items():
         assert torch.equal(got.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("dataset,model", [("cifar10", "resnet18"), ("fashionmnist", "resnet18"),
+                                           ("cifar100", "resnet34")])
+def test_the_parameter_count_the_checks_use_is_the_models(dataset, model):
+    args = flags.parse_args(["--dataset", dataset, "--model", model])
+    task = tasks.of(dataset)
+    assert task.parameters(args) == sum(p.numel() for p in task.build_model(args, 1, True).parameters())

@@ -134,3 +134,14 @@ def test_a_few_steps_on_repeated_text_drive_the_loss_down(name, sizes, lr):
         losses.append(loss.item())
     assert losses[0] == pytest.approx(math.log(256), abs=0.2)
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("argv", [["--dataset", "kjv"], ["--dataset", "kjv", "--model", "lstm", "--layers", "3"],
+                                  ["--dataset", "kjv", "--hidden", "64", "--heads", "2", "--seq-len", "32"]])
+def test_the_parameter_count_the_memory_check_uses_is_the_models(argv):
+    import flags
+    import tasks
+
+    args = flags.parse_args(argv)
+    task = tasks.of(args.dataset)
+    assert task.parameters(args) == sum(p.numel() for p in task.build_model(args, 1, True).parameters())

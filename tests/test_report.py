@@ -1,6 +1,7 @@
 """report.py: the paper's tables from rows in its schema, the statistics (Welch, Holm,
 Benjamini-Hochberg) against their textbook formulas, and every way a folder can be wrong."""
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from scipy import stats
 import catalog
 import report
 import results
+import workload
 from runs import REPO
 from workload import Workload
 
@@ -299,3 +301,43 @@ def test_nothing_to_report_is_one_line_and_a_failure(tmp_path, make, expected):
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("report.py: error: ") and expected in lines[0], proc.stderr
+
+
+def test_runs_of_other_worker_counts_are_other_tables(tmp_path):
+    """1 and 4 workers are two experiments: two files, two tables, never one cell of n=2."""
+    for workers, seeds in ((4, (1, 2)), (1, (1, 2))):
+        wl = Workload("cifar10", "resnet18", "stripes", "variance", 3, 1, 1, 0, workers=workers)
+        for seed in seeds:
+            results.append_row(results.csv_path(tmp_path, wl), results.row(seed, [50.0, 51.0 + workers, 50.0], wl))
+    cells = report.cells(report.load_runs(tmp_path)[0])
+    assert sorted(zip(cells.workers, cells.n, cells["mean"])) == [(1, 2, 52.0), (4, 2, 55.0)]
+    text, _ = report.render(tmp_path, None, "markdown")
+    assert "T=3, E_ignore=0, 1 worker. Mean" in text and "T=3, E_ignore=0. Mean" in text
+
+
+def test_missing_cells_and_baselines_are_named(tmp_path):
+    """A paper table with one file missing, and no Baselines folder: both said, not a blank and silence."""
+    folder = tmp_path / "CIFAR10-ResNet18-Stripes-Variance"
+    for w in workload.PAPER_WARMUPS:
+        for i in workload.PAPER_INTERVALS:
+            if (w, i) == (20, 5):
+                continue
+            wl = workload.PAPER_TABLES[1].at(w, i)
+            for seed in (1, 2):
+                results.append_row(folder / wl.csv_name, results.row(seed, [80.0 + seed] * 100, wl))
+    _, problems = report.render(tmp_path, None, "markdown")
+    assert any("Table 1 lacks 1 of its 36 cells (W20-INT5)" in p for p in problems), problems
+    assert any("no vanilla baseline runs (Baselines/c10-vanilla-resnet18-total100.csv)" in p for p in problems)
+
+
+def test_result_names_that_are_folders_pipes_or_headers_only_are_skipped_with_a_word(tmp_path):
+    wl = Workload("cifar10", "resnet18", "stripes", "variance", 3, 1, 1, 0)
+    good = results.csv_path(tmp_path, wl)
+    results.append_row(good, results.row(1, [50.0, 51.0, 52.0], wl))
+    (good.parent / "W1-INT2-IGN0.csv").mkdir()
+    os.mkfifo(good.parent / "W2-INT1-IGN0.csv")  # opening it to read would block for ever
+    (good.parent / "W1-INT3-IGN0.csv").write_text(",".join(results.columns(3)) + "\n")
+    runs, problems = report.load_runs(tmp_path)
+    assert list(runs.id) == ["1"]
+    assert sum("not a regular file" in p for p in problems) == 2
+    assert any("W1-INT3-IGN0.csv: a header and no whole row" in p for p in problems)

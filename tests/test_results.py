@@ -3,12 +3,14 @@ that leave no temporaries for good, and where a result came from."""
 import json
 import multiprocessing as mp
 import subprocess
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
 
 import results
+import workload
 from runs import REPO
 from workload import Workload
 
@@ -175,3 +177,103 @@ def test_a_file_refuses_runs_set_otherwise_than_its_rows(tmp_path):
     vanilla = logged(["--heuristic", "none", "--total-epochs", "4", "--measure", "average"], 1)
     assert clash(vanilla, ["--heuristic", "none", "--total-epochs", "4"]) is None  # the measure: what it recorded
     assert "--batch-size" in clash(vanilla, ["--heuristic", "none", "--total-epochs", "4", "--batch-size", "64"])
+
+
+def test_workers_are_part_of_a_files_name_and_the_paper_s_four_are_not_named(tmp_path):
+    w = Workload("cifar10", "resnet18", "stripes", "variance", 100, 20, 5)
+    assert results.csv_path(tmp_path, w).name == "W20-INT5.csv"
+    assert results.csv_path(tmp_path, replace(w, workers=1)).name == "W20-INT5-N1.csv"
+    baseline = Workload("cifar10", "resnet18", "none", "variance", 100, 100, 0, 0, workers=2)
+    assert results.csv_path(tmp_path, baseline).name == "c10-vanilla-resnet18-total100-N2.csv"
+    for stem in ("W20-INT5-N1", "W20-INT5-IGN2-Rexdyna-D1e-05-N16", "c10-vanilla-resnet18-total100-N2", "W20-INT5"):
+        assert results.RESULT_NAME.match(stem + ".csv")
+    assert workload.from_csv_name("W20-INT5-IGN2-Rexdyna-D1e-05-N16") == {
+        "ignore_epochs": 2, "reducer": "exdyna", "density": 1e-05, "workers": 16}
+    assert workload.from_csv_name("W20-INT5")["workers"] == 4
+
+
+def claim_in_another_process(args):
+    path, lr, barrier = args
+    barrier.wait()  # both at once
+    return results.claim(path, {"lr": lr, "workers": 4})
+
+
+def test_two_runs_started_together_with_other_settings_cannot_both_claim_a_file(tmp_path):
+    """The manifest is written under a lock when a file's first run starts: of two runs that start at
+    the same moment with another --lr, one claims the file and the other is told why not."""
+    path = tmp_path / "W20-INT5.csv"
+    with mp.get_context("fork").Manager() as manager:
+        barrier = manager.Barrier(2)
+        with mp.get_context("fork").Pool(2) as pool:
+            outcomes = pool.map(claim_in_another_process, [(path, 0.1, barrier), (path, 0.05, barrier)])
+    assert sorted(o is None for o in outcomes) == [False, True]
+    (refusal,) = [o for o in outcomes if o]
+    assert "--lr" in refusal and "W20-INT5.manifest.json" in refusal
+    settings = json.loads(results.manifest_path(path).read_text())["settings"]
+    assert results.claim(path, settings) is None  # the same settings: welcome, with or without rows
+    assert "workers 4 there, 1 here" in results.claim(path, {**settings, "workers": 1})
+
+
+def test_a_row_cut_by_a_full_disk_is_no_row_and_the_run_can_append_again(tmp_path, monkeypatch):
+    path = tmp_path / "W20-INT5.csv"
+    results.append_row(path, make_row(1))
+    whole = path.read_bytes()
+    real_open = open
+
+    class FullDisk:
+        """A file whose writes stop after 20 bytes with ENOSPC, as a filling disk's."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:20])
+            self.f.flush()
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: FullDisk(real_open(p, *a, **k)) if str(p) == str(path)
+                        else real_open(p, *a, **k))
+    with pytest.raises(OSError, match="No space"):
+        results.append_row(path, make_row(2))
+    monkeypatch.undo()
+    assert path.read_bytes() == whole and results.row_ids(path) == {"1"}  # cut back: no half row
+    results.append_row(path, make_row(2))
+    assert results.row_ids(path) == {"1", "2"}
+
+
+def test_a_cut_last_line_is_not_a_row_and_is_set_aside_when_the_next_row_comes(tmp_path, capsys):
+    path = tmp_path / "W20-INT5.csv"
+    results.append_row(path, make_row(1))
+    line = ",".join(str(v) for v in make_row(2).values())
+    with open(path, "a") as f:
+        f.write(line[: len(line) // 2])  # what a crash mid-write leaves: 6 of its 12 fields
+    assert results.row_ids(path) == {"1"} and not results.has_row(path, 2)  # seed 2 may run again
+    results.append_row(path, make_row(2))
+    assert "ended in a cut line" in capsys.readouterr().err
+    assert results.row_ids(path) == {"1", "2"} and len(pd.read_csv(path)) == 2
+    assert path.with_name(path.name + ".partial").read_text() == line[: len(line) // 2] + "\n"
+
+
+def test_hand_edits_neither_let_a_seed_run_twice_nor_pass_in_silence(tmp_path):
+    """A spreadsheet writes 17611.0 for 17611, a byte-order mark first, and nan where a value is missing."""
+    path = tmp_path / "CIFAR10-ResNet18-Stripes-Variance" / "W20-INT5.csv"
+    for seed in (17611, 74606, 8271):
+        results.append_row(path, make_row(seed))
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].replace("17611", "17611.0", 1)
+    lines[3] = ",".join(v if i != len(results.columns(5)) - 8 else "nan" for i, v in enumerate(lines[3].split(",")))
+    path.write_text("\ufeff" + "\n".join(lines) + "\n")
+    assert results.has_row(path, 17611)  # the same seed must not train and append again
+    results.check_appendable(path, results.columns(5))  # the byte-order mark is no other schema
+    runs, problems = results.read_csvs(tmp_path)
+    assert sorted(runs.id) == ["17611", "74606"]
+    assert any("best_accuracy is nan" in p for p in problems) and any("byte-order mark" in p for p in problems)

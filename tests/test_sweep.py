@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -154,7 +155,10 @@ def test_tiny_sweep_writes_every_row_and_resumes_by_skipping(tiny_sweep, tmp_pat
                  "CIFAR10-ResNet18-Stripes-Variance/W2-INT2-IGN1.csv"):
         frame = pd.read_csv(out / name)
         assert sorted(frame.id) == [1, 2] and list(frame.columns) == results.columns(4)
-    assert not list(out.rglob("checkpoints/*.pt"))  # a finished run's checkpoint is removed
+    assert not list(out.rglob("checkpoints"))  # a finished run's checkpoint and lock go, and their folder
+    assert not list(out.rglob("*.lock")) and not list(out.rglob("cache"))
+    modes = {p.stat().st_mode & 0o777 for p in [*out.rglob("*.csv"), *out.rglob("logs/*.json")]}
+    assert len(modes) == 1  # a log is as readable as its row (mkstemp's files are 0600)
     listed = (out / "commands.txt").read_text().splitlines()
     assert len(listed) == 6
     again = sweep(*argv)
@@ -207,6 +211,50 @@ def test_a_mistyped_results_folder_stops_the_notebook(tmp_path, monkeypatch):
         ).execute()
 
 
+def test_commands_run_from_any_directory_and_a_dry_run_keeps_another_selections(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run(["bash", str(REPO / "run-experiments.sh"), "--dry-run", "--table", "1", "--results-dir",
+                           "rel-results", "--", "--data-dir", "rel-data"], cwd=elsewhere, capture_output=True,
+                          text=True, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    listed = commands(proc)
+    first = listed[0]
+    for flag in ("--results-dir", "--data-dir"):
+        assert Path(first[first.index(flag) + 1]).is_absolute()
+    # run-experiments.sh works in the repository; the relative paths it was given are the caller's
+    assert first[first.index("--data-dir") + 1] == str(elsewhere / "rel-data")
+    table1 = (REPO / "rel-results" / "commands.txt")
+    try:
+        kept = table1.read_text()
+        again = sweep("--dry-run", "--table", "2", "--results-dir", str(REPO / "rel-results"))
+        assert table1.read_text() == kept and "holds another selection's commands" in again.stdout
+    finally:
+        import shutil
+        shutil.rmtree(REPO / "rel-results", ignore_errors=True)
+
+
+@pytest.mark.parametrize("passed,expected", [
+    (["--study", "exchange", "--", "--emulation", "fused"], "exchanges each worker's own gradient"),
+    (["--", "--data-source", "streaming"], "reads shards from --stream-remote"),
+])
+def test_flags_after_the_dashes_that_every_run_refuses_stop_the_sweep(tmp_path, passed, expected):
+    proc = sweep("--dry-run", "--results-dir", str(tmp_path), *passed, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_data_that_cannot_be_read_stops_the_sweep_before_its_first_run(tmp_path):
+    """Checked once (dpt.py --preflight), not 1830 times in 1830 logs."""
+    (tmp_path / "empty").mkdir()
+    proc = sweep("--baselines-only", "--table", "1", "--epochs", "1", "--seeds", "1", "2", "--gpus", "0",
+                 "--results-dir", str(tmp_path / "out"), "--", "--data-dir", str(tmp_path / "empty"), check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "cifar10 not found" in lines[0] and "no run was started" in \
+        lines[0], proc.stderr
+    assert not (tmp_path / "out" / "sweep-logs").exists()
+
+
 def test_a_failing_run_is_logged_and_the_sweep_goes_on(tmp_path):
     fakedata.write_cifar10(tmp_path / "data", n_train=67, n_test=20)
     out = tmp_path / "results"
@@ -239,12 +287,18 @@ def test_a_failing_run_is_logged_and_the_sweep_goes_on(tmp_path):
     assert sorted(pd.read_csv(csv).id) == [1, 3]
     failures = (out / "sweep-failures.txt").read_text()
     assert "exit 2 c10-vanilla-resnet18-total1-seed2" in failures and "--seed 2" in failures
+    assert "is not a checkpoint of dpt.py" in failures  # the reason's line, beside the command
+    (progress,) = [line for line in proc.stdout.splitlines() if "seed2 FAILED" in line]
+    assert "is not a checkpoint of dpt.py" in progress  # the reason on the console, not only in the run's log
     log = next(out.rglob("sweep-logs/*/c10-vanilla-resnet18-total1-seed2.log")).read_text()
-    assert "corrupt checkpoint" in log
+    assert "is not a checkpoint of dpt.py" in log
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_sweep_stops_its_runs_and_a_rerun_adds_one_row_per_seed(tmp_path, sig):
+    """SIGTERM: the sweep stops its runs itself; SIGKILL: it cannot, and each run gets SIGTERM from
+    the kernel as its parent dies (PR_SET_PDEATHSIG). Either way nothing trains on, and the rerun
+    finds no run locked or failed."""
     fakedata.write_cifar10(tmp_path / "data", n_train=67, n_test=20)
     out = tmp_path / "results"
     argv = [
@@ -277,10 +331,15 @@ def test_a_stopped_sweep_stops_its_runs_and_a_rerun_adds_one_row_per_seed(tmp_pa
     time.sleep(2)  # the runs are training
     proc.send_signal(sig)
     printed = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130 and "stopped" in printed
-    time.sleep(0.5)
-    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True, text=True).stdout.split()
-    assert leftover == [], f"runs still going after the sweep stopped: {leftover}"
+    assert proc.returncode == (130 if sig == signal.SIGTERM else -9)
+    assert ("stopped (SIGTERM); 0 runs finished, 2 stopped" in printed) == (sig == signal.SIGTERM), printed
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True, text=True).stdout
+        if not leftover.split():
+            break
+        time.sleep(0.2)
+    assert leftover.split() == [], f"runs still going after the sweep stopped: {leftover}"
     again = subprocess.run(
         argv[: argv.index("--epochs") + 1] + ["3"] + argv[argv.index("--epochs") + 2 :],
         cwd=REPO,
@@ -289,6 +348,7 @@ def test_a_stopped_sweep_stops_its_runs_and_a_rerun_adds_one_row_per_seed(tmp_pa
         text=True,
         timeout=600,
     )
-    assert again.returncode == 0, again.stdout[-2000:]
+    assert again.returncode == 0 and "2 runs done, 0 failed" in again.stdout, again.stdout[-2000:]
     frame = pd.read_csv(out / "Baselines" / "c10-vanilla-resnet18-total3.csv")
     assert sorted(frame.id) == [1, 2]  # one row per seed
+    assert not (out / "sweep-failures.txt").exists()
