@@ -281,6 +281,29 @@ def reducer_rows(args, device: torch.device) -> list[dict]:
     return rows
 
 
+def scoring_row(split: data.Split, args, device: torch.device) -> dict:
+    """The Data Diet protocol's scoring pass (dd-el2n: a forward; dd-grand: per-example gradients over
+    every weight) on `--score-examples` examples, against a training epoch of the same examples on the
+    device path (4 workers fused, loss recorded): what a scoring-pass measure adds at each repartition."""
+    n = min(len(split), args.score_examples)
+    sub = data.Split(split.images[:n], split.labels[:n]).to(device)
+    task = tasks.of("cifar10")
+    torch.manual_seed(0)
+    model = task.to_device(models.build("resnet18", 10, 3, workers=args.workers), device)
+    step = train.Step.build(amp=args.amp == "bf16", workers=args.workers, batch_size=args.batch_size, device=device,
+                            task=task, on_device=True)
+    batches = WorkerBatches(for_window(sub, None, range(args.workers), args.workers, shuffle=True, sampler_seed=0,
+                                       seed=0), max(1, min(args.batch_size, n // args.workers)))
+    optimizer = models.optimizer(model, 0.1, 0.9, 5e-4)
+    train.train_epoch(model, optimizer, batches, sub, step, 0)
+    epoch_s = train.train_epoch(model, optimizer, batches, sub, step, 1)["train_s"]
+    out = {"examples": n, "train_epoch_s": epoch_s}
+    for signal in importance.SCORED:
+        seconds = timed(lambda: task.score(model, sub, (signal,), step), device, repeats=1)
+        out |= {f"{signal}_s": seconds, f"{signal}_share": seconds / epoch_s}
+    return out
+
+
 def iosim_row(args) -> dict:
     """The trace simulator on the paper's schedule (W20, I5), Stripes over random scores, shards of 100."""
     plan = [(0, 20)] + [(20 + 5 * k, 5) for k in range((args.sim_epochs - 20) // 5)]
@@ -306,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition-examples", type=int, default=50_000,
                    help="examples scored and partitioned in the overhead row (CIFAR's 50,000)")
     p.add_argument("--sim-examples", type=int, default=50_000, help="examples in the I/O simulator's row")
+    p.add_argument("--score-examples", type=int, default=2048,
+                   help="examples the scoring pass (dd-el2n, dd-grand) is timed on, against an epoch of them")
     p.add_argument("--sim-epochs", type=int, default=100, help="epochs in the I/O simulator's row (the paper's T)")
     p.add_argument("--concurrent", type=int, nargs="+", metavar="K",
                    help="instead of the table: K copies at once for each K (a sweep's runs per GPU), "
@@ -339,12 +364,13 @@ def main() -> None:
     overheads = partition_overheads(args, device)
     reduction = reducer_rows(args, device)
     simulated = iosim_row(args)
-    report(rows, text_rows, reduction, simulated, overheads, args, device)
+    scoring = scoring_row(split, args, device)
+    report(rows, text_rows, reduction, simulated, overheads, scoring, args, device)
     write(args.out, {**header, "rows": rows, "text": text_rows, "reducers": reduction, "iosim": simulated,
-                     "partition_overheads": overheads})
+                     "partition_overheads": overheads, "scoring": scoring})
 
 
-def report(rows, text_rows, reduction, simulated, overheads, args, device) -> None:
+def report(rows, text_rows, reduction, simulated, overheads, scoring, args, device) -> None:
     base = rows[0]["images_per_s"]
     print(f"\n{device} ({device_name(device)}), torch {torch.__version__}, ResNet-18, 32x32, {args.workers} workers x "
           f"{args.batch_size}, {args.steps} steps, amp {args.amp}")
@@ -366,6 +392,9 @@ def report(rows, text_rows, reduction, simulated, overheads, args, device) -> No
               f"{row['bytes_per_worker'] / 2**20:8.3f} MiB of {row['dense_bytes'] / 2**20:7.2f} dense")
     print(f"\niosim: {simulated['examples']:,} examples x {simulated['epochs']} epochs x {simulated['workers']} "
           f"workers ({simulated['requests']:,} requests) simulated in {simulated['seconds']:.1f} s")
+    print(f"scoring pass (Data Diet protocol) on {scoring['examples']} examples: dd-el2n "
+          f"{scoring['eval_el2n_s']:.2f} s ({100 * scoring['eval_el2n_share']:.0f}% of a training epoch of them), "
+          f"dd-grand {scoring['eval_grand_s']:.2f} s ({100 * scoring['eval_grand_share']:.0f}%)")
     print(f"importance + partition, {args.partition_examples} examples x 15 epochs: "
           f"ours {overheads['ours_s'] * 1000:.1f} ms, paper-style {overheads['paper_style_s'] * 1000:.1f} ms")
 

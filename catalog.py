@@ -107,6 +107,7 @@ class Measure:
     meaning: dict  # task -> what it measures there; a task missing: refused there (the why in `refused`)
     tiebreak: str | None = None  # equal scores are ordered by this measure (descending), then by index
     protocol: str = "training pass"  # "training pass": from the forward pass that trains; "scoring pass": its own
+    estimator: str = ""  # over what, and how (the docs' table)
     refused: str = ""  # why it means nothing on the tasks `meaning` leaves out
     coincides: str = ""  # when it orders examples as another measure does
     studies: bool = True  # one arm of `run-experiments.sh --study measures`
@@ -199,33 +200,63 @@ CARTOGRAPHY = "Swayamdipta et al., Dataset Cartography, EMNLP 2020"
 ACTIVE_BIAS = "Chang et al., Active Bias, NeurIPS 2017"
 DATA_DIET = "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021"
 P_TEXT = "p: the chunk's geometric-mean true-token probability exp(-mean token loss)"
+E1 = "at E = 1 (one-epoch windows) it orders as average"
 MEASURES = {m.name: m for m in (
     Measure("average", "Average", "average", PAPER, ("loss",), "mean loss over the window (`torch.var_mean`)",
-            {"image": "mean loss", "text": "mean chunk loss (its mean token cross-entropy)"}),
+            {"image": "mean loss", "text": "mean chunk loss (its mean token cross-entropy)"},
+            estimator="mean over the window's E epochs"),
     Measure("variance", "Variance", "variance", PAPER, ("loss",),
             "unbiased variance of the loss (one column: the average, as the paper's code)",
-            {"image": "loss variance", "text": "variance of the chunk loss"}),
+            {"image": "loss variance", "text": "variance of the chunk loss"},
+            estimator="unbiased variance (ddof 1, `torch.var_mean`)", coincides=E1),
     Measure("forgetting", "Forgetting", "forgetting", "Toneva et al., An Empirical Study of Example Forgetting, "
             "ICLR 2019", ("correct", "loss"),
-            "correct -> wrong transitions in the window, the previous window's last column carried over; "
-            "never learned: E + 1", {"image": "forgetting events"}, tiebreak="average",
+            "1 -> 0 transitions of correctness between consecutive epochs over the whole run so far; never learned: "
+            "the epochs so far (their code's count)", {"image": "forgetting events"}, tiebreak="average",
+            estimator="whole-run counts (checkpointed), not the window's",
             refused="a chunk is not right or wrong as a whole, only its tokens are"),
     Measure("confidence", "Confidence", "confidence", CARTOGRAPHY, ("loss",), "1 - mean p, p = exp(-loss)",
-            {"image": "1 - mean true-class probability", "text": P_TEXT}, tiebreak="average"),
-    Measure("variability", "Variability", "variability", CARTOGRAPHY, ("loss",), "std of p (population, ddof 0)",
-            {"image": "std of the true-class probability", "text": P_TEXT}, tiebreak="average"),
+            {"image": "1 - mean true-class probability", "text": P_TEXT}, tiebreak="average",
+            estimator="mean over the window", coincides=E1 + " (1 - exp(-loss) rises with the loss)"),
+    Measure("variability", "Variability", "variability", CARTOGRAPHY, ("loss",), "std of p",
+            {"image": "std of the true-class probability", "text": P_TEXT}, tiebreak="average",
+            estimator="population std (ddof 0, as cartography's code)", coincides=E1 + " (its score is 0)"),
     Measure("ab-variance", "ABVariance", "active-bias variance", ACTIVE_BIAS, ("loss",),
-            "sqrt(var p + var(p)^2 / (E - 1)), var unbiased (E = 1: 0)",
-            {"image": "prediction variance with its confidence term", "text": P_TEXT}, tiebreak="average"),
+            "sqrt(var p + var(p)^2 / (E - 1)) (E = 1: 0)",
+            {"image": "prediction variance with its confidence term", "text": P_TEXT}, tiebreak="average",
+            estimator="unbiased variance (ddof 1; the public reimplementation uses ddof 0: for a fixed E either "
+                      "is a monotone function of the other)",
+            coincides="orders as variability at every E (a rising function of the variance for a fixed window "
+                      "length): the same partitions under every heuristic that reads the order only; its values "
+                      "differ, which balance reads. Left out of the measures study for that reason",
+            studies=False),
     Measure("ab-closeness", "ABCloseness", "active-bias closeness", ACTIVE_BIAS, ("loss",), "mean p (1 - mean p)",
-            {"image": "closeness of the true-class probability to 1/2", "text": P_TEXT}, tiebreak="average"),
-    Measure("el2n", "EL2N", "EL2N", DATA_DIET, ("el2n", "loss"), "mean ||softmax - onehot|| over the window",
-            {"image": "EL2N from the training pass", "text": "mean over the chunk's tokens"}, tiebreak="average"),
-    Measure("grad-norm", "GradNorm", "gradient norm",
+            {"image": "closeness of the true-class probability to 1/2"}, tiebreak="average",
+            estimator="mean over the window, then p (1 - p)",
+            refused="a byte-level model's p = exp(-mean token loss) is far below 1/2 (median 0.1 on the KJV), where "
+                    "p (1 - p) rises with p: it would rank the easiest chunks first"),
+    Measure("el2n", "EL2N", "training-dynamics EL2N", DATA_DIET, ("el2n", "loss"),
+            "mean \u2016softmax - onehot\u2016 over the window, from the forward pass that trains",
+            {"image": "EL2N of the training pass (train-mode BatchNorm, augmented, weights moving)",
+             "text": "mean over the chunk's tokens"}, tiebreak="average",
+            estimator="mean over the window's epochs (Data Diet's is one early checkpoint in eval mode: dd-el2n)"),
+    Measure("grad-norm", "GradNorm", "last-layer gradient norm",
             "Paul et al. 2021 (GraNd), last-layer proxy after Katharopoulos & Fleuret, ICML 2018",
-            ("grad_norm", "loss"), "mean ||p - y|| sqrt(||h||^2 + 1): the last layer's part of the gradient norm",
-            {"image": "last-layer gradient norm", "text": "the output layer's gradient over the chunk"},
-            tiebreak="average"),
+            ("grad_norm", "loss"), "mean \u2016p - y\u2016 sqrt(\u2016h\u2016^2 + 1): the last layer's part of the "
+            "gradient norm, from the training pass", {"image": "last-layer gradient norm",
+             "text": "the head path's gradient over the chunk (the GPT ties its head to the byte embedding: the "
+                     "matrix's whole gradient also carries the embedding path, which this leaves out)"},
+            tiebreak="average", estimator="mean over the window's epochs (GraNd over all weights: dd-grand)"),
+    Measure("dd-el2n", "DDEL2N", "EL2N (Data Diet protocol)", DATA_DIET, ("eval_el2n", "loss"),
+            "\u2016softmax - onehot\u2016 of the current model, in eval mode, on un-augmented examples",
+            {"image": "EL2N as Data Diet scores it", "text": "mean over the chunk's tokens"}, tiebreak="average",
+            protocol="scoring pass", estimator="one pass at the window's start (Data Diet also averages over "
+                                                "independent runs: not done here)"),
+    Measure("dd-grand", "DDGraNd", "GraNd (Data Diet protocol)", DATA_DIET, ("eval_grand", "loss"),
+            "\u2016gradient of the example's loss w.r.t. every weight\u2016, eval mode, un-augmented",
+            {"image": "GraNd as Data Diet scores it", "text": "of the chunk's mean token loss"}, tiebreak="average",
+            protocol="scoring pass", estimator="one pass at the window's start (per-example gradients: the "
+                                                "costliest measure; bench.py measures it)"),
 )}
 
 # ---- partitioning heuristics ---------------------------------------------------------------------
@@ -306,11 +337,12 @@ def _cells(*values: str) -> str:
 def table(kind: str) -> str:
     """The docs' markdown table of `kind` ("measures", "heuristics", "reducers", "datasets"), from the records."""
     if kind == "measures":
-        rows = [_cells("measure", "score (higher: sorted first)", "protocol", "channels", "tie-break",
-                       *[f"on {t}" for t in TASKS], "source")]
+        rows = [_cells("measure", "score (higher: sorted first)", "protocol", "estimator", "channels", "tie-break",
+                       *[f"on {t}" for t in TASKS], "coincides", "in the study", "source")]
         for m in MEASURES.values():
-            rows.append(_cells(f"`{m.name}`", m.score, m.protocol, ", ".join(m.channels), m.tiebreak or "index",
-                               *[m.meaning.get(t, f"refused: {m.refused}") for t in TASKS], m.source))
+            rows.append(_cells(f"`{m.name}`", m.score, m.protocol, m.estimator, ", ".join(m.channels),
+                               m.tiebreak or "index", *[m.meaning.get(t, f"refused: {m.refused}") for t in TASKS],
+                               m.coincides or "no", "yes" if m.studies else "no", m.source))
     elif kind == "heuristics":
         rows = [_cells("heuristic", "CSV name", "partition", "needs", "guarantee", "source")]
         for h in HEURISTICS.values():

@@ -5,12 +5,12 @@ epochs, checked against the flags on --resume, restored to continue to the same 
     python -c "import checkpoint; s = checkpoint.read(PATH); print(s['epoch'], s['data'])"   # a saved one
 
 A checkpoint holds the model, the optimizer, every rank's random generators and reducer state, the
-current window's signals merged across processes, the column before it (forgetting's), the
-partition, the metrics and the log, and the identity of the data it was trained on (a hash of the
-example tensors, checked on resume). The samplers need no state: their order is a function of seed
-and epoch. The file is a header line holding the SHA-256 of what follows (torch.save's bytes),
-checked before anything is loaded, and it is written through a temporary file and a rename
-(results.write_bytes).
+current window's signals merged across processes, the partition, the metrics and the log, the run's
+per-example statistics (forgetting's whole-run counts), and the identity of the data it was trained
+on (a hash of the example tensors, checked on resume). The samplers need no state: their order is a
+function of seed and epoch. The file is a header line holding the SHA-256 of what follows
+(torch.save's bytes), checked before anything is loaded, and it is written through a temporary file
+and a rename (results.write_bytes).
 """
 import hashlib
 import io
@@ -39,7 +39,7 @@ class Run:
     epoch: int = 0  # epochs trained so far
     partition: heuristics.Partition | None = None
     recorder: importance.Recorder | None = None
-    carry: dict | None = None  # each channel's last column of the window before the current one
+    history: dict | None = None  # the run's per-example statistics before the current window (importance.advance)
     metrics: list = field(default_factory=list)  # the row's per-epoch metric
     log: dict = field(default_factory=dict)
     log_name: str = ""
@@ -49,14 +49,14 @@ class Run:
     def state(self, recorded: dict[str, torch.Tensor]) -> dict:
         """Everything but the recorder, which is saved as its merged columns `recorded`."""
         out = {k: getattr(self, k) for k in Run.__dataclass_fields__ if k != "recorder"}
-        out["carry"] = self.carry and {c: v.cpu() for c, v in self.carry.items()}
+        out["history"] = self.history and {c: v.cpu() for c, v in self.history.items()}
         return out | {"recorded": {c: v.cpu() for c, v in recorded.items()}}
 
     @staticmethod
     def from_state(state: dict, recorder: importance.Recorder, device: torch.device) -> "Run":
-        fields = {k: state[k] for k in Run.__dataclass_fields__ if k not in ("recorder", "carry")}
-        carry = state["carry"] and {c: v.to(device) for c, v in state["carry"].items()}
-        return Run(**fields, recorder=recorder, carry=carry)
+        fields = {k: state[k] for k in Run.__dataclass_fields__ if k not in ("recorder", "history")}
+        history = state["history"] and {c: v.to(device) for c, v in state["history"].items()}
+        return Run(**fields, recorder=recorder, history=history)
 
 
 KEYS = set(Run.__dataclass_fields__) - {"recorder"} | {"args", "num_workers", "launch", "model", "optimizer", "rng",

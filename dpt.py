@@ -92,41 +92,48 @@ def movement(before: torch.Tensor, after: heuristics.Partition) -> dict:
     return {"left": left.sum(dim=1).tolist(), "joined": joined.sum(dim=1).tolist(), "moved": int(joined.sum())}
 
 
-def repartition(recorder: importance.Recorder, window_index: int, previous: dict | None, args: Namespace,
+def repartition(recorder: importance.Recorder, window_index: int, history: dict | None, args: Namespace,
                 num_workers: int, labels: torch.Tensor | None = None, before: torch.Tensor | None = None,
-                shard_size: int | None = None) -> tuple[torch.Tensor, heuristics.Partition, dict, float]:
+                shard_size: int | None = None, scored: dict | None = None
+                ) -> tuple[torch.Tensor, heuristics.Partition, dict | None, float]:
     """Merge the window before `window_index` across processes, score, sort and partition: identical
     on every process, since all hold the same merged signals and the sorts are stable. The first
     E_ignore columns are dropped only when scoring the warmup (window_index 1), as the paper's code
-    did; later intervals are scored whole. `previous`: each channel's column just before the window
-    (forgetting counts a transition across the boundary); `labels` and `before` (who trained each
-    example last) for the heuristics that read them. Returns the scores, the partition, the window's
-    last column (the next window's `previous`) and the seconds taken."""
+    did; later intervals are scored whole. `history`: the run's per-example statistics before the
+    window (forgetting counts over the whole run), advanced by the whole window; `scored`: what a
+    scoring pass found, one column per signal; `labels` and `before` (who trained each example last)
+    for the heuristics that read them. Returns the scores, the partition, the advanced history and the
+    seconds taken."""
     start = time.perf_counter()
     ignore = args.ignore_epochs if window_index == 1 else 0
     merged = recorder.merged()
-    window = {c: m[:, ignore:] for c, m in merged.items()}
-    if window_index == 1:
-        previous = {c: m[:, ignore - 1] for c, m in merged.items()} if ignore else None
-    scores, order = importance.rank(args.measure, window, previous)
+    history = importance.advance(history, merged)
+    window = {c: m[:, ignore:] for c, m in merged.items()} | {c: v[:, None] for c, v in (scored or {}).items()}
+    scores, order = importance.rank(args.measure, window, history)
     context = heuristics.Context(scores.cpu(), labels, before, window_index, args.seed, shard_size)
     parts = heuristics.partition(order.cpu(), num_workers, args.heuristic, context)
-    return scores, parts, {c: m[:, -1] for c, m in merged.items()}, time.perf_counter() - start
+    return scores, parts, history, time.perf_counter() - start
 
 
-def begin_window(run: Run, index: int, plan: list, args: Namespace, job: Job) -> None:
-    """Start window `index`: after warmup, repartition from the window before (logging how many
-    examples each worker lost and gained); then an empty recorder."""
+def begin_window(run: Run, index: int, plan: list, args: Namespace, job: Job, score=None) -> None:
+    """Start window `index`: after warmup, repartition from the window before (with what `score()`, a
+    scoring pass, finds when the measure needs one; logging how many examples each worker lost and
+    gained); then an empty recorder."""
     first_epoch, length = plan[index]
     n = job.top.workers
     if index > 0:
         before = samplers.assignment(worker_samplers(job.train, run.partition, range(n), n, args), first_epoch - 1)
         if args.save_partitions:
             run.partitions[-1]["trained"] = trained_in(plan[index - 1], run.partition, args, job)
-        scores, run.partition, run.carry, seconds = repartition(run.recorder, index, run.carry, args, n,
-                                                                 job.task.labels(job.train), before, job.shard_size)
+        scoring = time.perf_counter()
+        scored = score() if score else None
+        scoring = time.perf_counter() - scoring
+        scores, run.partition, run.history, seconds = repartition(run.recorder, index, run.history, args, n,
+                                                                   job.task.labels(job.train), before, job.shard_size,
+                                                                   scored)
         moved = movement(before, run.partition)
         run.log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": seconds,
+                                     **({"scoring_s": scoring} if score else {}),
                                      "partition_sizes": [len(p) for p in run.partition], "movement": moved})
         if args.save_partitions:
             run.partitions.append({"start_epoch": first_epoch + 1, "epochs": length, "partition": run.partition,
@@ -202,7 +209,7 @@ def build(args: Namespace, job: Job) -> tuple:
         else model
     exchange = None
     if args.reducer != "none":  # this rank's worker under torchrun (a DDP hook), or every emulated worker
-        exchange = reducers.make_state(args.reducer, args.density, top.workers,
+        exchange = reducers.make_state(args.reducer, args.density, top.workers,  # emulated: sparse from step 0
                                        workers=[top.rank] if top.launched else None)
         if top.launched:
             train_model.register_comm_hook(exchange, reducers.hook)
@@ -241,13 +248,15 @@ def train_run(args: Namespace, job: Job) -> None:
     plan = windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
     run = start(args, job, model, optimizer, exchange, plan, provenance)
     wandb_run = announce(args, job, run)
+    wanted = importance.scored(args.measure) if args.heuristic != "none" else ()
+    score = (lambda: job.task.score(model, job.train, wanted, step)) if wanted else None  # the Data Diet protocol
     started = time.perf_counter() - run.elapsed_s
     with stops.Stops() as stop:
         try:
             for index in range(run.window, len(plan)):
                 first_epoch, length = plan[index]
                 if run.epoch == first_epoch:  # a new window (a resumed run may be in the middle of one)
-                    begin_window(run, index, plan, args, job)
+                    begin_window(run, index, plan, args, job, score)
                 batches = WorkerBatches(worker_samplers(job.train, run.partition, top.mine, top.workers, args),
                                         args.batch_size)
                 for epoch in range(run.epoch, first_epoch + length):

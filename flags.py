@@ -365,6 +365,9 @@ def check_storage(args: argparse.Namespace) -> None:
     if streaming and not task.streams:
         raise BadFlag(f"--data-source streaming serves images; {task.title} data always lives on the device "
                       "(drop it)")
+    if streaming and C.MEASURES[args.measure].protocol == "scoring pass" and args.heuristic != "none":
+        raise BadFlag(f"--measure {args.measure} scores every example in a pass of its own, which needs the split in "
+                      "memory; pick a measure of the training pass or --data-source memory")
     if streaming and "labels" in C.HEURISTICS[args.heuristic].needs:
         raise BadFlag(f"--heuristic {args.heuristic} reads every example's label, which a streamed split keeps in its "
                       "shards; pick another heuristic or --data-source memory")

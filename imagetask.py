@@ -66,6 +66,10 @@ class ImageTask(tasks.Task):
         d = self.dataset
         return augment.augment(raw, index, seed, epoch, stream, d.mean, d.std, d.crop_padding)
 
+    def plain_inputs(self, raw: torch.Tensor) -> torch.Tensor:
+        """ToTensor and Normalize only, channels_last (the standard protocol's test images)."""
+        return augment.normalize(raw, self.dataset.mean, self.dataset.std).contiguous(memory_format=torch.channels_last)
+
     def throughput(self, examples: float, seconds: float, split) -> dict:
         return {"images_per_s": examples / seconds}
 
@@ -84,8 +88,7 @@ class ImageTask(tasks.Task):
                 if paper:
                     inputs = self.inputs(raw, index.to(step.device), step.seed, epoch, augment.TEST)
                 else:
-                    inputs = augment.normalize(raw, self.dataset.mean, self.dataset.std).contiguous(
-                        memory_format=torch.channels_last)
+                    inputs = self.plain_inputs(raw)
                 with step.ctx:
                     logits = model(inputs)
                 correct += (logits.argmax(dim=1) == targets).sum()

@@ -9,8 +9,9 @@ r.record(torch.arange(4), 0, {'loss': torch.rand(4)}); r.record(torch.arange(4),
 print(I.rank('variance', r.merged(), None))"
 
 A window is one (N, E) float32 matrix per recorded channel ("loss", "correct", "el2n",
-"grad_norm": see the notes at CHANNELS); `previous` holds each channel's column recorded
-just before the window, or is None. A new measure is a function (window, previous) -> N scores
+"grad_norm": see the notes at CHANNELS, and what a scoring pass adds: SCORED); `history` holds the
+run's per-example statistics so far (`advance`), or is None. A new measure is a function (window,
+history) -> N scores
 (higher: more important, sorted first) in MEASURES plus its record in catalog.MEASURES (the
 channels it reads, its tie-break, what it means on each task, its paper); a run records exactly
 the channels its measure reads.
@@ -27,6 +28,9 @@ import catalog as C
 # "grad_norm" ||p - y|| * sqrt(||h||^2 + 1). On text, p = exp(-loss) is the geometric mean of the
 # chunk's true-token probabilities. train.per_example computes them.
 CHANNELS = ("loss", "correct", "el2n", "grad_norm")
+# What a scoring pass computes at a window's start, one value per example (tasks.Task.score): the
+# Data Diet protocol's EL2N and GraNd, in eval mode on un-augmented examples.
+SCORED = ("eval_el2n", "eval_grand")
 
 
 class Recorder:
@@ -75,7 +79,7 @@ class Recorder:
 
 
 Window = dict[str, torch.Tensor]  # channel -> (N, E) float32, one column per epoch of the window
-Column = dict[str, torch.Tensor]  # channel -> (N,): the column recorded just before the window
+History = dict[str, torch.Tensor]  # the run's per-example statistics before scoring (advance): forgetting's counts
 
 
 def average(window: torch.Tensor) -> torch.Tensor:
@@ -102,37 +106,51 @@ def probability(window: Window) -> torch.Tensor:
     return torch.exp(-window["loss"])
 
 
-def forgetting(window: Window, previous: Column | None) -> torch.Tensor:
-    """Forgetting events (Toneva et al., An Empirical Study of Example Forgetting during Deep Neural
-    Network Learning, ICLR 2019): the number of t with correct[t-1] = 1 and correct[t] = 0 over the
-    window's E columns, with previous["correct"] prepended when given, so a correct -> wrong
-    transition across the interval boundary counts.
-
-    An example correct in no column (never learned) scores E + 1, more than any count (at most E
-    transitions in E + 1 columns), so it ranks first as in the paper, where unlearned examples count
-    as forgotten infinitely often; finite, because some heuristics sum scores."""
+def advance(history: History | None, window: Window) -> History:
+    """The run's per-example statistics after `window` (all its columns, the ignored epochs too): for
+    the "correct" channel, the forgetting events so far (a 1 -> 0 transition between two consecutive
+    presentations, across window boundaries), whether the example was ever learned, its last
+    correctness, and the presentations (epochs) so far. Toneva et al.'s counts are over the whole
+    training, not one window; the checkpoint carries this, so a resumed run counts the same."""
+    if "correct" not in window:
+        return history
     correct = window["correct"] > 0.5
-    if previous is not None:
-        correct = torch.cat([previous["correct"][:, None] > 0.5, correct], dim=1)
-    events = (correct[:, :-1] & ~correct[:, 1:]).sum(dim=1)
-    never = window["correct"].shape[1] + 1
-    return torch.where(correct.any(dim=1), events, never).to(window["correct"].dtype)
+    if history is not None:
+        correct = torch.cat([history["last"][:, None], correct], dim=1)
+        events, learned, presentations = history["events"], history["learned"], history["presentations"]
+    else:
+        events = torch.zeros(len(correct), device=correct.device)
+        learned = torch.zeros(len(correct), dtype=torch.bool, device=correct.device)
+        presentations = torch.zeros((), device=correct.device)
+    return {"events": events + (correct[:, :-1] & ~correct[:, 1:]).sum(dim=1), "learned": learned | correct.any(dim=1),
+            "last": correct[:, -1], "presentations": presentations + window["correct"].shape[1]}
 
 
-def confidence(window: Window, previous: Column | None) -> torch.Tensor:
+def forgetting(window: Window, history: History | None) -> torch.Tensor:
+    """Forgetting events over the whole run so far (Toneva et al., An Empirical Study of Example
+    Forgetting during Deep Neural Network Learning, ICLR 2019; their compute_forgetting_statistics and
+    sort_examples_by_forgetting): the number of 1 -> 0 transitions of the example's correctness
+    between consecutive epochs; an example never learned scores the number of presentations, the most
+    it could have been forgotten, as in their code. `history` is `advance` after this window (None:
+    the run began with this window)."""
+    history = history or advance(None, window)
+    return torch.where(history["learned"], history["events"], history["presentations"]).float()
+
+
+def confidence(window: Window, history: History | None) -> torch.Tensor:
     """1 - mean_t p_t, p = exp(-loss): low confidence in the true class ranks first. Dataset
     cartography's confidence is mean p (Swayamdipta et al., Dataset Cartography, EMNLP 2020)."""
     return 1 - probability(window).mean(dim=1)
 
 
-def variability(window: Window, previous: Column | None) -> torch.Tensor:
+def variability(window: Window, history: History | None) -> torch.Tensor:
     """sqrt(mean_t (p_t - mean p)^2), p = exp(-loss): the population standard deviation (ddof 0, as
     their code) of dataset cartography's variability (Swayamdipta et al., EMNLP 2020). Zero for every
     example at E = 1, so the order is then by average loss (the tie-break)."""
     return torch.std(probability(window), dim=1, correction=0)
 
 
-def ab_variance(window: Window, previous: Column | None) -> torch.Tensor:
+def ab_variance(window: Window, history: History | None) -> torch.Tensor:
     """sqrt(var p + (var p)^2 / (E - 1)), var unbiased, p = exp(-loss): active bias's prediction
     variance plus its confidence term (Chang et al., Active Bias: Training More Accurate Neural
     Networks by Emphasizing High Variance Samples, NeurIPS 2017, eq. 4 with |H| = E). At E = 1 the
@@ -146,21 +164,21 @@ def ab_variance(window: Window, previous: Column | None) -> torch.Tensor:
     return torch.sqrt(var + var**2 / (epochs - 1))
 
 
-def ab_closeness(window: Window, previous: Column | None) -> torch.Tensor:
+def ab_closeness(window: Window, history: History | None) -> torch.Tensor:
     """mean p * (1 - mean p), p = exp(-loss): active bias's threshold closeness (Chang et al.,
     NeurIPS 2017), largest for examples whose true class hovers around probability 1/2."""
     mean = probability(window).mean(dim=1)
     return mean * (1 - mean)
 
 
-def el2n(window: Window, previous: Column | None) -> torch.Tensor:
+def el2n(window: Window, history: History | None) -> torch.Tensor:
     """mean_t ||softmax(logits_t) - onehot(label)||_2 over the window's epochs (the "el2n" channel):
     the EL2N score (Paul et al., Deep Learning on a Data Diet, NeurIPS 2021), averaged over the
     window's epochs of one run instead of over several runs early in training."""
     return window["el2n"].mean(dim=1)
 
 
-def grad_norm(window: Window, previous: Column | None) -> torch.Tensor:
+def grad_norm(window: Window, history: History | None) -> torch.Tensor:
     """mean_t ||p_t - y|| * sqrt(||h_t||^2 + 1) (the "grad_norm" channel): the exact norm of the
     example's loss gradient w.r.t. the last linear layer's weight and bias (z = W h + b, so
     dL/dW = (p - y) h^T and dL/db = p - y), averaged over the window: a cheap proxy of GraNd, the
@@ -174,11 +192,11 @@ def grad_norm(window: Window, previous: Column | None) -> torch.Tensor:
     return window["grad_norm"].mean(dim=1)
 
 
-# A measure is (window, previous) -> (N,) scores; its channels, tie-break, meaning per task and source
+# A measure is (window, history) -> (N,) scores; its channels, tie-break, meaning per task and source
 # are its record in catalog.MEASURES.
-MEASURES: dict[str, Callable[[Window, Column | None], torch.Tensor]] = {
-    "average": lambda window, previous: average(window["loss"]),
-    "variance": lambda window, previous: variance(window["loss"]),
+MEASURES: dict[str, Callable[[Window, History | None], torch.Tensor]] = {
+    "average": lambda window, history: average(window["loss"]),
+    "variance": lambda window, history: variance(window["loss"]),
     "forgetting": forgetting,
     "confidence": confidence,
     "variability": variability,
@@ -186,13 +204,21 @@ MEASURES: dict[str, Callable[[Window, Column | None], torch.Tensor]] = {
     "ab-closeness": ab_closeness,
     "el2n": el2n,
     "grad-norm": grad_norm,
+    "dd-el2n": lambda window, history: window["eval_el2n"][:, 0],
+    "dd-grand": lambda window, history: window["eval_grand"][:, 0],
 }
 
 
 def channels(measure: str) -> tuple[str, ...]:
-    """What a run must record for `measure`: its own channels and its tie-break's."""
+    """What a run must record for `measure` from its training pass: its own and its tie-break's."""
     record = C.MEASURES[measure]
-    return tuple(dict.fromkeys(record.channels + (channels(record.tiebreak) if record.tiebreak else ())))
+    own = tuple(c for c in record.channels if c in CHANNELS)
+    return tuple(dict.fromkeys(own + (channels(record.tiebreak) if record.tiebreak else ())))
+
+
+def scored(measure: str) -> tuple[str, ...]:
+    """What a scoring pass must compute for `measure` at each window's start (none for most)."""
+    return tuple(c for c in C.MEASURES[measure].channels if c in SCORED)
 
 
 def order(scores: torch.Tensor, secondary: torch.Tensor | None = None) -> torch.Tensor:
@@ -205,12 +231,12 @@ def order(scores: torch.Tensor, secondary: torch.Tensor | None = None) -> torch.
     return by_secondary[torch.sort(scores[by_secondary], descending=True, stable=True).indices]
 
 
-def rank(name: str, window: Window, previous: Column | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores, order) of the examples by measure `name` over `window` (previous: the columns just
-    before it, or None); equal scores ordered by the measure's tie-break measure, then by index."""
-    missing = set(channels(name)) - window.keys()
+def rank(name: str, window: Window, history: History | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, order) of the examples by measure `name` over `window` (history: the run's statistics
+    after it, `advance`); equal scores ordered by the measure's tie-break measure, then by index."""
+    missing = set(C.MEASURES[name].channels) - window.keys()
     assert not missing, f"measure {name} reads channels {sorted(missing)}, which were not recorded"
-    scores = MEASURES[name](window, previous)
+    scores = MEASURES[name](window, history)
     assert scores.shape == window["loss"].shape[:1]
     tiebreak = C.MEASURES[name].tiebreak
-    return scores, order(scores, None if tiebreak is None else MEASURES[tiebreak](window, previous))
+    return scores, order(scores, None if tiebreak is None else MEASURES[tiebreak](window, history))

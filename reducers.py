@@ -27,8 +27,9 @@ residual e is a with the union zeroed. After the step, lambda is scaled by the r
 selected count to k = rho * d (online threshold scaling), and a block moves from a partition
 whose worker selected too much to a neighbour whose worker selected too little (dynamic partition
 allocation), never leaving a partition with less than 1/MIN_BLOCKS_DIVISOR of an equal share.
-The first start_step steps (default MIN_START_STEP = 2) are averaged densely, as PyTorch's
-PowerSGD hook does, because DDP rebuilds its buckets after the first step.
+Under a DDP hook the first start_step steps (default MIN_START_STEP = 2) are averaged densely, as
+PyTorch's PowerSGD hook does, because DDP rebuilds its buckets after the first step; the
+emulation has no buckets to rebuild and is sparse from the first step, as the authors' code.
 
 The baselines share the exchange: `exact` (dense all-reduce), `topk` (union of the workers' top-k),
 `global-topk` (the k largest of the summed a: a dense all-reduce, then selection; an oracle),
@@ -42,7 +43,8 @@ Constants (the authors' code is kljp/exdyna, ncf/gradient_reducers.py, and cnn-l
 |----------------------|------------|-------------------------------------------------------------------|
 | DEFAULT_DENSITY      | 0.01       | run.py --comp_ratio default (their run.sh passes 0.001)           |
 | error feedback       | on         | run.py: memory on unless --no_memory                              |
-| k                    | int(rho*d) | int(compression * sz_grad); here at least 1 (theirs divides by 0) |
+| k                    | int(rho*d) | int(compression * sz_grad); here at least 1 (at k = 0 theirs divides |
+|                      |            | by 0 in ExDyna, MiCRO and threshold, whose 1/(2 sqrt k) needs k > 0)|
 | initial threshold    | 1/(2 sqrt k) | ExDyna, MiCRO, Thresh: 1.0 / (2.0 * math.sqrt(k))               |
 | NUM_BLOCKS           | 1024       | ExDynaReducer.num_blk                                             |
 | BLOCK_ALIGN          | 32         | sz_blk = a - a % 32, a = d // num_blk; the tail to the last part  |
@@ -54,7 +56,8 @@ Constants (the authors' code is kljp/exdyna, ncf/gradient_reducers.py, and cnn-l
 | (never runs)         | 0.9987     | sf when exam <= 0, nested under exam > 0.909: dead, left out      |
 | GAUSSIANK_ROUNDS     | 3          | not in their code: Shi et al. 2019 (arXiv 1911.08772), gaussiank  |
 | GAUSSIANK_BAND       | 2/3, 4/3   | |a| > mean + z std, z = Phi^-1(1 - rho/2); z halved below 2k/3,   |
-|                      |            | x1.5 above 4k/3 selected; at most 3 evaluations, first k kept     |
+|                      |            | x1.5 above 4k/3 selected; at most 3 evaluations; every passing   |
+|                      |            | entry kept, as the reference (its `[:k]` cut is commented out)    |
 
 Where this differs from the authors' code, and why: state is per DDP bucket (theirs flattens the
 whole model once), so k, the initial thresholds (also `threshold`'s fixed one; pass `threshold`
@@ -64,9 +67,10 @@ entry per block (theirs gets blocks of size 0 and fails); with one worker their 
 k_prev and cannot run, here it does; indices travel as int32 (half their int64 payload); in
 `cltk` only the leader computes its top-k (theirs computes it everywhere and discards it); the
 scaling and rebalancing run at the end of a step rather than the start of the next (the same
-numbers, shown against a transcription of theirs in the tests). Their
-"gtopk" is a local top-k over the whole model rather than per layer; `global-topk` here is the
-global k largest of the summed a, as the issue defines it.
+numbers, shown against a transcription of theirs in the tests). Their top-k and "gtopk" both select
+over the whole model; their gtopk differs by its exchange (each worker's own top-k, all-gathered
+and merged), while `global-topk` here takes the k largest of the summed a after a dense all-reduce
+(an oracle of what a global selection would send).
 
 Cost: no device sync per step beyond the algorithm's own. Every reducer that selects by a
 threshold (exdyna, micro, threshold, gaussiank) learns its count from nonzero, and the union of
@@ -203,12 +207,15 @@ def _to(value, device):
 
 
 def make_state(name: str, density: float, num_workers: int, workers: Sequence[int] | None = None, *,
-               start_step: int = MIN_START_STEP, error_feedback: bool = True, threshold: float | None = None,
+               start_step: int | None = None, error_feedback: bool = True, threshold: float | None = None,
                num_blocks: int = NUM_BLOCKS) -> ReducerState:
     """State for reducer `name` keeping `density` of the entries over `num_workers` workers, of
-    which this process hosts `workers` (default all: emulation; under DDP [rank]). Steps before
-    `start_step` are averaged densely. `threshold`: the fixed threshold of `threshold`, the initial
-    lambda of exdyna and micro (default 1/(2 sqrt k) per bucket)."""
+    which this process hosts `workers` (default all: emulation; under DDP [rank], a hook's state).
+    Steps before `start_step` are averaged densely: by default MIN_START_STEP for a DDP hook (DDP
+    rebuilds its buckets after the first step), 0 for an emulation (sparse from the first step, as
+    the authors' code). `threshold`: the fixed threshold of `threshold`, the initial lambda of
+    exdyna and micro (default 1/(2 sqrt k) per bucket)."""
+    hooked = workers is not None
     if name not in REDUCERS:
         raise ValueError(f"reducer: unknown name {name!r}; choose one of {', '.join(REDUCERS)}")
     if not 0 < density <= 1:
@@ -216,11 +223,13 @@ def make_state(name: str, density: float, num_workers: int, workers: Sequence[in
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1 (got {num_workers})")
     workers = list(range(num_workers)) if workers is None else list(workers)
+    start_step = (MIN_START_STEP if hooked else 0) if start_step is None else start_step
     if not workers or len(set(workers)) != len(workers) or not all(0 <= w < num_workers for w in workers):
         raise ValueError(f"workers must be distinct ids in [0, {num_workers}) (got {workers}); under DDP pass [rank]")
-    if error_feedback and name != "exact" and start_step < MIN_START_STEP:
-        raise ValueError(f"start_step must be at least {MIN_START_STEP} with error feedback (got {start_step}): DDP "
-                         f"rebuilds its gradient buckets after the first step; start later or turn error feedback off")
+    if hooked and error_feedback and name != "exact" and start_step < MIN_START_STEP:
+        raise ValueError(f"start_step must be at least {MIN_START_STEP} for a DDP hook with error feedback (got "
+                         f"{start_step}): DDP rebuilds its gradient buckets after the first step; start later or turn "
+                         "error feedback off")
     if threshold is not None and threshold < 0:
         raise ValueError(f"threshold must be non-negative (got {threshold}); leave it unset for 1/(2 sqrt k)")
     state = ReducerState(name, density, num_workers, workers, start_step, error_feedback, threshold, num_blocks)
@@ -369,7 +378,9 @@ def _select_threshold(state: ReducerState, bucket: Bucket, a: torch.Tensor, work
 
 def _select_gaussian(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
     """Gaussian-k (Shi et al.): |a| > mean + z std with z the two-sided (1 - rho) quantile of a
-    normal, halved / raised by half while the count is outside [2k/3, 4k/3]; the first k kept."""
+    normal, halved / raised by half while the count is outside [2k/3, 4k/3]; every passing entry is
+    kept, as the reference code (which has its cut to the first k commented out: a cut in index
+    order would select the end of the vector too rarely, and its residual there would grow)."""
     std, mean = (float(x) for x in torch.std_mean(a))
     threshold = mean + statistics.NormalDist().inv_cdf(1 - state.density / 2) * std
     low, high = (bucket.k * f for f in GAUSSIANK_BAND)
@@ -378,7 +389,7 @@ def _select_gaussian(state: ReducerState, bucket: Bucket, a: torch.Tensor, worke
         if low <= picked.numel() <= high or round_ == GAUSSIANK_ROUNDS - 1:
             break
         threshold *= 0.5 if picked.numel() < low else 1.5
-    return picked[:bucket.k], threshold
+    return picked, threshold
 
 
 def _fixed_counts(state: ReducerState, bucket: Bucket) -> list[int]:

@@ -12,10 +12,12 @@ import importlib
 from argparse import Namespace
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 import catalog as C
+import models
 
 
 class Task:
@@ -70,6 +72,56 @@ class Task:
         """The model's input for a batch of examples `index` (augmentation keyed by seed, epoch, stream)."""
         return raw
 
+    def plain_inputs(self, raw: torch.Tensor) -> torch.Tensor:
+        """The model's input without augmentation (evaluation, the scoring pass)."""
+        return raw
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, split, signals: tuple[str, ...], step) -> dict[str, torch.Tensor]:
+        """A scoring pass (the Data Diet protocol): each example's `signals` (importance.SCORED) under
+        the current model in eval mode on un-augmented examples: "eval_el2n" ||softmax - onehot||,
+        "eval_grand" the norm of the example's loss gradient w.r.t. every weight. Each process scores
+        the examples i = rank (mod world) and one all_reduce gives every process all N."""
+        module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        out = torch.zeros(len(signals), len(split), device=step.device)
+        device_of_split = next(v.device for v in vars(split).values() if isinstance(v, torch.Tensor))
+        chunk = step.batch_size if "eval_grand" not in signals else max(1, 2**28 // sum(p.numel() for p in
+                                                                                         module.parameters()))
+        with models.eval_mode(module):
+            for index in torch.arange(rank, len(split), world).split(chunk):
+                raw, targets = self.take(split, index.to(device_of_split))
+                inputs, targets = self.plain_inputs(raw.to(step.device)), targets.to(step.device)
+                for k, signal in enumerate(signals):
+                    if signal == "eval_el2n":
+                        with step.ctx:
+                            logits = module(inputs)
+                        values = per_example(logits, targets, ("el2n",))["el2n"]
+                    else:
+                        values = self.grand(module, inputs, targets)
+                    out[k, index.to(step.device)] = values.float()
+        if world > 1:
+            dist.all_reduce(out)
+        return dict(zip(signals, out))
+
+    @torch.enable_grad()
+    def grand(self, module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each example's ||d loss / d weights|| over every parameter (tied ones once), with per-example
+        gradients from torch.func (vmap over grad); grand_reference is the plain loop it is tested
+        against, and what runs where vmap has no batching rule (an LSTM's fused kernel)."""
+        from torch.func import functional_call, grad, vmap
+
+        params = {k: v.detach() for k, v in module.named_parameters()}
+        buffers = {k: v.detach() for k, v in module.named_buffers()}
+
+        def loss(p, x, y):
+            return self.example_loss(functional_call(module, (p, buffers), (x[None],)), y[None])[0]
+        try:
+            grads = vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")(params, inputs, targets)
+        except (RuntimeError, NotImplementedError):
+            return grand_reference(module, self.example_loss, inputs, targets)
+        return torch.stack([g.flatten(1).double().square().sum(dim=1) for g in grads.values()]).sum(dim=0).sqrt()
+
     def example_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return example_loss(logits, targets)
 
@@ -88,6 +140,16 @@ class Task:
     def describe(self, stats: dict) -> str:
         """The epoch's held-out figures and speed, for its console line."""
         raise NotImplementedError
+
+
+def grand_reference(module: nn.Module, example_loss, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """GraNd the plain way: one backward per example, autograd over every parameter."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    norms = []
+    for x, y in zip(inputs, targets):
+        grads = torch.autograd.grad(example_loss(module(x[None]), y[None])[0], params)
+        norms.append(torch.stack([g.double().square().sum() for g in grads]).sum().sqrt())
+    return torch.stack(norms)
 
 
 def of(dataset: str) -> Task:

@@ -15,7 +15,8 @@ def test_bench_runs_every_row_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "bench.py", "--workers", "2", "--batch-size", "4", "--text-batch", "4",
                            "--steps", "2", "--partition-examples", "2000", "--sim-examples", "2000",
-                           "--sim-epochs", "30", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                           "--sim-epochs", "30", "--score-examples", "16", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True,
                           timeout=900, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -29,6 +30,9 @@ def test_bench_runs_every_row_and_writes_json(tmp_path):
                      ("device, sequential (2 workers)", True, "loss"),
                      ("device, sequential (2 workers)", False, "loss")]
     assert all(r["images_per_s"] > 0 and r["step_ms"] > 0 for r in result["rows"])
+    scoring = result["scoring"]  # the Data Diet scoring pass against an epoch of the same examples
+    assert scoring["examples"] == 16 and 0 < scoring["eval_el2n_s"] < scoring["eval_grand_s"]
+    assert scoring["eval_grand_share"] == pytest.approx(scoring["eval_grand_s"] / scoring["train_epoch_s"])
     assert all(0 <= r["tracking_percent"] < 100 for r in result["rows"] if r["tracking"])
     assert [(r["model"], r["emulation"]) for r in result["text"]] == \
         [("gpt", "fused"), ("gpt", "sequential"), ("lstm", "fused"), ("lstm", "sequential")]

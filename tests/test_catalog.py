@@ -35,7 +35,8 @@ def test_every_record_has_its_implementation_and_back():
 
 def test_records_refer_to_what_exists():
     for m in C.MEASURES.values():
-        assert set(m.channels) <= set(importance.CHANNELS), m.name
+        assert set(m.channels) <= set(importance.CHANNELS) | set(importance.SCORED), m.name
+        assert bool(importance.scored(m.name)) == (m.protocol == "scoring pass"), m.name
         assert m.tiebreak is None or m.tiebreak in C.MEASURES
         assert set(m.meaning) <= set(C.TASKS) and (m.refused or set(m.meaning) == set(C.TASKS)), m.name
     fields = set(heuristics.Context.__dataclass_fields__)

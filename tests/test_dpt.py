@@ -15,7 +15,7 @@ import dpt
 import flags
 import results
 import workload
-from runs import ENV, REPO, TINY, launch, only_log, partitions
+from runs import ENV, REPO, TINY, inprocess, launch, only_log, partitions
 
 
 # ---- the interval schedule ------------------------------------------------------------------
@@ -265,3 +265,19 @@ def alive(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.slow
+def test_a_scoring_pass_measure_scores_at_each_repartition_and_logs_its_cost(cifar10_dir, tmp_path):
+    """The Data Diet protocol in a run: one pass over the training set in eval mode at each interval's
+    start (its seconds logged beside the heuristic's), whose scores order the partition."""
+    root, _ = cifar10_dir
+    inprocess([*TINY, "--measure", "dd-el2n", "--emulate-workers", "2", "--data-dir", str(root), "--results-dir",
+               str(tmp_path), "--save-partitions"])
+    folder = tmp_path / "CIFAR10-ResNet18-Stripes-DDEL2N"
+    log = only_log(folder)
+    assert [i["start_epoch"] for i in log["intervals"]] == [3, 4] and all(i["scoring_s"] > 0 for i in log["intervals"])
+    for window in partitions(folder)["windows"][1:]:
+        scores = window["importance"]
+        assert (scores >= 0).all() and (scores <= 2**0.5).all() and scores.unique().numel() > 1  # EL2N values
+    assert len(pd.read_csv(folder / "W2-INT1-IGN1-N2.csv")) == 1

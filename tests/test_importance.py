@@ -8,10 +8,12 @@ from torch.utils.data.distributed import DistributedSampler
 
 import catalog
 import importance
+import workload
 from samplers import WorkerBatches
 
 
-NEW = ["forgetting", "confidence", "variability", "ab-variance", "ab-closeness", "el2n", "grad-norm"]
+NEW = ["forgetting", "confidence", "variability", "ab-variance", "ab-closeness", "el2n", "grad-norm", "dd-el2n",
+       "dd-grand"]
 
 
 def random_window(rng: np.random.Generator, n: int, epochs: int) -> dict[str, np.ndarray]:
@@ -21,6 +23,8 @@ def random_window(rng: np.random.Generator, n: int, epochs: int) -> dict[str, np
         "correct": rng.integers(0, 2, size=(n, epochs)).astype(float),
         "el2n": rng.uniform(0, 2**0.5, size=(n, epochs)),
         "grad_norm": rng.gamma(2.0, 3.0, size=(n, epochs)),
+        "eval_el2n": rng.uniform(0, 2**0.5, size=(n, 1)),  # a scoring pass: one column
+        "eval_grand": rng.gamma(2.0, 3.0, size=(n, 1)),
     }
 
 
@@ -28,13 +32,15 @@ def as_torch(channels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v).float() for k, v in channels.items()}
 
 
-def numpy_forgetting(correct: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
-    """Plain loop: correct -> wrong transitions; never correct scores E + 1."""
-    epochs = correct.shape[1]
-    out = np.empty(len(correct))
-    for i, row in enumerate(correct):
-        seq = list(row) if previous is None else [previous[i], *row]
-        out[i] = sum(a == 1 and b == 0 for a, b in zip(seq, seq[1:])) if max(seq) == 1 else epochs + 1
+def toneva_counts(presentations: np.ndarray) -> np.ndarray:
+    """mtoneva/example_forgetting's compute_forgetting_statistics and sort_examples_by_forgetting,
+    restated for one run: per example, the 1 -> 0 transitions of its accuracy over its presentations
+    (all epochs so far); an example never learned gets the number of presentations."""
+    out = np.empty(len(presentations))
+    for i, acc in enumerate(presentations):
+        transitions = acc[1:] - acc[:-1]
+        first_learned = np.where(acc == 1)[0]
+        out[i] = len(presentations[i]) if len(first_learned) == 0 else len(np.where(transitions == -1)[0])
     return out
 
 
@@ -47,7 +53,7 @@ def numpy_scores(name: str, w: dict[str, np.ndarray], previous: dict[str, np.nda
     if name == "variance":
         return loss.var(axis=1, ddof=1) if epochs > 1 else loss.mean(axis=1)
     if name == "forgetting":
-        return numpy_forgetting(w["correct"], None if previous is None else previous["correct"])
+        return toneva_counts(w["correct"])  # the run began with this window (history None)
     if name == "confidence":
         return 1 - p.mean(axis=1)
     if name == "variability":
@@ -59,21 +65,39 @@ def numpy_scores(name: str, w: dict[str, np.ndarray], previous: dict[str, np.nda
         return np.sqrt(var + var**2 / (epochs - 1))
     if name == "ab-closeness":
         return p.mean(axis=1) * (1 - p.mean(axis=1))
+    if name in ("dd-el2n", "dd-grand"):
+        return w[{"dd-el2n": "eval_el2n", "dd-grand": "eval_grand"}[name]][:, 0]
     return w[{"el2n": "el2n", "grad-norm": "grad_norm"}[name]].mean(axis=1)
 
 
-@pytest.mark.parametrize("with_previous", [False, True])
 @pytest.mark.parametrize("epochs", [1, 2, 5, 15])
-def test_measures_match_numpy_float64(epochs, with_previous):
+def test_measures_match_numpy_float64(epochs):
     rng = np.random.default_rng(epochs)
     window = random_window(rng, 5000, epochs)
-    previous = {k: v[:, 0] for k, v in random_window(rng, 5000, 1).items()} if with_previous else None
     for name, measure in importance.MEASURES.items():
-        got = measure(as_torch(window), None if previous is None else as_torch(previous))
+        got = measure(as_torch(window), None)
         assert got.dtype == torch.float32 and got.shape == (5000,)
         np.testing.assert_allclose(
-            got.double().numpy(), numpy_scores(name, window, previous), rtol=1e-4, atol=1e-6, err_msg=name
+            got.double().numpy(), numpy_scores(name, window, None), rtol=1e-4, atol=1e-6, err_msg=name
         )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_forgetting_counts_over_the_whole_run_as_tonevas_code(seed):
+    """Windows of 1 to 5 epochs one after another: after each, the score is Toneva et al.'s whole-run
+    count over every presentation so far, not the window's."""
+    rng = np.random.default_rng(seed)
+    learning = rng.uniform(0.2, 0.9, size=(400, 1))  # each example's chance to be right in an epoch
+    history, seen = None, np.zeros((400, 0))
+    for epochs in rng.integers(1, 6, size=6):
+        correct = (rng.uniform(size=(400, epochs)) < learning).astype(float)
+        correct[:40] = 0  # never learned
+        seen = np.concatenate([seen, correct], axis=1)
+        window = {"correct": torch.from_numpy(correct).float(), "loss": torch.rand(400, epochs)}
+        history = importance.advance(history, window)
+        scores, _ = importance.rank("forgetting", window, history)
+        np.testing.assert_array_equal(scores.numpy(), toneva_counts(seen))
+        assert (scores[:40] == seen.shape[1]).all()
 
 
 def test_paper_measures_are_bit_for_bit_var_mean():
@@ -124,30 +148,33 @@ def test_order_with_a_secondary_key_matches_lexsort():
     np.testing.assert_array_equal(got.numpy(), np.lexsort((np.arange(3000), -secondary, -scores)))
 
 
-def forgetting_of(correct: list[list[float]], previous: list[float] | None = None) -> list[float]:
-    window = {"correct": torch.tensor(correct), "loss": torch.zeros(len(correct), len(correct[0]))}
-    prev = None if previous is None else {"correct": torch.tensor(previous), "loss": torch.zeros(len(previous))}
-    return importance.rank("forgetting", window, prev)[0].tolist()
+def forgetting_of(*windows: list[list[float]]) -> list[float]:
+    """The forgetting scores after windows of correctness (one list of rows each), one after another."""
+    history = None
+    for correct in windows:
+        window = {"correct": torch.tensor(correct), "loss": torch.zeros(len(correct), len(correct[0]))}
+        history = importance.advance(history, window)
+    return importance.rank("forgetting", window, history)[0].tolist()
 
 
 def test_forgetting_counts_correct_to_wrong_transitions():
     rows = [[0, 0, 0, 0], [1, 1, 1, 1], [1, 0, 1, 0], [0, 1, 1, 0], [0, 1, 1, 1]]
-    assert forgetting_of(rows) == [5, 0, 2, 1, 0]  # never learned: E + 1 = 5, above any count
+    assert forgetting_of(rows) == [4, 0, 2, 1, 0]  # never learned: the 4 presentations, above any count
 
 
-def test_forgetting_counts_the_transition_at_the_interval_boundary():
-    rows = [[0, 1, 1], [0, 1, 1], [0, 0, 0], [1, 1, 1]]
-    assert forgetting_of(rows) == [0, 0, 4, 0]
-    # previous column: correct then wrong at the boundary counts; learned before the window is not "never"
-    assert forgetting_of(rows, previous=[1, 0, 1, 0]) == [1, 0, 1, 0]
-    assert forgetting_of(rows, previous=[0, 0, 0, 0]) == [0, 0, 4, 0]
+def test_forgetting_counts_across_windows_and_remembers_what_was_learned():
+    """The issue's case: learned at epochs 0-1, wrong through a 4-epoch window: one event over the run
+    (a window-only count would say "never learned" and rank it above every forgotten example)."""
+    assert forgetting_of([[1, 1], [0, 0]], [[0, 0, 0, 0], [0, 0, 0, 0]]) == [1, 6]
+    # a transition at the boundary between two windows counts once
+    assert forgetting_of([[1, 1], [0, 1]], [[0, 1, 1], [1, 1, 1]]) == [1, 0]
 
 
 def test_never_learned_ranks_first_and_ties_go_by_average_loss_not_index():
     correct = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     loss = torch.tensor([[0.1, 0.2, 0.1], [0.5, 0.5, 0.5], [0.9, 2.0, 0.3], [1.0, 1.0, 1.0], [0.1, 0.1, 0.1]])
     scores, order = importance.rank("forgetting", {"correct": correct, "loss": loss}, None)
-    assert scores.tolist() == [1, 0, 1, 4, 1]
+    assert scores.tolist() == [1, 0, 1, 3, 1]
     assert torch.isfinite(scores).all()
     # never learned first; among the three with one event, higher average loss first (2 before 0 and 4)
     assert order.tolist() == [3, 2, 0, 4, 1]
@@ -156,12 +183,10 @@ def test_never_learned_ranks_first_and_ties_go_by_average_loss_not_index():
 def test_each_measure_reads_only_its_declared_channels():
     rng = np.random.default_rng(9)
     full = as_torch(random_window(rng, 100, 4))
-    previous = {k: v[:, 0] for k, v in full.items()}
     for name, score in importance.MEASURES.items():
-        channels = importance.channels(name)
-        window = {c: full[c] for c in channels}  # a run records only these
-        scores, order = importance.rank(name, window, {c: previous[c] for c in channels})
-        assert torch.equal(scores, score(full, previous))
+        window = {c: full[c] for c in importance.channels(name) + importance.scored(name)}  # a run has only these
+        scores, order = importance.rank(name, window, importance.advance(None, window))
+        assert torch.equal(scores, score(full, importance.advance(None, full)))
         assert sorted(order.tolist()) == list(range(100))
 
 
@@ -174,7 +199,7 @@ def test_new_measures_document_their_tiebreak_text_and_source():
     for name in NEW:
         m = catalog.MEASURES[name]
         assert m.tiebreak == "average" and "loss" in importance.channels(name)
-        assert m.source and ("text" not in m.meaning) == (name == "forgetting")  # a chunk is not right or wrong whole
+        assert m.source and ("text" not in m.meaning) == (name in ("forgetting", "ab-closeness"))
     assert catalog.MEASURES["average"].tiebreak is None and catalog.MEASURES["variance"].tiebreak is None
 
 
@@ -261,3 +286,62 @@ def test_merge_across_two_ranks_equals_one_process_and_counts_padding_once(tmp_p
     assert torch.equal(
         out[0]["loss"], torch.stack([torch.arange(n).float() + 0.5, torch.arange(n).float() + 1000.5], dim=1)
     )
+
+
+def study_measures() -> list[str]:
+    return [v["measure"] for v in workload.STUDIES["measures"].variants]
+
+
+def orders(window: dict[str, torch.Tensor], measures: list[str]) -> dict[str, torch.Tensor]:
+    return {m: importance.rank(m, window, importance.advance(None, window))[1] for m in measures}
+
+
+@pytest.mark.parametrize("epochs", [2, 5, 15, 35])
+def test_the_measures_study_runs_no_two_arms_that_are_one_experiment(epochs):
+    """On the study's window lengths (E >= 2: E_ignore 5 leaves 15 or 35 warmup columns, intervals of 5
+    or 30), no two of its measures order the examples alike, so no two arms are the same experiment."""
+    got = orders(as_torch(random_window(np.random.default_rng(epochs), 3000, epochs)), study_measures())
+    same = [(a, b) for i, a in enumerate(got) for b in list(got)[i + 1:] if torch.equal(got[a], got[b])]
+    assert same == []
+
+
+@pytest.mark.slow
+def test_on_a_real_recording_no_two_arms_coincide_but_ab_variance_is_variability(cifar10_dir):
+    """The same on signals recorded from a real training pass (and a scoring pass) of a tiny run."""
+    import data
+    import models
+    import tasks
+    import train
+    from samplers import for_window
+
+    root, _ = cifar10_dir
+    split, task = data.load("cifar10", root, train=True, subset=48), tasks.of("cifar10")
+    torch.manual_seed(0)
+    model = models.build("resnet18", 10, 3)
+    step = train.Step.build(workers=1, batch_size=16, device=torch.device("cpu"), task=task, on_device=True,
+                            channels=importance.CHANNELS)
+    batches = WorkerBatches(for_window(split, None, range(1), 1, shuffle=True, sampler_seed=0, seed=0), 16)
+    recorder = importance.Recorder(len(split), 3, importance.CHANNELS, "cpu")
+    optimizer = models.optimizer(model, 0.05, 0.9, 5e-4)
+    for epoch in range(3):
+        train.train_epoch(model, optimizer, batches, split, step, epoch, recorder, epoch)
+    window = recorder.merged() | {c: v[:, None] for c, v in task.score(model, split, importance.SCORED, step).items()}
+    got = orders(window, study_measures() + ["ab-variance"])
+    assert torch.equal(got.pop("ab-variance"), got["variability"])  # as the docs say: one experiment
+    same = [(a, b) for i, a in enumerate(got) for b in list(got)[i + 1:] if torch.equal(got[a], got[b])]
+    assert same == []
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 7, 30])
+def test_ab_variance_orders_as_variability_for_any_window_length(epochs):
+    got = orders(as_torch(random_window(np.random.default_rng(epochs), 3000, epochs)), ["ab-variance", "variability"])
+    assert torch.equal(got["ab-variance"], got["variability"])
+
+
+def test_at_one_epoch_the_loss_probability_family_orders_as_average():
+    got = orders(as_torch(random_window(np.random.default_rng(1), 3000, 1)),
+                 ["average", "variance", "confidence", "variability", "ab-variance", "ab-closeness"])
+    assert all(torch.equal(got[m], got["average"]) for m in ("variance", "confidence", "variability", "ab-variance"))
+    assert not torch.equal(got["ab-closeness"], got["average"])  # p (1 - p) is not monotone in the loss
+    for m in ("variance", "confidence", "variability", "ab-variance"):
+        assert "at E = 1" in catalog.MEASURES[m].coincides or "variability" in catalog.MEASURES[m].coincides

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import augment
 import data
 import importance
 import models
@@ -119,3 +120,111 @@ def test_fused_and_sequential_emulations_record_the_same_signals(workers, batch)
     for c in ALL:
         assert torch.allclose(recorded["fused"][c], recorded["sequential"][c], rtol=1e-4, atol=1e-5), c
     assert (recorded["fused"]["loss"] > 0).all() and (recorded["fused"]["grad_norm"] > 0).all()
+
+
+class TinyCNN(nn.Module):
+    """A conv, a BatchNorm (eval mode reads its running statistics) and the last layer `fc`."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+def test_the_scoring_pass_is_eval_mode_unaugmented_el2n_and_grand_over_every_weight():
+    """Data Diet's protocol against a plain per-example loop: eval mode (BatchNorm's running
+    statistics), the un-augmented image, autograd over every parameter for GraNd."""
+    task = tasks.of("fashionmnist")
+    torch.manual_seed(3)
+    model = TinyCNN()
+    model.bn.running_mean.uniform_(-1, 1)
+    model.bn.running_var.uniform_(0.5, 2)
+    split = data.Split(torch.randint(0, 256, (21, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (21,)))
+    step = train.Step.build(workers=1, batch_size=8, device=torch.device("cpu"), task=task)
+    got = task.score(model, split, ("eval_el2n", "eval_grand"), step)
+    assert model.training  # the pass leaves the model as it found it
+    model.eval()
+    el2n, grand = [], []
+    for i in range(21):
+        x = augment.normalize(split.images[i:i + 1], (0.1307,), (0.3081,))
+        logits = model(x)
+        onehot = F.one_hot(split.labels[i:i + 1], 10).float()
+        el2n.append((logits.softmax(dim=1) - onehot).norm().item())
+        grads = torch.autograd.grad(F.cross_entropy(logits, split.labels[i:i + 1]), list(model.parameters()))
+        grand.append(sum(g.double().square().sum() for g in grads).sqrt().item())
+    assert torch.allclose(got["eval_el2n"], torch.tensor(el2n), atol=1e-6)
+    assert torch.allclose(got["eval_grand"], torch.tensor(grand, dtype=torch.float32), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["gpt", "lstm"])
+def test_grand_of_a_language_model_counts_a_tied_matrix_once_with_both_paths(name):
+    """The GPT's head is its byte embedding: GraNd's gradient is that matrix's whole gradient (vmap's
+    fast path against the plain loop; the LSTM's fused kernel takes the loop)."""
+    import lm
+    import text
+
+    torch.manual_seed(0)
+    model = lm.build(name, text.VOCAB, 16, layers=1, hidden=16, dropout=0.0) if name == "lstm" else \
+        lm.build(name, text.VOCAB, 16, layers=1, hidden=16, heads=2)
+    chunks = torch.randint(0, 256, (5, 17))
+    task = tasks.of("text")
+    model.eval()
+    fast = task.grand(model, chunks[:, :-1], chunks[:, 1:])
+    plain = tasks.grand_reference(model, task.example_loss, chunks[:, :-1], chunks[:, 1:])
+    assert torch.allclose(fast, plain, rtol=1e-5)
+
+
+def test_the_gpts_gradient_norm_channel_is_its_head_paths_gradient():
+    """What the docs say of grad-norm on the GPT: the exact gradient of the head's use of the tied
+    matrix (the embedding's use of the same matrix is left out, as the measure's name says)."""
+    import lm
+    import text
+
+    torch.manual_seed(1)
+    model = lm.build("gpt", text.VOCAB, 12, layers=1, hidden=16, heads=2).eval()
+    chunks = torch.randint(0, 256, (3, 13))
+    features = train.HeadInput(model.head)
+    logits = model(chunks[:, :-1])
+    got = tasks.per_example(logits, chunks[:, 1:], ("loss", "grad_norm"), features)["grad_norm"]
+    for i in range(3):  # the head's matrix as its own leaf: the head path only
+        h = features.value[i:i + 1]
+        head = model.head.weight.detach().clone().requires_grad_()
+        loss = F.cross_entropy((h @ head.T).reshape(-1, text.VOCAB), chunks[i:i + 1, 1:].reshape(-1))
+        (g,) = torch.autograd.grad(loss, head)
+        assert torch.allclose(got[i], g.norm(), rtol=1e-4)
+
+
+def _score_on_ranks(rank: int, world: int, init_file: str, out) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model, split, task, step = scoring_case()
+    out[rank] = task.score(model, split, ("eval_el2n", "eval_grand"), step)
+    torch.distributed.destroy_process_group()
+
+
+def scoring_case():
+    torch.manual_seed(3)
+    model = TinyCNN()
+    split = data.Split(torch.randint(0, 256, (21, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator()
+                                     .manual_seed(4)), torch.randint(0, 10, (21,), generator=torch.Generator()
+                                                                      .manual_seed(5)))
+    task = tasks.of("fashionmnist")
+    return model, split, task, train.Step.build(workers=1, batch_size=8, device=torch.device("cpu"), task=task)
+
+
+@pytest.mark.slow
+def test_ranks_share_the_scoring_pass_and_all_get_every_score(tmp_path):
+    """Each of 2 gloo ranks scores every other example; one all_reduce: the same scores, on both, as one
+    process scoring all."""
+    import torch.multiprocessing as mp
+
+    model, split, task, step = scoring_case()
+    alone = task.score(model, split, ("eval_el2n", "eval_grand"), step)
+    with mp.get_context("spawn").Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_score_on_ranks, args=(2, str(tmp_path / "init"), out), nprocs=2)
+        ranks = [dict(out[r]) for r in range(2)]
+    for got in ranks:
+        for signal in alone:
+            assert torch.allclose(got[signal], alone[signal], rtol=1e-6)
