@@ -35,6 +35,7 @@ TABLE = ["dataset", "model", "heuristic", "measure", "total_epochs", "ignore_epo
 CELL = TABLE + ["warmup_epochs", "interval_epochs"]
 BASELINE = ["dataset", "model", "total_epochs", "exchange", "workers"]  # the vanilla runs a table is compared with
 ALPHA = 0.05
+NO_TEST = "a cell or the baseline has fewer than 2 runs"
 
 
 class ReportError(Exception):
@@ -189,10 +190,31 @@ def paper_number(table: tuple) -> int | None:
 
 
 def top(cell_table: pd.DataFrame, table: tuple, k: int = 5) -> pd.DataFrame:
-    """The k settings of a table with the best mean (Figure 5's order)."""
+    """The k settings of a table with the best mean (Figure 5's order), and any tied with the k-th."""
     mine = select(cell_table, table)
     better = bool(mine.higher_is_better.iloc[0]) if len(mine) else True
-    return mine.sort_values(["mean", "warmup_epochs", "interval_epochs"], ascending=[not better, True, True]).head(k)
+    ranked = mine.sort_values(["mean", "warmup_epochs", "interval_epochs"], ascending=[not better, True, True])
+    if len(ranked) <= k:
+        return ranked
+    last = round(ranked["mean"].iloc[k - 1], 3)
+    return ranked[(ranked.index.isin(ranked.index[:k])) | (ranked["mean"].round(3) == last)]
+
+
+def top_line(best: pd.DataFrame, k: int = 5) -> str:
+    """'Top 5: W30-INT10 = W40-INT1 82.946 ± ..., ...': settings whose means agree to the printed 3
+    decimals are named together as a tie."""
+    groups: list[list] = []
+    for r in best.itertuples():
+        if groups and round(groups[-1][0].mean, 3) == round(r.mean, 3):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    shown = []
+    for g in groups:
+        names_ = " = ".join(f"W{r.warmup_epochs}-INT{r.interval_epochs}" for r in g)
+        stds = " / ".join(f"{r.std:.3f}" for r in g if not math.isnan(r.std))
+        shown.append(f"{names_} {g[0].mean:.3f}" + (f" ± {stds}" if stds else "") + (" (tied)" if len(g) > 1 else ""))
+    return f"Top {k}: " + ", ".join(shown)
 
 
 @functools.cache
@@ -260,26 +282,33 @@ def significance(mine: pd.DataFrame) -> str:
     """How many cells differ from the baseline at 5%, before and after the corrections."""
     tested = int(mine.p_value.notna().sum())
     if not tested:
-        return "no Welch tests (a cell or the baseline has fewer than 2 runs)"
+        return f"no Welch tests ({NO_TEST})"
     raw, h, bh = ((mine[c] < ALPHA).sum() for c in ("p_value", "p_holm", "p_bh"))
     return (f"{tested} cells tested against the baseline: {raw} differ at p < {ALPHA} uncorrected, "
             f"{h} after Holm's correction, {bh} after Benjamini-Hochberg's")
 
 
 def paper_summary(versus: pd.DataFrame) -> str:
+    """How far our cells are from the paper's printed ones, in means and in stds (both to its 3 decimals)."""
     z = versus.z_vs_paper.abs()
-    return (f"against the paper's reported cells: {len(versus)} cells compared, largest distance "
-            f"{z.max():.2f} of the paper's std, {int((z > 2).sum())} beyond 2 std")
+    same_mean = int((versus["mean"].round(3) == versus.paper_mean.round(3)).sum())
+    same_std = int((versus["std"].round(3) == versus.paper_std.round(3)).sum())
+    ratio = versus["std"] / versus.paper_std
+    return (f"against the paper's reported cells: {len(versus)} cells compared; means: {same_mean} equal to its 3 "
+            f"decimals, largest distance {z.max():.2f} of the paper's std, {int((z > 2).sum())} beyond 2 std; stds: "
+            f"{same_std} equal, ours / the paper's from {ratio.min():.2f} to {ratio.max():.2f}")
 
 
-# A comparison: tables that differ in one name only (the follow-up studies: measures, heuristics).
+# A comparison: tables that differ in one name only (the follow-up studies: measures, heuristics, and the
+# exchange study's reducers, each variant against the vanilla runs with its own reducer).
 COMPARED = {"measure": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "workers", "heuristic"],
-            "heuristic": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "workers", "measure"]}
+            "heuristic": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "workers", "measure"],
+            "exchange": ["dataset", "model", "total_epochs", "ignore_epochs", "workers", "heuristic", "measure"]}
 
 
 def comparisons(cell_table: pd.DataFrame) -> list[tuple[str, tuple]]:
     """(the name that varies, the values of the others) for every group of two or more tables that
-    differ only in their measure, or only in their heuristic."""
+    differ only in their measure, only in their heuristic, or only in their gradient exchange."""
     out = []
     for vary, fixed in COMPARED.items():
         for key, group in cell_table.groupby(fixed, sort=True):
@@ -298,27 +327,59 @@ def comparison(cell_table: pd.DataFrame, vary: str, key: tuple) -> pd.DataFrame:
     return mine
 
 
+def mark(p_holm: float, p_bh: float) -> str:
+    """* survives Holm's correction, + Benjamini-Hochberg's only (a nan p-value: no test, no mark)."""
+    return "*" if p_holm < ALPHA else "+" if p_bh < ALPHA else ""
+
+
+def label(vary: str, value: str) -> str:
+    """A compared value as a reader names it: the exchange 'none' is DDP's dense all-reduce."""
+    return "all-reduce" if vary == "exchange" and value == "none" else value
+
+
 def comparison_grid(mine: pd.DataFrame, vary: str) -> pd.DataFrame:
-    """Values of `vary` x settings: 'mean ± std', marked * when the difference from the baseline survives
-    Holm's correction and + when it survives only Benjamini-Hochberg's. Rows in order of the best cell."""
+    """Values of `vary` x settings: 'mean ± std (n)', marked as `mark` says. Rows in order of the best cell."""
     better = bool(mine.higher_is_better.iloc[0])
     order = mine.groupby(vary)["mean"].agg("max" if better else "min").sort_values(ascending=not better).index
     settings = sorted(set(mine.setting), key=lambda t: tuple(int(x) for x in t[1:].split("-INT")))
     out = pd.DataFrame("", index=pd.Index(order, name=vary), columns=settings)
     for row in mine.itertuples():
-        mark = "*" if row.p_holm < ALPHA else "+" if row.p_bh < ALPHA else ""
-        out.loc[getattr(row, vary), row.setting] = fmt(row.mean, row.std) + mark
-    return out
+        out.loc[getattr(row, vary), row.setting] = f"{fmt(row.mean, row.std)} ({row.n}){mark(row.p_holm, row.p_bh)}"
+    return out.rename(index=lambda v: label(vary, v))
 
 
 def comparison_title(vary: str, key: tuple) -> str:
     fixed = dict(zip(COMPARED[vary], key))
-    other = "heuristic" if vary == "measure" else "measure"
-    records = {"measure": C.MEASURES, "heuristic": C.HEURISTICS}
-    w = table_workload(tuple({**fixed, vary: "variance" if vary == "measure" else "stripes"}[k] for k in TABLE))
-    parts = [C.DATASETS[w.dataset].title, C.MODELS[w.model].title, f"{other} {records[other][fixed[other]].title}"]
-    parts += w.title.split(", ")[4:]  # T, E_ignore, the reducer: what differs from the paper's settings
+    typical = {"measure": "variance", "heuristic": "stripes", "exchange": fixed.get("exchange", "none")}
+    w = table_workload(tuple({**fixed, vary: typical[vary]}[k] for k in TABLE))
+    parts = [C.DATASETS[w.dataset].title, C.MODELS[w.model].title]
+    if vary != "measure":
+        parts.append(f"measure {C.MEASURES[fixed['measure']].title}")
+    if vary != "heuristic":
+        parts.append(f"heuristic {C.HEURISTICS[fixed['heuristic']].title}")
+    parts += [p for p in w.title.split(", ")[4:] if vary != "exchange" or "at density" not in p]  # T, E_ignore, reducer
     return f"Across {vary}s: " + ", ".join(parts)
+
+
+def answer(mine: pd.DataFrame, vary: str) -> str:
+    """The comparison's answer in one paragraph: how many cells differ from vanilla after Holm, in which
+    direction, and the best value with its difference."""
+    tested = mine[mine.p_value.notna()]
+    if not len(tested):
+        return (f"No test was possible: each {vary}'s cells or its vanilla baseline have fewer than 2 runs "
+                f"(n per cell in brackets); run more seeds (--seeds).")
+    better = bool(mine.higher_is_better.iloc[0])
+    sign = 1 if better else -1
+    holm_ = tested[tested.p_holm < ALPHA]
+    up, down = int((sign * holm_["diff"] > 0).sum()), int((sign * holm_["diff"] < 0).sum())
+    best = mine.sort_values("mean", ascending=not better).iloc[0]
+    unit = "pp" if better else "bits per byte"
+    verdict = (f"{up} better and {down} worse" if up else f"none better ({down} worse)")
+    return (f"{len(holm_)} of {len(tested)} tested cells ({mine[vary].nunique()} {vary}s x "
+            f"{mine.setting.nunique()} settings) differ from vanilla after Holm's correction: {verdict}; "
+            f"{int((tested.p_bh < ALPHA).sum())} after Benjamini-Hochberg's. Best: {label(vary, best[vary])} at {best.setting}, "
+            f"{fmt(best['mean'], best['std'])} (n={best.n}), {best['diff']:+.3f} {unit} against its vanilla "
+            f"{best.baseline_mean:.3f}{mark(best.p_holm, best.p_bh)}.")
 
 
 def table6(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
@@ -411,6 +472,9 @@ def io_study(folder: str | Path, shard_sizes: tuple[int, ...] = (1, 100, 1000), 
         own = log.get("shard_size") or log["args"].get("shard_size") or min(100, examples // n)  # what it dealt
         for shard_size in (own,) if w["heuristic"] == "shard-stripes" else shard_sizes:
             if shard_size > examples // n:
+                problems.append(f"shard size {shard_size} left out for {key[0]}/{key[1]}: larger than a worker's "
+                                f"partition ({examples} // {n} = {examples // n} examples), so every epoch would "
+                                "fetch whole shards for a few examples")
                 continue
             for c in caches:
                 total = examples * example_bytes
@@ -453,8 +517,27 @@ def tests_frame(mine: pd.DataFrame) -> pd.DataFrame:
                          "BH": mine.p_bh.map(lambda p: "yes" if p < ALPHA else "no")}).set_index("W")
 
 
-def io_section(folder: str | Path) -> tuple[list[str], list[str]]:
-    """report.py --io: per heuristic and storage setting, the bytes a run fetched (simulated) and its metric."""
+def streaming_measured(folder: str | Path) -> pd.DataFrame:
+    """Per streaming run (--data-source streaming): what its workers' caches fetched, as the filesystem
+    counted it (the JSON log's per-epoch "io"), in bytes and requests, summed over workers and epochs."""
+    rows = []
+    for path in sorted(Path(folder).rglob("logs/*.json")):
+        try:
+            log = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # exchange_logs and table6 name it
+        epochs = log.get("epochs", []) if isinstance(log, dict) and "best_epoch" in log else []
+        io_rows = [r for e in epochs for r in e.get("io", [])]
+        if io_rows:
+            rows.append({"workload": path.parent.parent.name, "run": path.stem, "shard_size": log.get("shard_size"),
+                         "requests": sum(r["requests"] for r in io_rows), "hits": sum(r["hits"] for r in io_rows),
+                         "measured_bytes": sum(r["bytes"] for r in io_rows)})
+    return pd.DataFrame(rows, columns=["workload", "run", "shard_size", "requests", "hits", "measured_bytes"])
+
+
+def io_section(folder: str | Path, form: str = "markdown") -> tuple[list[str], list[str]]:
+    """report.py --io: per heuristic and storage setting, the bytes a run fetched (simulated) and its metric;
+    and, for streaming runs, the bytes their caches really fetched beside the simulated ones."""
     epochs, problems = io_study(folder)
     if not len(epochs):
         return ["I/O left out: no run under the folder saved its partitions (dpt.py --save-partitions, "
@@ -463,11 +546,23 @@ def io_section(folder: str | Path) -> tuple[list[str], list[str]]:
     shown = summary.assign(best=summary.best.map(lambda v: f"{v:.3f}"),
                            fetched=summary.fetched.map(lambda v: f"{v:.2f}"),
                            after_warmup=summary.after_warmup.map(lambda v: f"{v:.3f}"))
-    return ["### I/O: what each run fetched from shard storage, simulated (iosim.py) from its saved partitions", "",
-            markdown_table(shown.set_index("workload"), "workload"), "",
-            "fetched: bytes all workers fetched over the run, in dataset sizes; after_warmup: per epoch after warmup "
-            "(vanilla: after its first epoch); "
-            "cache: each worker's cache, c/n of the dataset plus one shard, partition policy (iosim.py).", ""], problems
+    parts: list[str] = []
+    emit(parts, form, shown.set_index("workload"), "workload",
+         "I/O: what each run fetched from shard storage, simulated (iosim.py) from its saved partitions",
+         ("fetched: bytes all workers fetched over the run, in dataset sizes; after_warmup: per epoch after warmup "
+          "(vanilla: after its first epoch); cache: each worker's cache, c/n of the dataset plus one shard, partition "
+          "policy (iosim.py). Shard sizes 1, 100 and 1000 (a shard-stripes run: the size it dealt); a size left out "
+          "is named in the warnings.",))
+    measured = streaming_measured(folder)
+    if len(measured):
+        simulated = epochs[epochs.cache == "1/n"].groupby(["run", "shard_size"]).bytes.sum()
+        measured["simulated_bytes"] = [simulated.get((r.run, r.shard_size), math.nan) for r in measured.itertuples()]
+        measured["hit_rate"] = (measured.hits / measured.requests).map(lambda v: f"{v:.3f}")
+        emit(parts, form, measured.set_index("workload"), "workload",
+             "I/O of the streaming runs: bytes their caches fetched (the filesystem's count) beside the simulation "
+             "of the same partitions, shard size and a 1/n cache", ("simulated_bytes is empty for a run that did "
+                                                                    "not save its partitions (--save-partitions).",))
+    return parts, problems
 
 
 def coverage(cell_table: pd.DataFrame, base: pd.DataFrame) -> list[str]:
@@ -509,10 +604,81 @@ def reported(reported_csv: Path, form: str) -> str:
     return "\n".join(parts) + "\n"
 
 
+def emit(parts: list[str], form: str, frame: pd.DataFrame, index_name: str, caption: str,
+         notes: tuple[str, ...] = ()) -> None:
+    """One table in either form: markdown (a heading, the table, then its notes) or LaTeX (the notes
+    join the caption)."""
+    if form == "latex":
+        parts.append(latex_table(frame, index_name, " ".join((caption + ".", *notes))))
+    else:
+        parts += [f"### {caption}", "", markdown_table(frame, index_name), ""]
+        for note in notes:
+            parts += [note, ""]
+
+
+def table6_grid(six: pd.DataFrame) -> pd.DataFrame:
+    """Table 6 as the paper prints it: one row per workload, one column per quantity, 'average [min, max]'."""
+    shown = six.assign(cell=[f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in zip(six.average, six["min"], six["max"])])
+    out = shown.pivot(index="workload", columns="quantity", values="cell").reindex(
+        columns=[q for q in TABLE6_QUANTITIES if q in set(six.quantity)]).fillna("")
+    out.columns = [TABLE6_QUANTITIES[q] for q in out.columns]
+    out.insert(0, "runs", six.groupby("workload").runs.max().reindex(out.index))
+    return out
+
+
+TABLE6_QUANTITIES = {"tracking_s_per_epoch": "tracking s/epoch", "heuristic_s_per_interval": "heuristic s/interval",
+                     "total_training_s": "training s"}
+
+
+def study_answers(cell_table: pd.DataFrame, form: str) -> list[str]:
+    """Each comparison's grid (values x settings, n and the corrections' marks in every cell) and its answer
+    in a paragraph: what a study asks, first."""
+    parts: list[str] = []
+    for vary, key in comparisons(cell_table):
+        mine = comparison(cell_table, vary, key)
+        against = "its own reducer's vanilla runs" if vary == "exchange" else "vanilla DPT"
+        caption = (f"{comparison_title(vary, key)}. Mean ± std (n) per {vary} and (W, I), against {against}; * "
+                   f"differs after Holm's correction over these {len(mine)} cells, + after Benjamini-Hochberg's only")
+        emit(parts, form, comparison_grid(mine, vary), vary, caption, (answer(mine, vary),))
+    return parts
+
+
+def workload_section(cell_table: pd.DataFrame, base: pd.DataFrame, table: tuple, paper_csv, form: str) -> list[str]:
+    """One workload's W x I table, its top 5, its tests against vanilla, and how it compares with the paper.
+    A table of one cell is one line."""
+    mine = select(cell_table, table)
+    b = select_baseline(base, dict(zip(TABLE, table)))
+    metric = "best test accuracy" if mine.higher_is_better.iloc[0] else "best held-out bits per byte (lower is better)"
+    baseline = (f"baseline (vanilla DPT) {fmt(b['mean'].iloc[0], b['std'].iloc[0])}, n={b['n'].iloc[0]}" if len(b)
+                else "no baseline runs")
+    caption = f"{title(table)}. Mean ± std of the {metric} per (W, I); {baseline}"
+    tested = bool(mine.p_value.notna().any())
+    if len(mine) == 1 and form == "markdown":
+        r = mine.iloc[0]
+        test = (f"{r['diff']:+.3f} against vanilla, 95% CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}], Welch p {r.p_value:.3g}"
+                if tested else f"no test possible ({NO_TEST})")
+        return [f"### {caption}", "", f"W{r.warmup_epochs}-INT{r.interval_epochs}: {fmt(r['mean'], r['std'])} "
+                f"(n={r.n}); {test}.", ""]
+    notes = [top_line(top(cell_table, table))] if form == "markdown" else []
+    parts: list[str] = []
+    emit(parts, form, grid(cell_table, table), "W \\ I" if form == "markdown" else "W", caption, tuple(notes))
+    if form == "latex":
+        return parts
+    if tested:
+        parts += [markdown_table(tests_frame(mine), "W"), ""]
+    parts += [significance(mine), ""]
+    if paper_csv and Path(paper_csv).is_file():
+        versus = with_paper(mine, paper_csv).dropna(subset=["paper_mean"])
+        if len(versus):
+            parts += [paper_summary(versus).capitalize() + ".", ""]
+    return parts
+
+
 def render(folder: str | Path, paper_csv: str | Path | None, form: str, io: bool = False) -> tuple[str, list[str]]:
-    """The report, and the problems met (damaged files skipped); with `io`, the I/O study's table too. A
-    folder that holds only the paper's reported cells (PaperCSVs without the artifact's per-run CSVs)
-    gives those tables, and says so."""
+    """The report, and the problems met (damaged files skipped): a study's answers first (the comparisons
+    across measures, heuristics or reducers), then each workload's table, then the I/O (with `io`),
+    exchange, Table 6 and baseline tables. A folder that holds only the paper's reported cells
+    (PaperCSVs without the artifact's per-run CSVs) gives those tables, and says so."""
     try:
         runs, problems = load_runs(folder)
     except ReportError:
@@ -524,87 +690,35 @@ def render(folder: str | Path, paper_csv: str | Path | None, form: str, io: bool
     cell_table = cells(runs)
     base = baselines(runs)
     problems += coverage(cell_table, base)
-    parts = []
+    parts = study_answers(cell_table, form)
     for table in tables(cell_table):
-        mine = select(cell_table, table)
-        b = select_baseline(base, dict(zip(TABLE, table)))
-        metric = (
-            "best test accuracy" if mine.higher_is_better.iloc[0] else "best held-out bits per byte (lower is better)"
-        )
-        baseline = (
-            f"baseline (vanilla DPT) {fmt(b['mean'].iloc[0], b['std'].iloc[0])}, n={b['n'].iloc[0]}"
-            if len(b)
-            else "no baseline runs"
-        )
-        caption = f"{title(table)}. Mean ± std of the {metric} per (W, I); {baseline}"
-        g = grid(cell_table, table)
-        if form == "latex":
-            parts.append(latex_table(g, "W", caption))
-            continue
-        best = top(cell_table, table)
-        parts += [
-            f"### {caption}",
-            "",
-            markdown_table(g, "W \\ I"),
-            "",
-            "Top 5: "
-            + ", ".join(f"W{r.warmup_epochs}-INT{r.interval_epochs} {fmt(r.mean, r.std)}" for r in best.itertuples()),
-            "",
-            markdown_table(tests_frame(mine), "W"),
-            "",
-            significance(mine),
-            "",
-        ]
-        if paper_csv and Path(paper_csv).is_file():
-            versus = with_paper(mine, paper_csv).dropna(subset=["paper_mean"])
-            if len(versus):
-                parts += [paper_summary(versus).capitalize() + ".", ""]
-    for vary, key in comparisons(cell_table):
-        mine = comparison(cell_table, vary, key)
-        caption = (f"{comparison_title(vary, key)}. Mean ± std per {vary} and (W, I); * differs from the baseline "
-                   f"after Holm's correction over these {len(mine)} cells, + after Benjamini-Hochberg's only")
-        g = comparison_grid(mine, vary)
-        if form == "latex":
-            parts.append(latex_table(g, vary, caption))
-        else:
-            parts += [f"### {caption}", "", markdown_table(g, vary), "", significance(mine), ""]
-    if io and form == "markdown":
-        lines, io_problems = io_section(folder)
+        parts += workload_section(cell_table, base, table, paper_csv, form)
+    if io:
+        lines, io_problems = io_section(folder, form)
         parts += lines
         problems += io_problems
     epochs, exchange_problems = exchange_logs(folder)
     problems += exchange_problems
-    if len(epochs) and form == "markdown":
+    if len(epochs):
         summary = exchange_summary(epochs)
         shown = summary.assign(**{c: summary[c].map(lambda v: f"{v:.4g}") for c in summary.columns[3:]})
-        parts += ["### Gradient exchange: per reducer, means over runs and epochs (from the JSON logs)", "",
-                  markdown_table(shown.set_index("workload"), "workload"), "",
-                  "density: entries sent / entries, summed over workers; density_error: mean relative error to the "
-                  "target per step; bytes_per_worker: indices and values one worker sends per step; traffic_vs_dense: "
-                  "against a dense all-reduce of the same bucket; imbalance: max selected per worker x n / total - 1.",
+        emit(parts, form, shown.set_index("workload"), "workload",
+             "Gradient exchange: per reducer, means over runs and epochs (from the JSON logs)",
+             ("density: entries sent / entries, summed over workers; density_error: mean relative error to the "
+              "target per step; bytes_per_worker: indices and values one worker sends per step; traffic_vs_dense: "
+              "against a dense all-reduce of the same bucket; imbalance: max selected per worker x n / total - 1.",))
+    six, log_problems = table6(folder)
+    problems += log_problems
+    if len(six):
+        emit(parts, form, table6_grid(six), "workload",
+             "Table 6: overheads in seconds from the runs' JSON logs, average [min, max] over runs")
+    elif form == "markdown":
+        parts += ["Table 6 left out: no finished run's JSON log under the folder (the paper's CSVs come without logs).",
                   ""]
-    if form == "markdown":
-        six, log_problems = table6(folder)
-        problems += log_problems
-        if len(six):
-            six = six.assign(**{c: six[c].map(lambda v: f"{v:.3f}") for c in ("min", "average", "max")}).set_index(
-                "workload"
-            )
-            parts += [
-                "### Table 6: overheads (seconds) from the runs' JSON logs",
-                "",
-                markdown_table(six, "workload"),
-                "",
-            ]
-        else:
-            parts += [
-                "Table 6 left out: no finished run's JSON log under the folder (the paper's CSVs come without logs).",
-                "",
-            ]
-        if len(base):
-            shown = base.assign(mean=base["mean"].map(lambda v: f"{v:.3f}"), std=base["std"].map(lambda v: f"{v:.3f}"))
-            parts += ["### Baselines", "", markdown_table(shown.set_index("dataset"), "dataset")]
-    return "\n".join(parts) + "\n", problems
+    if len(base):
+        shown = base.assign(mean=base["mean"].map(lambda v: f"{v:.3f}"), std=base["std"].map(lambda v: f"{v:.3f}"))
+        emit(parts, form, shown.set_index("dataset"), "dataset", "Baselines (vanilla DPT)")
+    return "\n".join(parts).rstrip("\n") + "\n", problems
 
 
 def build_parser() -> flags.Parser:

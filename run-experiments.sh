@@ -7,9 +7,10 @@
 #     ./run-experiments.sh --table 1 --dry-run                    # the commands only (also in results/paper/commands.txt)
 #     .venv/bin/python report.py results/paper                    # then the tables
 set -euo pipefail
-cd "$(dirname "$0")"
-if [ ! -x .venv/bin/python ]; then
+# no cd: relative paths (--results-dir, --data-dir after --) are the caller's
+here="$(cd "$(dirname "$0")" && pwd)"
+if [ ! -x "$here/.venv/bin/python" ]; then
   echo "run-experiments.sh: error: no .venv here; run 'bash setup.sh' first (it installs what the runs need)" >&2
   exit 2
 fi
-exec .venv/bin/python sweep.py "$@"
+exec "$here/.venv/bin/python" "$here/sweep.py" "$@"

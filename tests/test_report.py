@@ -100,15 +100,18 @@ def test_report_reproduces_table_1_from_rows_in_the_papers_schema(tmp_path):
     versus = report.with_paper(cells, PAPER)
     assert versus.z_vs_paper.abs().max() < 1e-6 and (versus.table == 1).all()
     top = report.top(cells, TABLE1)
-    assert list(zip(top.warmup_epochs, top.interval_epochs)) == [(20, 30), (10, 30), (40, 8), (15, 15), (30, 10)]
+    # W30-INT10 and W40-INT1 both average 82.946: the tie at the fifth place is kept and named
+    assert list(zip(top.warmup_epochs, top.interval_epochs)) == [(20, 30), (10, 30), (40, 8), (15, 15), (30, 10),
+                                                                 (40, 1)]
     text, _ = report.render(tmp_path, PAPER, "markdown")
+    assert "W30-INT10 = W40-INT1 82.946 ± " in text and "(tied)" in text
     assert "### Table 1: CIFAR-10, ResNet-18, Stripes, variance. Mean ± std of the best test accuracy per (W, I); " \
            "baseline (vanilla DPT) 82.983 ± 0.327, n=10" in text
     assert "| 10 | 82.766 ± 0.185 | 82.848 ± 0.278 |" in text
     assert (
-        "Against the paper's reported cells: 36 cells compared, "
-        "largest distance 0.00 of the paper's std, 0 beyond 2 std."
-        in text
+        "Against the paper's reported cells: 36 cells compared; means: 36 equal to its 3 decimals, "
+        "largest distance 0.00 of the paper's std, 0 beyond 2 std; stds: 36 equal, ours / the paper's from 1.00 to "
+        "1.00." in text
     )
     assert "36 cells tested against the baseline" in text
     assert "Table 6 left out: no finished run's JSON log" in text
@@ -341,3 +344,73 @@ def test_result_names_that_are_folders_pipes_or_headers_only_are_skipped_with_a_
     assert list(runs.id) == ["1"]
     assert sum("not a regular file" in p for p in problems) == 2
     assert any("W1-INT3-IGN0.csv: a header and no whole row" in p for p in problems)
+
+
+def test_all_five_paper_tables_agree_in_means_and_stds(tmp_path):
+    rng = np.random.default_rng(5)
+    for number in range(1, 6):
+        write_paper_style(tmp_path, number, rng, n=3)
+    text, _ = report.render(tmp_path, PAPER, "markdown")
+    checks = [line for line in text.splitlines() if line.startswith("Against the paper's reported cells")]
+    assert len(checks) == 5 and all("36 cells compared; means: 36 equal" in c and "stds: 36 equal" in c
+                                    for c in checks)  # 180 of 180 cells, means and stds
+
+
+def exchange_study(folder):
+    """Stripes-variance and vanilla under DDP's all-reduce and under exdyna@0.01, 3 seeds each."""
+    for reducer, density, shift in (("none", None, 0.0), ("exdyna", 0.01, -5.0)):
+        for heuristic, w, i, gain in (("none", 3, 0, 0.0), ("stripes", 1, 1, 3.0)):
+            wl = Workload("cifar10", "resnet18", heuristic, "variance", 3, w, i, 0 if heuristic == "none" else 1,
+                          reducer=reducer, density=density)
+            for k, v in enumerate([80.0 + shift + gain + d for d in (-0.1, 0.0, 0.1)]):
+                results.append_row(results.csv_path(folder, wl), results.row(k, [v - 1, v, v - 2], wl))
+
+
+def test_a_study_report_answers_first_with_n_and_marks_in_every_cell(tmp_path):
+    exchange_study(tmp_path)
+    text, _ = report.render(tmp_path, None, "markdown")
+    first = text.split("### ")[1]
+    assert first.startswith("Across exchanges: CIFAR-10, ResNet-18, measure variance, heuristic Stripes, T=3")
+    # each reducer's arm against its own vanilla: +3 pp at n=3, std 0.1, significant after Holm
+    assert "| exdyna@0.01 | 78.000 ± 0.100 (3)* |" in first and "| all-reduce | 83.000 ± 0.100 (3)* |" in first
+    assert "2 of 2 tested cells (2 exchanges x 1 settings) differ from vanilla after Holm's correction: 2 better " \
+           "and 0 worse" in first
+    assert "Best: all-reduce at W1-INT1, 83.000 ± 0.100 (n=3), +3.000 pp against its vanilla 80.000*" in first
+    # a workload table of one cell is one line, its test inline
+    assert "W1-INT1: 78.000 ± 0.100 (n=3); +3.000 against vanilla, 95% CI [" in text
+    assert "| W | n | diff vs baseline" not in text
+
+
+def test_a_study_without_seeds_enough_says_no_test_was_possible(tmp_path):
+    for measure in ("variance", "average"):
+        for heuristic, w, i in (("none", 3, 0), ("stripes", 1, 1)):
+            wl = Workload("cifar10", "resnet18", heuristic, measure, 3, w, i, 0 if heuristic == "none" else 1)
+            results.append_row(results.csv_path(tmp_path, wl), results.row(0, [70.0, 71.0, 69.0], wl))
+    text, _ = report.render(tmp_path, None, "markdown")
+    assert text.startswith("### Across measures") and "No test was possible" in text.split("### ")[1]
+    assert "+nan" not in text and "no test possible (a cell or the baseline has fewer than 2 runs)" in text
+
+
+def test_latex_carries_every_table_the_markdown_does(tmp_path):
+    exchange_study(tmp_path)
+    logs = tmp_path / "CIFAR10-ResNet18-Stripes-Variance" / "logs"
+    results.write_json(logs / "run0.json", {"tracking_s_per_epoch": 0.01, "total_training_s": 9.0,
+                                            "intervals": [{"heuristic_s": 0.02}]})
+    markdown, _ = report.render(tmp_path, None, "markdown")
+    latex, _ = report.render(tmp_path, None, "latex")
+    headings = [line[4:].split(".")[0] for line in markdown.splitlines() if line.startswith("### ")]
+    captions = [line[9:].split(".")[0] for line in latex.splitlines() if line.startswith(r"\caption{")]
+    assert len(headings) == len(captions) == latex.count(r"\begin{table}") and len(headings) >= 5
+    assert any(c.startswith("Table 6") for c in captions) and any(c.startswith("Baselines") for c in captions)
+
+
+def test_table6_is_one_row_per_workload(tmp_path):
+    for folder, tracking in (("CIFAR10-ResNet18-Stripes-Variance", (0.01, 0.03)), ("Baselines", (0.02,))):
+        for k, t in enumerate(tracking):
+            results.write_json(tmp_path / folder / "logs" / f"run{k}.json",
+                               {"tracking_s_per_epoch": t, "total_training_s": 100.0 + k, "intervals": []})
+    six = report.table6_grid(report.table6(tmp_path)[0])
+    assert list(six.index) == ["Baselines", "CIFAR10-ResNet18-Stripes-Variance"]
+    assert list(six.columns) == ["runs", "tracking s/epoch", "training s"]
+    assert six.loc["CIFAR10-ResNet18-Stripes-Variance", "tracking s/epoch"] == "0.020 [0.010, 0.030]"
+    assert six.loc["Baselines", "runs"] == 1

@@ -224,14 +224,11 @@ def test_commands_run_from_any_directory_and_a_dry_run_keeps_another_selections(
         assert Path(first[first.index(flag) + 1]).is_absolute()
     # run-experiments.sh works in the repository; the relative paths it was given are the caller's
     assert first[first.index("--data-dir") + 1] == str(elsewhere / "rel-data")
-    table1 = (REPO / "rel-results" / "commands.txt")
-    try:
-        kept = table1.read_text()
-        again = sweep("--dry-run", "--table", "2", "--results-dir", str(REPO / "rel-results"))
-        assert table1.read_text() == kept and "holds another selection's commands" in again.stdout
-    finally:
-        import shutil
-        shutil.rmtree(REPO / "rel-results", ignore_errors=True)
+    assert Path(first[first.index("--results-dir") + 1]) == elsewhere / "rel-results"
+    table1 = elsewhere / "rel-results" / "commands.txt"
+    kept = table1.read_text()
+    again = sweep("--dry-run", "--table", "2", "--results-dir", str(elsewhere / "rel-results"))
+    assert table1.read_text() == kept and "holds another selection's commands" in again.stdout
 
 
 @pytest.mark.parametrize("passed,expected", [
