@@ -38,6 +38,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import checkpoint
+import console
 import data
 import heuristics
 import importance
@@ -220,7 +221,8 @@ def build(args: Namespace, job: Job) -> tuple:
                             device=top.device, task=job.task, seed=args.seed,
                             sequential=args.emulation == "sequential", on_device=job.task.on_device(args),
                             eval_protocol=args.eval_protocol, channels=job.channels,
-                            reducer=None if top.launched else exchange, readers=job.readers or None)
+                            reducer=None if top.launched else exchange, readers=job.readers or None,
+                            progress=console.progress_wanted(top.master))
     optimizer = models.optimizer(model, args.lr, args.momentum, args.weight_decay, args.optimizer)
     return model, train_model, exchange, step, optimizer
 
@@ -260,6 +262,7 @@ def train_run(args: Namespace, job: Job) -> None:
                 batches = WorkerBatches(worker_samplers(job.train, run.partition, top.mine, top.workers, args),
                                         args.batch_size)
                 for epoch in range(run.epoch, first_epoch + length):
+                    began = time.perf_counter()
                     for reader in job.readers:
                         reader.set_epoch(epoch)
                     stats = train.train_epoch(train_model, optimizer, batches, job.train, step, epoch, run.recorder,
@@ -268,6 +271,7 @@ def train_run(args: Namespace, job: Job) -> None:
                     run.epoch = epoch + 1
                     if top.master:
                         stats |= job.task.evaluate(model, job.test, step, epoch)
+                        stats["epoch_s"] = time.perf_counter() - began
                         log_epoch(run, epoch, phase(args, index), stats, args, job, wandb_run)
                     asked = stop.agreed(top.device)
                     if asked or (args.checkpoint_every and run.epoch % args.checkpoint_every == 0):
@@ -295,10 +299,11 @@ def announce(args: Namespace, job: Job, run: Run):
     top, name = job.top, results.run_name(job.csv, args.seed)
     saving = (f"a checkpoint every {args.checkpoint_every} epochs to {job.checkpoint_path}" if args.checkpoint_every
               else "no checkpoints (--checkpoint-every 0)")
-    print(f"{name}: {top.workers} worker{'s' if top.workers > 1 else ''} ({top.world} process"
-          f"{'es' if top.world > 1 else ''} x {args.emulate_workers}) x batch {args.batch_size}, {len(job.train)} "
-          f"train / {len(job.test)} test examples ({job.train.source}; {job.test.source}), {top.device}, {saving}; "
-          f"results -> {job.csv}" + (f"; resuming after epoch {run.epoch}" if job.checkpoint else ""), flush=True)
+    processes = f"{top.world} process{'' if top.world == 1 else 'es'}"
+    print(f"{name}: {console.plural(top.workers, 'worker')} ({processes} x {args.emulate_workers}) x batch "
+          f"{args.batch_size}, {len(job.train)} train / {len(job.test)} test examples (train: {job.train.source}; "
+          f"test: {job.test.source}), {top.device}, {saving}; results -> {job.csv}"
+          + (f"; resuming after epoch {run.epoch}" if job.checkpoint else ""), flush=True)
     if not args.wandb:
         return None
     import wandb
@@ -324,8 +329,8 @@ def epoch_figures(stats: dict, epoch: int, exchange, readers: list) -> dict:
 def log_epoch(run: Run, epoch: int, phase: str, stats: dict, args: Namespace, job: Job, wandb_run) -> None:
     run.metrics.append(stats[job.task.record.epoch_key])
     run.log["epochs"].append({"epoch": epoch + 1, "phase": phase, **stats})
-    print(f"epoch {epoch + 1:3d}/{args.total_epochs} {phase:>11s}  loss {stats['train_loss']:.4f}  "
-          f"{job.task.describe(stats)}  tracking {stats['tracking_s']:.3f}s", flush=True)
+    seconds = [e["epoch_s"] for e in run.log["epochs"] if "epoch_s" in e]
+    print(console.epoch_line(epoch, args.total_epochs, phase, stats, job.task.describe(stats), seconds), flush=True)
     if wandb_run:
         wandb_run.log({"epoch": epoch + 1, **stats})
 

@@ -377,7 +377,8 @@ def answer(mine: pd.DataFrame, vary: str) -> str:
     verdict = (f"{up} better and {down} worse" if up else f"none better ({down} worse)")
     return (f"{len(holm_)} of {len(tested)} tested cells ({mine[vary].nunique()} {vary}s x "
             f"{mine.setting.nunique()} settings) differ from vanilla after Holm's correction: {verdict}; "
-            f"{int((tested.p_bh < ALPHA).sum())} after Benjamini-Hochberg's. Best: {label(vary, best[vary])} at {best.setting}, "
+            f"{int((tested.p_bh < ALPHA).sum())} after Benjamini-Hochberg's. Best: {label(vary, best[vary])} at "
+            f"{best.setting}, "
             f"{fmt(best['mean'], best['std'])} (n={best.n}), {best['diff']:+.3f} {unit} against its vanilla "
             f"{best.baseline_mean:.3f}{mark(best.p_holm, best.p_bh)}.")
 

@@ -31,7 +31,11 @@ args=("${emulate[@]}" --dataset fashionmnist --model resnet18 --subset 2000 --te
 .venv/bin/python dpt.py --preflight "$nproc" "${args[@]}" > /dev/null
 OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc_per_node="$nproc" dpt.py "${args[@]}"
 
+# The exact paths and the next commands, to paste as they are.
+where=$(pwd)
+shown=$(cd "$results" && pwd)
 echo
-echo "Next: .venv/bin/python report.py $results      # the tables (one run: no tests yet; add --seed 2 runs)"
-echo "      DPT_RESULTS=$results DPT_FIGURES=$results/figures .venv/bin/jupyter nbconvert --to notebook --execute \\"
-echo "          plots.ipynb --output-dir $results/figures      # the figures, listed when it ends"
+echo "The row and its JSON log are under $shown. Next, from $where:"
+echo "  .venv/bin/python report.py $shown      # the tables (one run: no tests yet; add --seed 2 runs)"
+echo "  DPT_RESULTS=$shown DPT_FIGURES=$shown/figures .venv/bin/jupyter nbconvert --to notebook --execute \\"
+echo "      plots.ipynb --output-dir $shown/figures      # the figures, listed when it ends"

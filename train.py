@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
 import augment
+import console
 import importance
 import models
 import reducers
@@ -45,6 +46,7 @@ class Step:
     channels: tuple[str, ...] = ("loss",)  # what the recorder records
     reducer: "reducers.ReducerState | None" = None  # exchanges the workers' gradients (None: DDP's all-reduce)
     readers: list | None = None  # --data-source streaming: each local worker's streaming.WorkerReader
+    progress: bool = False  # a bar of the epoch's steps (console.progress_wanted: rank 0 on a terminal)
     ctx: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)  # autocast, built once
 
     @staticmethod
@@ -188,7 +190,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Wor
     loss_sum = torch.zeros((), device=step.device)
     samples = 0
     start = time.perf_counter()
-    for raw, targets, keys, index in epoch_batches(batches, split, step):
+    for raw, targets, keys, index in console.steps(epoch_batches(batches, split, step), len(batches), step.progress,
+                                                   f"epoch {epoch + 1}"):
         inputs = step.task.inputs(raw, index, step.seed, epoch, augment.TRAIN)
         optimizer.zero_grad(set_to_none=True)
         if (step.sequential and step.workers > 1) or (step.reducer is not None and not isinstance(model, DDP)):
