@@ -30,6 +30,7 @@ from pathlib import Path
 import catalog as C
 import flags
 import results
+import slurm
 import stops
 import workload as names
 from workload import Workload
@@ -141,8 +142,10 @@ def command(run: Run, opts: argparse.Namespace, python: str) -> list[str]:
     """A run's command, with absolute paths so it runs from any directory."""
     script = str(REPO / "dpt.py")
     if opts.launch == "torchrun":
-        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={opts.workers}", script,
-                *run.argv]
+        # one node: a standalone rendezvous; more: the array task's c10d rendezvous (PET_* variables, slurm.py)
+        rendezvous = ["--standalone"] if opts.nodes == 1 else []
+        return [python, "-m", "torch.distributed.run", *rendezvous, f"--nproc_per_node={opts.workers // opts.nodes}",
+                script, *run.argv]
     return [python, script, *run.argv]
 
 
@@ -319,7 +322,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-checkpoints", action="store_true", help="keep a finished run's checkpoint (about 90 MB for ResNet-18)"
     )
-    p.add_argument("--dry-run", action="store_true", help="print the commands (and write commands.txt); run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the commands (and write commands.txt), or with --slurm the sbatch script; run nothing")
+    p.add_argument("--status", action="store_true",
+                   help="how many of the selection's runs are finished, running, failed (and why) and pending")
+    s = p.add_argument_group("Slurm (slurm.py): the selection as a job array, one task per --per-gpu runs")
+    s.add_argument("--slurm", action="store_true", help="submit the pending runs as a Slurm job array (sbatch)")
+    s.add_argument("--partition", help="the partition to submit to (default: the cluster's)")
+    s.add_argument("--account", help="the account to charge (default: yours)")
+    s.add_argument("--time", help="each array task's time limit, e.g. 04:00:00 (default: the partition's); the runs "
+                                  f"checkpoint {slurm.GRACE_S} s before it and the task requeues itself")
+    s.add_argument("--gpus-per-run", type=int, default=None,
+                   help="GPUs per node for each task (default: 1 with --launch emulate, --workers / --nodes with "
+                        "torchrun; 0: CPUs only)")
+    s.add_argument("--nodes", type=int, default=1, help="nodes per run (more than 1: --launch torchrun over nodes)")
+    s.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per task (default: the partition's)")
+    s.add_argument("--sbatch-line", action="append", default=[], metavar="LINE",
+                   help="an extra #SBATCH line (repeatable): --sbatch-line=--qos=long, --sbatch-line '#SBATCH -C h100'")
     return p
 
 
@@ -357,9 +376,51 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if opts.launch == "torchrun" and 0 < opts.gpus < opts.workers:
         die(f"--launch torchrun puts each of the {opts.workers} workers on its own GPU, and this node has {opts.gpus}; "
             f"use --launch emulate")
+    if opts.nodes < 1 or opts.workers % opts.nodes:
+        die(f"--nodes {opts.nodes} must be at least 1 and divide --workers {opts.workers} (each node runs as many "
+            "ranks)")
+    if opts.gpus_per_run is not None and opts.gpus_per_run < 0:
+        die("--gpus-per-run must be at least 0")
+    if not opts.slurm and (opts.partition or opts.account or opts.time or opts.nodes > 1 or opts.sbatch_line or
+                           opts.gpus_per_run is not None or opts.cpus_per_task):
+        die("--partition, --account, --time, --nodes, --gpus-per-run, --cpus-per-task and --sbatch-line are for "
+            "--slurm; add --slurm, or drop them to run on this node")
+    if opts.gpus_per_run is None and opts.launch == "torchrun" and opts.slurm:
+        opts.gpus_per_run = opts.workers // opts.nodes
     if opts.results_dir.exists() and not opts.results_dir.is_dir():
         die(f"--results-dir {opts.results_dir} is a file; pass a folder")
     return opts
+
+
+def submit(runs: list[Run], pending: list[Run], commands_file: Path, opts: argparse.Namespace) -> None:
+    """The pending runs as a Slurm job array: checked, written (slurm.sbatch, slurm-array.txt), submitted;
+    with --dry-run the script is printed instead."""
+    try:
+        for warning in slurm.check(opts):
+            print(f"run-experiments.sh: warning: {warning}", file=sys.stderr)
+    except slurm.Refused as err:
+        die(str(err))
+    waiting = {id(r) for r in pending}
+    tasks = slurm.groups([n for n, r in enumerate(runs, start=1) if id(r) in waiting], opts.per_gpu)
+    array, path = opts.results_dir / "slurm-array.txt", opts.results_dir / "slurm.sbatch"
+    text = slurm.script(opts, commands_file, array, len(tasks), REPO)
+    if opts.dry_run:
+        print(text, end="")
+        return
+    if not tasks:
+        print("nothing to submit: every run has its row")
+        return
+    preflight(pending, opts)
+    (opts.results_dir / "slurm-logs").mkdir(exist_ok=True)
+    array.write_text("".join(" ".join(map(str, t)) + "\n" for t in tasks))
+    path.write_text(text)
+    try:
+        job = slurm.submit(path)
+    except slurm.Refused as err:
+        die(str(err))
+    again = shlex.join(["./run-experiments.sh", *sys.argv[1:]]).replace(" --slurm", " --status", 1)
+    print(f"submitted job {job}: {len(tasks)} array tasks for {len(pending)} runs ({path}); follow it with "
+          f"`squeue -j {job}` and `{again}`; task logs in {opts.results_dir / 'slurm-logs'}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -379,6 +440,9 @@ def main(argv: list[str] | None = None) -> None:
             commands_file.write_text(listed)
     except OSError as err:
         die(f"cannot write to --results-dir {opts.results_dir} ({err.strerror or err}); pass a writable folder")
+    if opts.status:
+        print(slurm.status(opts.results_dir, runs, results.has_row)[0])
+        return
     pending = [r for r in runs if not results.has_row(r.csv, r.seed)]
     for csv, run in {r.csv: r for r in runs}.items():  # a row of a trial must not stand for the study's run
         args = flags.parse_args(run.argv, prog="run-experiments.sh")
@@ -392,6 +456,9 @@ def main(argv: list[str] | None = None) -> None:
            f"; commands in {commands_file}"),
         flush=True,
     )
+    if opts.slurm:
+        submit(runs, pending, commands_file, opts)
+        return
     if opts.dry_run:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--dry-run | head` ends quietly
         for run in pending:
