@@ -2,7 +2,7 @@
 exchange's density and bytes, the streaming caches' bytes and hits, seconds per epoch and the time
 left), and a progress bar inside an epoch when attached to a terminal (tqdm; never in a log or CI).
 
-    .venv/bin/python dpt.py --dataset fashionmnist --subset 2000 --total-epochs 3 --warmup-epochs 1 \
+    python dpt.py --dataset fashionmnist --subset 2000 --total-epochs 3 --warmup-epochs 1 \
         --interval-epochs 1 --ignore-epochs 0 --reducer exdyna --density 0.01
 """
 import os

@@ -1,8 +1,8 @@
 """The sweep on a Slurm cluster: an sbatch script for a job array over a selection's commands.txt,
 submitted with sbatch, and the state of every run of a study folder. run-experiments.sh calls it:
 
-    ./run-experiments.sh --study measures --slurm --partition gpu --per-gpu 4 --time 08:00:00
     ./run-experiments.sh --study measures --slurm --dry-run      # print the sbatch script, submit nothing
+    ./run-experiments.sh --study measures --slurm --partition gpu --per-gpu 4 --time 08:00:00
     ./run-experiments.sh --study measures --status               # finished, running, failed, pending
 
 Array task i runs the commands.txt lines listed on line i of slurm-array.txt, --per-gpu of them at

@@ -169,7 +169,8 @@ def test_slurm_flags_are_checked(argv, message, tmp_path):
 def test_the_dry_run_prints_the_script_with_every_option(tmp_path):
     proc = sweep("--study", "measures", "--seeds", "1", "--slurm", "--dry-run", "--partition", "gpu", "--account",
                  "proj42", "--time", "1-02:00:00", "--per-gpu", "4", "--cpus-per-task", "8",
-                 "--sbatch-line=--qos=long", "--sbatch-line", "#SBATCH --constraint=h100", "--results-dir", str(tmp_path))
+                 "--sbatch-line=--qos=long", "--sbatch-line", "#SBATCH --constraint=h100", "--results-dir",
+                 str(tmp_path))
     script = proc.stdout[proc.stdout.index("#!/bin/bash"):]
     for line in ("#SBATCH --array=1-11", "#SBATCH --partition=gpu", "#SBATCH --account=proj42",
                  "#SBATCH --time=1-02:00:00", "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=8",
