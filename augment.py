@@ -35,14 +35,23 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def hash32_int(x: int) -> int:
+    """hash32 on one Python int (the same bits): the per-step key, with no tensor to read back."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
 def draws(
     indices: torch.Tensor, seed: int, epoch: int, stream: int, padding: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-example (top, left, flip): top and left uniform on 0..2*padding, flip with probability 1/2."""
-    key = torch.tensor(seed & _M32, dtype=torch.int64)  # hashed on the CPU: no copy to the device per step
+    key = seed & _M32  # hashed in Python: nothing copied to or from the device per step
     for word in (epoch, stream):
-        key = hash32(key ^ (word & _M32))
-    h = hash32((indices.to(torch.int64) & _M32) ^ key.item())
+        key = hash32_int(key ^ (word & _M32))
+    h = hash32((indices.to(torch.int64) & _M32) ^ key)
     span = 2 * padding + 1
     top = hash32(h ^ 0x68E31DA4) % span
     left = hash32(h ^ 0xB5297A4D) % span

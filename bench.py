@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 
 import torch
@@ -110,14 +111,19 @@ def paper_style(split: data.Split, args, device: torch.device, track: bool) -> d
 
 
 def ours(split: data.Split, args, device: torch.device, on_device: bool, track: bool, emulation: str,
-         barrier=None, record: tuple[str, ...] = ("loss",)) -> dict:
+         barrier=None, record: tuple[str, ...] = ("loss",), compile_mode: str = "none", impl: str = "default",
+         channels_last: bool = True) -> dict:
     """All workers emulated in this process through train.train_epoch; the second epoch is timed
-    (after `barrier`, when several copies must time the same moment)."""
+    (after `barrier`, when several copies must time the same moment), the first (which pays a
+    compilation) apart. The speed options as dpt.py's --compile, --optimizer-impl; channels_last is
+    what dpt.py always does for images (off: the contiguous layout, for the comparison)."""
     torch.manual_seed(0)
     model = models.build("resnet18", 10, 3, workers=args.workers, fused=emulation == "fused").to(
-        device, memory_format=torch.channels_last
+        device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
     )
-    optimizer = models.optimizer(model, 0.1, 0.9, 5e-4)
+    if compile_mode != "none":
+        model.compile(mode=None if compile_mode == "default" else compile_mode)
+    optimizer = models.optimizer(model, 0.1, 0.9, 5e-4, impl=impl)
     split = split.to(device) if on_device else split
     step = train.Step.build(
         amp=args.amp == "bf16",
@@ -134,14 +140,35 @@ def ours(split: data.Split, args, device: torch.device, on_device: bool, track: 
         args.batch_size,
     )
     recorder = importance.Recorder(len(split), 2, record, device) if track else None
+    first = time.perf_counter()
     train.train_epoch(model, optimizer, batches, split, step, 0, recorder, 0)
+    first = time.perf_counter() - first
     if barrier is not None:
         barrier.wait()
     began = time.time()
     stats = train.train_epoch(model, optimizer, batches, split, step, 1, recorder, 1)
     return {"images_per_s": stats["images_per_s"], "step_ms": 1000 * stats["train_s"] / len(batches),
-            "tracking_percent": 100 * stats["tracking_s"] / stats["train_s"],
+            "tracking_percent": 100 * stats["tracking_s"] / stats["train_s"], "first_epoch_s": first,
             "images": len(split), "window": [began, time.time()]}
+
+
+MIN_TIMED_STEPS = 10  # fewer: the timed epoch is too short for its figures to mean anything
+
+
+def speed_rows(split: data.Split, args, device: torch.device) -> list[dict]:
+    """The device-resident fused row (tracking on, loss only) with each speed option, against itself
+    without: the optimizer's kernels, the contiguous layout, and each --compile-modes mode (its first
+    epoch, the compilation, reported apart from the steady state)."""
+    variants = [("plain", {}), ("fused optimizer", {"impl": "fused"}), ("foreach optimizer", {"impl": "foreach"}),
+                ("contiguous, not channels_last", {"channels_last": False})]
+    variants += [(f"compile {mode}", {"compile_mode": mode}) for mode in args.compile_modes]
+    rows = []
+    for label, options in variants:
+        row = ours(split, args, device, True, True, "fused", **options)
+        rows.append({"option": label, **{k: row[k] for k in ("images_per_s", "step_ms", "first_epoch_s")}})
+    for row in rows:
+        row["vs_plain"] = row["images_per_s"] / rows[0]["images_per_s"]
+    return rows
 
 
 def _copy(args, copies: int, barrier, queue) -> None:
@@ -306,7 +333,8 @@ def scoring_row(split: data.Split, args, device: torch.device) -> dict:
 
 def iosim_row(args) -> dict:
     """The trace simulator on the paper's schedule (W20, I5), Stripes over random scores, shards of 100."""
-    plan = [(0, 20)] + [(20 + 5 * k, 5) for k in range((args.sim_epochs - 20) // 5)]
+    warmup = min(20, args.sim_epochs)  # the paper's W20-INT5 schedule, cut to the epochs asked for
+    plan = [(0, warmup)] + [(e, min(5, args.sim_epochs - e)) for e in range(warmup, args.sim_epochs, 5)]
     windows = iosim.scored_windows(plan, args.sim_examples, lambda order, scores: heuristics.stripes(order, 4))
     st = iosim.storage(args.sim_examples, 100, 3072, args.sim_examples * 3072 // 4 + 100 * 3072, "partition")
     start = time.perf_counter()
@@ -335,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrent", type=int, nargs="+", metavar="K",
                    help="instead of the table: K copies at once for each K (a sweep's runs per GPU), "
                         "aggregate images/s")
+    p.add_argument("--compile-modes", nargs="*", metavar="MODE", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile modes timed in the speed-options table (default: default and reduce-overhead "
+                        "on a GPU, none on a CPU, where compiling ResNet-18 takes minutes)")
     p.add_argument("--out", default="results/bench.json", help="where the figures go, as JSON")
     return p
 
@@ -344,6 +376,11 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     args.amp = args.amp or ("bf16" if device.type == "cuda" else "none")
+    if args.compile_modes is None:
+        args.compile_modes = ["default", "reduce-overhead"] if device.type == "cuda" else []
+    if args.steps < MIN_TIMED_STEPS:
+        print(f"bench.py: warning: --steps {args.steps} times fewer than {MIN_TIMED_STEPS} steps per epoch: the "
+              "images/s (and --concurrent's study estimate) are noise, not a measurement", file=sys.stderr)
     torch.backends.cudnn.benchmark = True
     header = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "device_name": device_name(device),
               "torch": str(torch.__version__), "provenance": results.provenance(), "args": vars(args)}
@@ -360,14 +397,19 @@ def main() -> None:
         for track in (True, False) if record == ("loss",) else (True,):
             rows.append({"path": f"{label} ({args.workers} workers)", "tracking": track, "channels": ",".join(record),
                          **ours(split, args, device, on_device, track, emulation, record=record)})
+    speed = speed_rows(split, args, device)
     text_rows = [text_row(args, device, m, e) for m in ("gpt", "lstm") for e in ("fused", "sequential")]
     overheads = partition_overheads(args, device)
     reduction = reducer_rows(args, device)
     simulated = iosim_row(args)
     scoring = scoring_row(split, args, device)
     report(rows, text_rows, reduction, simulated, overheads, scoring, args, device)
-    write(args.out, {**header, "rows": rows, "text": text_rows, "reducers": reduction, "iosim": simulated,
-                     "partition_overheads": overheads, "scoring": scoring})
+    print("\nspeed options: the device-resident fused row (tracking on, loss only) with each, against plain")
+    for row in speed:
+        print(f"  {row['option']:32s} {row['images_per_s']:10.0f} img/s  {row['vs_plain']:5.2f}x  first epoch "
+              f"{row['first_epoch_s']:.1f} s")
+    write(args.out, {**header, "rows": rows, "speed_options": speed, "text": text_rows, "reducers": reduction,
+                     "iosim": simulated, "partition_overheads": overheads, "scoring": scoring})
 
 
 def report(rows, text_rows, reduction, simulated, overheads, scoring, args, device) -> None:

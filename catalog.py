@@ -135,6 +135,9 @@ class Reducer:
     studies: bool = True
 
 
+# The optimizer's kernels (models.optimizer): torch's choice, one per parameter, per group, one fused.
+OPTIMIZER_IMPLS = ("default", "for-loop", "foreach", "fused")
+
 # ---- tasks ---------------------------------------------------------------------------------------
 
 def _text_options() -> tuple[Option, ...]:

@@ -206,6 +206,8 @@ def build(args: Namespace, job: Job) -> tuple:
     if job.task.on_device(args):
         job.train, job.test = job.train.to(top.device), job.test.to(top.device)
     model = job.task.to_device(job.task.build_model(args, args.emulate_workers, args.emulation == "fused"), top.device)
+    if args.compile != "none":  # in place: DDP, the checkpoints and evaluation keep the same module
+        model.compile(mode=None if args.compile == "default" else args.compile)
     train_model = DDP(model, device_ids=[top.local_rank] if top.device.type == "cuda" else None) if top.launched \
         else model
     exchange = None
@@ -223,7 +225,7 @@ def build(args: Namespace, job: Job) -> tuple:
                             eval_protocol=args.eval_protocol, channels=job.channels,
                             reducer=None if top.launched else exchange, readers=job.readers or None,
                             progress=console.progress_wanted(top.master))
-    optimizer = models.optimizer(model, args.lr, args.momentum, args.weight_decay, args.optimizer)
+    optimizer = models.optimizer(model, args.lr, args.momentum, args.weight_decay, args.optimizer, args.optimizer_impl)
     return model, train_model, exchange, step, optimizer
 
 

@@ -22,7 +22,7 @@ FLOAT32_MAX = 3.4028234663852886e38  # the optimizer's arithmetic is float32: a 
 TIMEOUT = (1, 7 * 24 * 3600)  # seconds; datetime.timedelta and the process group's store take these, not 1e30
 # Flags that do not change a run's result (beyond rounding): they may differ on --resume.
 OPERATIONAL = {"data_dir", "results_dir", "description", "save_partitions", "checkpoint_every", "keep_checkpoint",
-               "resume", "preflight", "backend",
+               "resume", "preflight", "backend", "optimizer_impl", "compile",
                "timeout", "deterministic", "emulate_workers", "emulation", "data_on_device", "data_source",
                "stream_remote", "stream_endpoint", "cache_bytes", "cache_policy", "cache_dir",
                "wandb", "wandb_project", "wandb_entity", "wandb_name"}
@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "example's augmentation")
     o.add_argument("--sampler-seed", type=int, default=0,
                    help="seed of warmup's DistributedSampler (the paper's code left it at 0 for every run)")
+    o.add_argument("--optimizer-impl", choices=list(C.OPTIMIZER_IMPLS), metavar="IMPL", default="default",
+                   help="the optimizer's kernels: default (torch's: foreach on a GPU), for-loop, foreach, or fused "
+                        "(one kernel for the whole update); the same update to float rounding")
+    o.add_argument("--compile", choices=["none", "default", "reduce-overhead", "max-autotune"], metavar="MODE",
+                   default="none", help="torch.compile the model's forward (and so its backward) in this mode; "
+                                        "reduce-overhead adds CUDA graphs on a GPU; the first steps pay the "
+                                        "compilation (bench.py times it apart)")
     o.add_argument("--amp", choices=["none", "bf16"], metavar="AMP", default="none",
                    help="autocast the forward pass to bfloat16 (defines the run: a float32 run does not resume "
                         "under bf16)")
@@ -382,12 +389,28 @@ def check_storage(args: argparse.Namespace) -> None:
         raise BadFlag("--shard-size is read by --heuristic shard-stripes (and a streaming run); drop it")
 
 
+def check_speed(args: argparse.Namespace) -> None:
+    """What --compile cannot take: the paths that run outside one compiled forward per step."""
+    if args.compile == "none":
+        return
+    if args.emulation == "sequential" and args.emulate_workers > 1:
+        raise BadFlag("--compile compiles the fused step; --emulation sequential runs each worker apart (the plain "
+                      "reference): drop one")
+    if args.reducer != "none":
+        raise BadFlag(f"--compile is not supported with a gradient reducer yet (--reducer {args.reducer} exchanges "
+                      "each worker's gradient outside the compiled graph): drop one")
+    if "grad_norm" in C.MEASURES[args.measure].channels and args.heuristic != "none":
+        raise BadFlag(f"--compile with --measure {args.measure}: the last-layer gradient channel hooks the head each "
+                      "epoch, which recompiles the model every epoch; pick another measure or drop --compile")
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Check the flags against each other and fill in the derived ones; BadFlag on bad input."""
     args.heuristic = C.ALIASES.get(args.heuristic, args.heuristic)
     check_exchange(args)
     check_task(args)
     check_storage(args)
+    check_speed(args)
     check_numbers(args)
     check_schedule(args)
     return args

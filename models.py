@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import catalog as C
+
 MODELS = {"resnet18": "resnet18", "resnet34": "resnet34"}  # the torchvision constructors' names
 
 
@@ -33,12 +35,18 @@ def build(name: str, num_classes: int, channels: int, workers: int = 1, fused: b
 
 
 def optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,
-              name: str = "sgd") -> torch.optim.Optimizer:
+              name: str = "sgd", impl: str = "default") -> torch.optim.Optimizer:
     """The paper's optimizer: SGD with Nesterov momentum and weight decay, constant learning rate; or
-    AdamW (betas 0.9, 0.99, as nanoGPT's small character models), which language models train with."""
+    AdamW (betas 0.9, 0.99, as nanoGPT's small character models), which language models train with.
+    `impl`: torch's choice (default: foreach on a GPU, a for-loop on a CPU), or one kernel per
+    parameter (for-loop), one per group of tensors (foreach), or one fused kernel for the whole update
+    (fused); the same update to float rounding."""
+    assert impl in C.OPTIMIZER_IMPLS, impl
+    kind = {} if impl == "default" else {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
     if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, **kind)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay,
+                           **kind)
 
 
 class WorkerBatchNorm2d(nn.BatchNorm2d):

@@ -45,6 +45,11 @@ def test_bench_runs_every_row_and_writes_json(tmp_path):
             assert abs(exdyna["measured_density"] - density) < 0.2 * density
             assert exdyna["bytes_per_worker"] < 0.05 * exdyna["dense_bytes"] and exdyna["select_ms"] > 0
     assert result["iosim"]["requests"] == 2000 * 30 and result["partition_overheads"]["ours_s"] > 0
+    speed = {r["option"]: r for r in result["speed_options"]}  # no compile modes asked: none timed on a CPU
+    assert list(speed) == ["plain", "fused optimizer", "foreach optimizer", "contiguous, not channels_last"]
+    assert speed["plain"]["vs_plain"] == 1 and all(r["images_per_s"] > 0 and r["first_epoch_s"] > 0
+                                                   for r in speed.values())
+    assert "--steps 2 times fewer than 10 steps per epoch" in proc.stderr  # the figures are noise: said
     assert result["provenance"]["git_commit"] and "importance + partition" in proc.stdout and "iosim:" in proc.stdout
 
 
@@ -61,4 +66,14 @@ def test_bench_concurrent_copies_report_aggregate_throughput(tmp_path):
         # the estimate is the study's images over the measured rate
         expected = 1830 * 100 * (50_000 + 10_000 / 3)
         assert r["study_hours"] * 3600 * r["aggregate_images_per_s"] == pytest.approx(expected)
-    assert "2 runs at once" in proc.stdout
+    assert "2 runs at once" in proc.stdout and "are noise, not a measurement" in proc.stderr
+
+
+def test_the_simulators_row_runs_the_epochs_asked_for(tmp_path):
+    import argparse
+
+    import bench
+
+    for epochs in (7, 23, 100):
+        row = bench.iosim_row(argparse.Namespace(sim_epochs=epochs, sim_examples=400))
+        assert row["epochs"] == epochs and row["requests"] == 400 * epochs

@@ -1,0 +1,109 @@
+"""The speed options against the plain path, on the CPU: each optimizer implementation makes the same
+update, a compiled run the same losses, recorded signals and partitions to float tolerance, and the
+training step never waits for the device (no host synchronisation per step). bench.py measures them."""
+import json
+
+import pytest
+import torch
+
+import data
+import fakedata
+import importance
+import models
+import tasks
+import train
+from runs import inprocess, only_log, run_expecting_error
+from samplers import WorkerBatches, for_window
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_every_optimizer_implementation_makes_the_same_update(name):
+    torch.manual_seed(0)
+    reference = models.build("resnet18", 10, 1)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    after = {}
+    for impl in ("for-loop", "foreach", "fused", "default"):
+        model = models.build("resnet18", 10, 1)
+        model.load_state_dict(reference.state_dict())
+        lr = 1e-3 if name == "adamw" else 0.1  # each's usual rate (AdamW at 0.1 amplifies the rounding of ~0 gradients)
+        opt = models.optimizer(model, lr, None if name == "adamw" else 0.9, 5e-4, name, impl)
+        for _ in range(3):  # momentum and Adam's moments take part from the second step
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        after[impl] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    for impl in ("foreach", "fused", "default"):
+        torch.testing.assert_close(after[impl], after["for-loop"], rtol=1e-5, atol=2e-5, msg=impl)
+
+
+def test_a_training_epoch_never_waits_for_the_device_per_step(monkeypatch):
+    """Every call that copies a value to the host (.item, .tolist, .cpu, bool(), .numpy) counted over an
+    epoch of 2 steps and one of 6, every channel recorded: the same count, so none is per step."""
+    task = tasks.of("cifar10")
+    counts = {}
+    calls = []
+    for name in ("item", "tolist", "cpu", "__bool__", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **k):
+            calls.append(_name)
+            return _original(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    for steps in (2, 6):
+        torch.manual_seed(0)
+        n = 2 * 4 * steps
+        split = data.Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (n,)))
+        model = task.to_device(models.build("resnet18", 10, 3, workers=2, fused=True), torch.device("cpu"))
+        step = train.Step.build(workers=2, batch_size=4, device=torch.device("cpu"), task=task, on_device=True,
+                                channels=("loss", "correct", "el2n", "grad_norm"))
+        batches = WorkerBatches(for_window(split, None, range(2), 2, shuffle=True, sampler_seed=0, seed=0), 4)
+        recorder = importance.Recorder(len(split), 1, step.channels, torch.device("cpu"))
+        optimizer = models.optimizer(model, 0.1, 0.9, 5e-4)
+        calls.clear()
+        train.train_epoch(model, optimizer, batches, split, step, 0, recorder, 0)
+        assert len(batches) == steps
+        counts[steps] = sorted(calls)
+    assert counts[2] == counts[6], counts
+
+
+@pytest.mark.slow
+def test_a_compiled_run_has_the_plain_runs_losses_signals_and_partitions(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    fakedata.write_text(corpus, lines=1500)
+    runs = {}
+    for mode in ("none", "default"):
+        out = tmp_path / mode
+        inprocess(["--dataset", "text", "--text-file", str(corpus), "--model", "gpt", "--layers", "1", "--hidden", "32",
+                   "--heads", "2", "--seq-len", "16", "--subset", "96", "--test-subset", "32", "--batch-size", "12",
+                   "--emulate-workers", "2", "--total-epochs", "3", "--warmup-epochs", "2", "--interval-epochs", "1",
+                   "--ignore-epochs", "0", "--optimizer", "adamw", "--lr", "0.01", "--compile", mode,
+                   "--save-partitions", "--results-dir", str(out)])
+        log = only_log(out)
+        saved = torch.load(next(out.rglob("*.partitions.pt")), weights_only=False)
+        runs[mode] = (log, saved)
+    (plain, plain_saved), (compiled, compiled_saved) = runs["none"], runs["default"]
+    for a, b in zip(plain["epochs"], compiled["epochs"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["bits_per_byte"] == pytest.approx(b["bits_per_byte"], rel=1e-4)
+    assert compiled["args"]["compile"] == "default" and json.dumps(plain["args"]["compile"]) == '"none"'
+    for a, b in zip(plain_saved["windows"], compiled_saved["windows"]):
+        if a.get("importance") is not None:
+            torch.testing.assert_close(b["importance"], a["importance"], rtol=1e-3, atol=1e-5)
+        if a.get("partition") is not None:
+            assert all(torch.equal(p, q) for p, q in zip(a["partition"], b["partition"]))
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--emulate-workers", "2", "--emulation", "sequential"], "--compile compiles the fused step"),
+    (["--reducer", "exdyna", "--emulation", "sequential"], "--compile is not supported with a gradient reducer yet"),
+    (["--measure", "grad-norm", "--heuristic", "stripes"], "recompiles the model every epoch"),
+])
+def test_what_compile_cannot_take_is_one_line(extra, message, capsys):
+    assert message in run_expecting_error(["--dataset", "fashionmnist", "--compile", "default", *extra], capsys)
+
+
+def test_the_augmentation_key_hashed_in_python_is_the_tensor_hash():
+    import augment
+
+    x = torch.randint(0, 2**32, (1000,), dtype=torch.int64)
+    assert [augment.hash32_int(v) for v in x.tolist()] == augment.hash32(x).tolist()
