@@ -149,6 +149,15 @@ def _text_options() -> tuple[Option, ...]:
             Option("--dropout", float, None, "dropout probability", minimum=0, below=1))
 
 
+def _rec_options() -> tuple[Option, ...]:
+    return (Option("--factors", int, 8, "NeuMF's GMF factors (and its MLP's last width)", minimum=1),
+            Option("--mlp-width", int, 64, "NeuMF's first MLP width (user and item embeddings of half each), "
+                   "halving down to --factors", minimum=2),
+            Option("--negatives", int, 4, "sampled negatives per training positive, redrawn each epoch", minimum=1),
+            Option("--test-negatives", int, 100, "items each held-out one is ranked against (He et al.: 99)",
+                   minimum=1))
+
+
 TASKS = {
     "image": Task("image", "image classification", "imagetask", "accuracy", "test_accuracy", "best test accuracy (%)",
                   "test accuracy", "%", True, 2, "resnet18", ("paper", "standard"), has_labels=True, streams=True),
@@ -156,6 +165,10 @@ TASKS = {
                  "best held-out bits per byte", "held-out", " bits per byte", False, 4, "gpt", ("standard",),
                  has_labels=False, streams=False, options=_text_options(),
                  flag_group="language modelling (--dataset kjv or text); an example is a chunk of --seq-len + 1 bytes"),
+    "rec": Task("rec", "recommendation", "rectask", "hr10", "hr10", "best HR@10 (%)", "HR@10", "%", True, 2, "neumf",
+                ("standard",), has_labels=False, streams=False, options=_rec_options(),
+                flag_group="recommendation (--dataset movielens-1m or movielens-20m); an example is an interaction "
+                           "or one of its --negatives sampled negatives"),
 }
 
 # ---- datasets ------------------------------------------------------------------------------------
@@ -173,6 +186,10 @@ DATASETS = {d.name: d for d in (
             ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")),
     Dataset("kjv", "KJV", "King James Bible", "kjv", "text", "Debian's bible-kjv"),
     Dataset("text", "Text", "text file", "text", "text", "the UTF-8 file given by --text-file"),
+    Dataset("movielens-1m", "ML1M", "MovieLens 1M", "ml1m", "rec", "GroupLens (ml-1m.zip; movielens.generate for "
+            "generated data in its layout)", train_files=("ml-1m/ratings.dat",)),
+    Dataset("movielens-20m", "ML20M", "MovieLens 20M", "ml20m", "rec", "GroupLens (ml-20m.zip)",
+            train_files=("ml-20m/ratings.csv",)),
 )}
 
 # ---- models --------------------------------------------------------------------------------------
@@ -185,6 +202,13 @@ def _gpt_heads(args: Namespace) -> str | None:
     return None
 
 
+def _neumf_widths(args: Namespace) -> str | None:
+    w, f = args.mlp_width, args.factors
+    if w % f or (w // f) & (w // f - 1):
+        return f"--mlp-width {w} must be --factors {f} times a power of 2 (NeuMF's MLP halves its width down to it)"
+    return None
+
+
 MODELS = {m.name: m for m in (
     Model("resnet18", "ResNet18", "ResNet-18", "image", "torchvision, as the paper's code adapted it", batchnorm=True,
           parameters=11_689_512),
@@ -194,6 +218,8 @@ MODELS = {m.name: m for m in (
           defaults={"layers": 2, "hidden": 256, "dropout": 0.2}),
     Model("gpt", "GPT", "GPT", "text", "nanoGPT's baby GPT (pre-norm, tied embedding)",
           defaults={"layers": 4, "hidden": 128, "heads": 4, "dropout": 0.0}, check=_gpt_heads),
+    Model("neumf", "NeuMF", "NeuMF", "rec", "He et al., Neural Collaborative Filtering, WWW 2017 (GMF + MLP)",
+          check=_neumf_widths),
 )}
 
 # ---- importance measures -------------------------------------------------------------------------
@@ -203,30 +229,36 @@ CARTOGRAPHY = "Swayamdipta et al., Dataset Cartography, EMNLP 2020"
 ACTIVE_BIAS = "Chang et al., Active Bias, NeurIPS 2017"
 DATA_DIET = "Paul et al., Deep Learning on a Data Diet, NeurIPS 2021"
 P_TEXT = "p: the chunk's geometric-mean true-token probability exp(-mean token loss)"
+NO_SCORING_PASS = ("a scoring pass has no epoch, and a sampled negative's item exists only within one "
+                   "(recommendation)")
+P_REC = "p: the predicted probability of the interaction's label (a negative's: of that slot's draws)"
+P_REC_LOSS = "mean binary cross-entropy (a negative's slot: of the items drawn for it each epoch)"
 E1 = "at E = 1 (one-epoch windows) it orders as average"
 MEASURES = {m.name: m for m in (
     Measure("average", "Average", "average", PAPER, ("loss",), "mean loss over the window (`torch.var_mean`)",
-            {"image": "mean loss", "text": "mean chunk loss (its mean token cross-entropy)"},
+            {"image": "mean loss", "text": "mean chunk loss (its mean token cross-entropy)", "rec": P_REC_LOSS},
             estimator="mean over the window's E epochs"),
     Measure("variance", "Variance", "variance", PAPER, ("loss",),
             "unbiased variance of the loss (one column: the average, as the paper's code)",
-            {"image": "loss variance", "text": "variance of the chunk loss"},
+            {"image": "loss variance", "text": "variance of the chunk loss",
+             "rec": "variance of its binary cross-entropy"},
             estimator="unbiased variance (ddof 1, `torch.var_mean`)", coincides=E1),
     Measure("forgetting", "Forgetting", "forgetting", "Toneva et al., An Empirical Study of Example Forgetting, "
             "ICLR 2019", ("correct", "loss"),
             "1 -> 0 transitions of correctness between consecutive epochs over the whole run so far; never learned: "
-            "the epochs so far (their code's count)", {"image": "forgetting events"}, tiebreak="average",
+            "the epochs so far (their code's count)",
+            {"image": "forgetting events", "rec": "forgetting events of the score's sign"}, tiebreak="average",
             estimator="whole-run counts (checkpointed), not the window's",
             refused="a chunk is not right or wrong as a whole, only its tokens are"),
     Measure("confidence", "Confidence", "confidence", CARTOGRAPHY, ("loss",), "1 - mean p, p = exp(-loss)",
-            {"image": "1 - mean true-class probability", "text": P_TEXT}, tiebreak="average",
+            {"image": "1 - mean true-class probability", "text": P_TEXT, "rec": P_REC}, tiebreak="average",
             estimator="mean over the window", coincides=E1 + " (1 - exp(-loss) rises with the loss)"),
     Measure("variability", "Variability", "variability", CARTOGRAPHY, ("loss",), "std of p",
-            {"image": "std of the true-class probability", "text": P_TEXT}, tiebreak="average",
+            {"image": "std of the true-class probability", "text": P_TEXT, "rec": P_REC}, tiebreak="average",
             estimator="population std (ddof 0, as cartography's code)", coincides=E1 + " (its score is 0)"),
     Measure("ab-variance", "ABVariance", "active-bias variance", ACTIVE_BIAS, ("loss",),
             "sqrt(var p + var(p)^2 / (E - 1)) (E = 1: 0)",
-            {"image": "prediction variance with its confidence term", "text": P_TEXT}, tiebreak="average",
+            {"image": "prediction variance with its confidence term", "text": P_TEXT, "rec": P_REC}, tiebreak="average",
             estimator="unbiased variance (ddof 1; the public reimplementation uses ddof 0: for a fixed E either "
                       "is a monotone function of the other)",
             coincides="orders as variability at every E (a rising function of the variance for a fixed window "
@@ -234,32 +266,35 @@ MEASURES = {m.name: m for m in (
                       "differ, which balance reads. Left out of the measures study for that reason",
             studies=False),
     Measure("ab-closeness", "ABCloseness", "active-bias closeness", ACTIVE_BIAS, ("loss",), "mean p (1 - mean p)",
-            {"image": "closeness of the true-class probability to 1/2"}, tiebreak="average",
+            {"image": "closeness of the true-class probability to 1/2", "rec": P_REC}, tiebreak="average",
             estimator="mean over the window, then p (1 - p)",
             refused="a byte-level model's p = exp(-mean token loss) is far below 1/2 (median 0.1 on the KJV), where "
                     "p (1 - p) rises with p: it would rank the easiest chunks first"),
     Measure("el2n", "EL2N", "training-dynamics EL2N", DATA_DIET, ("el2n", "loss"),
             "mean \u2016softmax - onehot\u2016 over the window, from the forward pass that trains",
             {"image": "EL2N of the training pass (train-mode BatchNorm, augmented, weights moving)",
-             "text": "mean over the chunk's tokens"}, tiebreak="average",
+             "text": "mean over the chunk's tokens", "rec": "sqrt(2) |p - label| (two classes)"}, tiebreak="average",
             estimator="mean over the window's epochs (Data Diet's is one early checkpoint in eval mode: dd-el2n)"),
     Measure("grad-norm", "GradNorm", "last-layer gradient norm",
             "Paul et al. 2021 (GraNd), last-layer proxy after Katharopoulos & Fleuret, ICML 2018",
             ("grad_norm", "loss"), "mean \u2016p - y\u2016 sqrt(\u2016h\u2016^2 + 1): the last layer's part of the "
             "gradient norm, from the training pass", {"image": "last-layer gradient norm",
              "text": "the head path's gradient over the chunk (the GPT ties its head to the byte embedding: the "
-                     "matrix's whole gradient also carries the embedding path, which this leaves out)"},
+                     "matrix's whole gradient also carries the embedding path, which this leaves out)",
+             "rec": "|p - label| sqrt(||h||^2 + 1) of NeuMF's one-score head"},
             tiebreak="average", estimator="mean over the window's epochs (GraNd over all weights: dd-grand)"),
     Measure("dd-el2n", "DDEL2N", "EL2N (Data Diet protocol)", DATA_DIET, ("eval_el2n", "loss"),
             "\u2016softmax - onehot\u2016 of the current model, in eval mode, on un-augmented examples",
             {"image": "EL2N as Data Diet scores it", "text": "mean over the chunk's tokens"}, tiebreak="average",
             protocol="scoring pass", estimator="one pass at the window's start (Data Diet also averages over "
-                                                "independent runs: not done here)"),
+                                                "independent runs: not done here)",
+            refused=NO_SCORING_PASS),
     Measure("dd-grand", "DDGraNd", "GraNd (Data Diet protocol)", DATA_DIET, ("eval_grand", "loss"),
             "\u2016gradient of the example's loss w.r.t. every weight\u2016, eval mode, un-augmented",
             {"image": "GraNd as Data Diet scores it", "text": "of the chunk's mean token loss"}, tiebreak="average",
             protocol="scoring pass", estimator="one pass at the window's start (per-example gradients: the "
-                                                "costliest measure; bench.py measures it)"),
+                                                "costliest measure; bench.py measures it)",
+            refused=NO_SCORING_PASS),
 )}
 
 # ---- partitioning heuristics ---------------------------------------------------------------------

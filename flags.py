@@ -105,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the optimizer's kernels: default (torch's: foreach on a GPU), for-loop, foreach, or fused "
                         "(one kernel for the whole update); the same update to float rounding")
     o.add_argument("--compile", choices=["none", "default", "reduce-overhead", "max-autotune"], metavar="MODE",
-                   default="none", help="torch.compile the model's forward (and so its backward) in this mode; "
-                                        "reduce-overhead adds CUDA graphs on a GPU; the first steps pay the "
-                                        "compilation (bench.py times it apart)")
+                   default="none", help="none, or torch.compile of the model (forward and backward) in mode default, "
+                                        "reduce-overhead (adds CUDA graphs on a GPU) or max-autotune; the first "
+                                        "steps pay the compilation (bench.py times it apart)")
     o.add_argument("--amp", choices=["none", "bf16"], metavar="AMP", default="none",
                    help="autocast the forward pass to bfloat16 (defines the run: a float32 run does not resume "
                         "under bf16)")

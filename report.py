@@ -408,6 +408,21 @@ def table6(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
     return out.reset_index(), problems
 
 
+def metric_title(dataset: str) -> str:
+    """'best test accuracy', 'best held-out bits per byte (lower is better)', 'best HR@10': the task's."""
+    record = C.task_of(dataset)
+    title = record.metric_title.replace(" (%)", "")
+    return title if record.higher_is_better else f"{title} (lower is better)"
+
+
+def best_of(log: dict) -> tuple[float | None, bool]:
+    """A finished run's best metric from its JSON log, and whether higher is better (its task's)."""
+    for record in C.TASKS.values():
+        if record.column in log:
+            return log[record.column], record.higher_is_better
+    return None, True
+
+
 def exchange_logs(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """One row per finished run's epoch with a gradient reducer (the JSON logs' "exchange"): the run's
     workload and reducer, its best metric, and the epoch's density, relative density error, bytes
@@ -422,11 +437,11 @@ def exchange_logs(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
         w = log.get("workload", {}) if isinstance(log, dict) else {}
         if w.get("reducer", "none") == "none" or "best_epoch" not in log:
             continue
-        best = log.get("best_accuracy", log.get("best_bits_per_byte"))
+        best, higher = best_of(log)
         for epoch in log["epochs"]:
             rows.append({"run": path.stem, "workload": path.parent.parent.name, "reducer": w["reducer"],
                          "exchange": f"{w['reducer']}@{w['density']:g}", "density_target": w["density"], "best": best,
-                         "higher_is_better": "best_accuracy" in log, "epoch": epoch["epoch"], **epoch["exchange"]})
+                         "higher_is_better": higher, "epoch": epoch["epoch"], **epoch["exchange"]})
     return pd.DataFrame(rows), problems
 
 
@@ -469,7 +484,7 @@ def io_study(folder: str | Path, shard_sizes: tuple[int, ...] = (1, 100, 1000), 
         if taken[key] > runs_per_workload or not example_bytes or "examples" not in log:
             continue
         n, examples = log["workers"], log["examples"]
-        best = log.get("best_accuracy", log.get("best_bits_per_byte"))
+        best, _ = best_of(log)
         own = log.get("shard_size") or log["args"].get("shard_size") or min(100, examples // n)  # what it dealt
         for shard_size in (own,) if w["heuristic"] == "shard-stripes" else shard_sizes:
             if shard_size > examples // n:
@@ -649,7 +664,7 @@ def workload_section(cell_table: pd.DataFrame, base: pd.DataFrame, table: tuple,
     A table of one cell is one line."""
     mine = select(cell_table, table)
     b = select_baseline(base, dict(zip(TABLE, table)))
-    metric = "best test accuracy" if mine.higher_is_better.iloc[0] else "best held-out bits per byte (lower is better)"
+    metric = metric_title(table[0])
     baseline = (f"baseline (vanilla DPT) {fmt(b['mean'].iloc[0], b['std'].iloc[0])}, n={b['n'].iloc[0]}" if len(b)
                 else "no baseline runs")
     caption = f"{title(table)}. Mean ± std of the {metric} per (W, I); {baseline}"

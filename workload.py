@@ -145,6 +145,10 @@ STUDY_WARMUPS, STUDY_INTERVALS = (20, 40), (5, 30)
 # paper's lr diverges or stalls on a GPT). Variants: vanilla and Stripes-variance, the p-based and
 # gradient measures with Stripes, and the random control and the movement-saving heuristics with variance.
 LM_BASE = Workload("kjv", "gpt", "stripes", "variance", total_epochs=30, ignore_epochs=1)
+# Recommendation (ExDyna's third benchmark): NeuMF on MovieLens-1M, 20 epochs (HR@10 settles by then
+# at the original's sizes), E_ignore 1, W 3 and 6 x I 2 and 5, Adam at 1e-3 and batch 256 as He et al.
+# Variants: Stripes-variance, the random control, and the mean loss and forgetting with Stripes.
+NCF_BASE = Workload("movielens-1m", "neumf", "stripes", "variance", total_epochs=20, ignore_epochs=1)
 STUDIES = {
     "measures": Study(PAPER_TABLES[1], tuple({"measure": m} for m, r in C.MEASURES.items() if r.studies),
                       STUDY_WARMUPS, STUDY_INTERVALS,
@@ -170,4 +174,8 @@ STUDIES = {
                                   {"heuristic": "shard-stripes"}), (20,), (5,), ("--save-partitions",),
                 what="random, Stripes, Blocks, sticky Stripes and shard Stripes at W20-INT5, partitions saved for "
                      "report.py --io"),
+    "ncf": Study(NCF_BASE, ({}, {"heuristic": "random"}, {"measure": "average"}, {"measure": "forgetting"}),
+                 (3, 6), (2, 5), ("--optimizer", "adamw", "--lr", "0.001", "--weight-decay", "0"),
+                 what="NeuMF on MovieLens-1M (HR@10): Stripes-variance, the random control, average and forgetting, "
+                      "T 20, E_ignore 1, W {3, 6} x I {2, 5}, Adam at 1e-3"),
 }

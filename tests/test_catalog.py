@@ -14,6 +14,8 @@ import heuristics
 import importance
 import lm
 import models
+import movielens
+import ncf
 import reducers
 import tasks
 
@@ -25,7 +27,8 @@ def test_every_record_has_its_implementation_and_back():
     assert set(heuristics.HEURISTICS) == set(C.HEURISTICS) - {"none"}
     assert set(reducers.REDUCERS) == set(C.REDUCERS) - {"none"}
     assert set(data.LOADERS) == set(C.names_of(C.DATASETS, "image"))
-    assert {**models.MODELS, **lm.MODELS}.keys() == C.MODELS.keys()
+    assert set(movielens.URLS) == set(C.names_of(C.DATASETS, "rec"))
+    assert {**models.MODELS, **lm.MODELS, **ncf.MODELS}.keys() == C.MODELS.keys()
     for name, task in C.TASKS.items():
         implementation = importlib.import_module(task.module).TASK
         assert issubclass(implementation, tasks.Task)

@@ -2,7 +2,8 @@
 it whose results/ is empty: symlinks to everything else). They run in one subprocess (each
 `python -c` snippet exec'd in a fresh namespace, each script through runpy with its argv), so the
 suite pays for one torch import, not thirty. Commands that train for minutes (every `python dpt.py`)
-run with --preflight 1 appended (every check, no training); bench.py's is run by tests/test_bench.py."""
+run with --preflight 1 appended (every check, no training); bench.py's is run by gpu-check.sh --smoke
+(tests/test_gpucheck.py)."""
 import ast
 import json
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from runs import ENV, REPO
 
 TRAINS = "python dpt.py "  # such a command gets --preflight 1: the run's checks without its minutes of training
-ELSEWHERE = {"bench.py": "tests/test_bench.py runs it"}
+ELSEWHERE = {"bench.py": "gpu-check.sh --smoke runs it (tests/test_gpucheck.py)"}
 
 
 def first_command(path: Path) -> str | None:

@@ -1,5 +1,6 @@
 """gpu-check.sh --smoke: the one command a lent GPU runs, end to end on the CPU, so that it cannot rot
-(its full run is for a GPU: docs/performance.md)."""
+(its full run is for a GPU: docs/performance.md); and bench.py's rows as that run wrote them (CPU-sized:
+timings are printed, never asserted; what is asserted is that each row measured what it names)."""
 import json
 import subprocess
 
@@ -11,11 +12,17 @@ pytestmark = pytest.mark.slow
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
-def test_the_smoke_run_writes_every_figure(tmp_path):
-    proc = subprocess.run(["bash", "gpu-check.sh", "--smoke", str(tmp_path / "out"), "--data-dir", FMNIST], cwd=REPO,
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-check") / "out"
+    proc = subprocess.run(["bash", "gpu-check.sh", "--smoke", str(out), "--data-dir", FMNIST], cwd=REPO,
                           capture_output=True, text=True, env=ENV, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    return out
+
+
+def test_the_smoke_run_writes_every_figure(smoke):
+    s = json.loads((smoke / "summary.json").read_text())
     assert s["smoke"] and [x["step"] for x in s["steps"]] == [
         "bench", "concurrent", "torchrun", "fmnist-stripes-standard", "fmnist-vanilla-standard",
         "fmnist-stripes-paper", "fmnist-vanilla-paper"] and all(x["exit"] == 0 for x in s["steps"])
@@ -24,8 +31,58 @@ def test_the_smoke_run_writes_every_figure(tmp_path):
     runs = {(r["protocol"], r["heuristic"]) for r in s["fashion_mnist"]}
     assert runs == {(p, h) for p in ("standard", "paper") for h in ("none", "roundrobin")}
     assert all(0 < r["best_accuracy"] <= 100 for r in s["fashion_mnist"])
-    md = (tmp_path / "out" / "summary.md").read_text()
+    md = (smoke / "summary.md").read_text()
     assert "SMOKE" in md and "| images_per_s |" in md and s["provenance"]["git_commit"] in md
+
+
+def test_bench_runs_every_row_and_writes_json(smoke):
+    result = json.loads((smoke / "bench.json").read_text())
+    printed = (smoke / "bench.log").read_text()
+    paths = [(r["path"], r["tracking"], r["channels"]) for r in result["rows"]]
+    every = "loss,correct,el2n,grad_norm"
+    assert paths == [("paper-style (1 worker)", True, "loss"), ("paper-style (1 worker)", False, "loss"),
+                     ("dataloader, fused (2 workers)", True, "loss"),
+                     ("dataloader, fused (2 workers)", False, "loss"),
+                     ("device, fused (2 workers)", True, "loss"), ("device, fused (2 workers)", False, "loss"),
+                     ("device, fused (2 workers)", True, every),
+                     ("device, sequential (2 workers)", True, "loss"),
+                     ("device, sequential (2 workers)", False, "loss")]
+    assert all(r["images_per_s"] > 0 and r["step_ms"] > 0 for r in result["rows"])
+    scoring = result["scoring"]  # the Data Diet scoring pass against an epoch of the same examples
+    assert scoring["examples"] == 16 and 0 < scoring["eval_el2n_s"] < scoring["eval_grand_s"]
+    assert scoring["eval_grand_share"] == pytest.approx(scoring["eval_grand_s"] / scoring["train_epoch_s"])
+    assert all(0 <= r["tracking_percent"] < 100 for r in result["rows"] if r["tracking"])
+    assert [(r["model"], r["emulation"]) for r in result["text"]] == \
+        [("gpt", "fused"), ("gpt", "sequential"), ("lstm", "fused"), ("lstm", "sequential")]
+    assert all(r["tokens_per_s"] > 0 and 0 < r["tracking_percent"] < 100 for r in result["text"])
+    reducers = {(r["model"], r["density"], r["reducer"]): r for r in result["reducers"]}
+    for model in ("resnet18", "gpt"):
+        for density in (0.001, 0.01):
+            exdyna = reducers[(model, density, "exdyna")]
+            # at its settled threshold, ExDyna sends about rho of the entries (indices and values)
+            assert abs(exdyna["measured_density"] - density) < 0.2 * density
+            assert exdyna["bytes_per_worker"] < 0.05 * exdyna["dense_bytes"] and exdyna["select_ms"] > 0
+    assert result["iosim"]["requests"] == 2000 * 30 and result["partition_overheads"]["ours_s"] > 0
+    speed = {r["option"]: r for r in result["speed_options"]}  # no compile modes asked: none timed on a CPU
+    assert list(speed) == ["plain", "fused optimizer", "foreach optimizer", "contiguous, not channels_last"]
+    assert speed["plain"]["vs_plain"] == 1 and all(r["images_per_s"] > 0 and r["first_epoch_s"] > 0
+                                                   for r in speed.values())
+    assert "--steps 2 times fewer than 10 steps per epoch" in printed  # the figures are noise: said
+    assert result["provenance"]["git_commit"] and "importance + partition" in printed and "iosim:" in printed
+
+
+
+def test_bench_concurrent_copies_report_aggregate_throughput(smoke):
+    rows = json.loads((smoke / "concurrent.json").read_text())["concurrent"]
+    printed = (smoke / "concurrent.log").read_text()
+    assert [r["runs_at_once"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["aggregate_images_per_s"] > 0
+        # the estimate is the study's images over the measured rate
+        expected = 1830 * 100 * (50_000 + 10_000 / 3)
+        assert r["study_hours"] * 3600 * r["aggregate_images_per_s"] == pytest.approx(expected)
+    assert "2 runs at once" in printed and "are noise, not a measurement" in printed
+
 
 
 def test_missing_data_is_one_line_before_any_step(tmp_path):
@@ -34,3 +91,13 @@ def test_missing_data_is_one_line_before_any_step(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().startswith(
         f"gpu-check.sh: error: {tmp_path}/train-images-idx3-ubyte.gz is missing")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_simulators_row_runs_the_epochs_asked_for(tmp_path):
+    import argparse
+
+    import bench
+
+    for epochs in (7, 23, 100):
+        row = bench.iosim_row(argparse.Namespace(sim_epochs=epochs, sim_examples=400))
+        assert row["epochs"] == epochs and row["requests"] == 400 * epochs

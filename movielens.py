@@ -1,0 +1,189 @@
+"""MovieLens ratings as implicit feedback, for NCF (He et al., WWW 2017): the recommendation task's data.
+
+dpt.py loads the splits through `load` before any process group starts; by hand:
+
+    python -c "import movielens; print(movielens.generate('data/movielens-generated', users=50, items=80))"
+
+Every rating is an interaction (a positive, whatever its stars). Each user's last interaction by
+timestamp (ties: the later line of the file) is held out (leave-one-out); the others are training
+positives. A training example is a (positive, slot) pair: slot 0 is the positive itself (target
+1), slots 1..k its k sampled negatives (target 0), each redrawn every epoch from a counter-based
+hash of (seed, epoch, example), so that any worker draws the same negative for an example, and
+never one of the user's training positives. The held-out split is one row per user: its held-out
+item and --test-negatives items it never interacted with (seeded once; 100, as NVIDIA's and
+ExDyna's NCF benchmarks; He et al. used 99), ranked by the model (HR@10, NDCG@10).
+
+Files, in --data-dir (downloaded there when missing and the network is reachable):
+- movielens-1m: ml-1m/ratings.dat, lines `UserID::MovieID::Rating::Timestamp`, no header.
+- movielens-20m: ml-20m/ratings.csv, header `userId,movieId,rating,timestamp`.
+`generate` writes a small ratings.dat in the ml-1m layout, from a seeded generator (for a machine
+without the real files: its numbers say nothing about MovieLens).
+"""
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import augment
+import catalog as C
+from data import DataError, _fetch, checked_folder
+
+URLS = {"movielens-1m": "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        "movielens-20m": "https://files.grouplens.org/datasets/movielens/ml-20m.zip"}
+TEST_SEED = 0  # the held-out negatives are drawn once, the same for every run
+MAX_DRAWS = 64  # rejection rounds for a training negative (a user's positives are a small share of the items)
+
+
+@dataclass
+class Split:
+    users: torch.Tensor  # (P,) int64: a training positive's user, or each held-out user
+    items: torch.Tensor  # (P,) int64: its item (held out: the held-out item)
+    num_users: int
+    num_items: int
+    negatives: int  # training: sampled negatives per positive (examples = P x (1 + negatives)); held out: 0
+    seen: torch.Tensor  # sorted int64 keys user * num_items + item of every training positive
+    candidates: torch.Tensor  # held out: (users, test negatives) int64 items; training: empty
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.users) * (1 + self.negatives)
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.users.to(device), self.items.to(device), self.num_users, self.num_items, self.negatives,
+                     self.seen.to(device), self.candidates.to(device), self.source)
+
+
+def read_ratings(name: str, root: Path) -> pd.DataFrame:
+    """(user, item, timestamp) of every rating, in file order; DataError naming the fix otherwise."""
+    spec = C.DATASETS[name]
+    path = root / spec.train_files[0]
+    if not path.is_file():
+        import torchvision.datasets.utils as tv
+
+        _fetch(name, root, lambda: tv.download_and_extract_archive(URLS[name], str(root)))
+    try:
+        if path.suffix == ".dat":
+            raw = path.read_bytes().replace(b"::", b",")
+            frame = pd.read_csv(io.BytesIO(raw), header=None, names=["user", "item", "rating", "timestamp"])
+        else:
+            frame = pd.read_csv(path).rename(columns={"userId": "user", "movieId": "item"})
+        frame = frame[["user", "item", "timestamp"]].astype("int64")
+    except (ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        expected = ("lines UserID::MovieID::Rating::Timestamp" if path.suffix == ".dat" else
+                    "a header userId,movieId,rating,timestamp")
+        raise DataError(f"{path} is not a MovieLens ratings file ({type(err).__name__}: {str(err)[:120]}); expected "
+                        f"{expected}; delete it so that it is downloaded again") from None
+    if len(frame) < 2:
+        raise DataError(f"{path} holds {len(frame)} ratings; NCF needs at least one training and one held-out one")
+    return frame
+
+
+def leave_one_out(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Users and items renumbered 0.. in order of first appearance; each user's last interaction by
+    timestamp (ties: file order) held out. Returns (train users, train items, held-out item per user,
+    users, items); a user whose only rating is held out has no training positive."""
+    users, user_ids = pd.factorize(frame.user)
+    items, item_ids = pd.factorize(frame.item)
+    order = np.lexsort((np.arange(len(frame)), frame.timestamp.to_numpy(), users))  # user, then time, then line
+    users, items = users[order], items[order]
+    last = np.r_[users[1:] != users[:-1], True]
+    held_out = np.empty(len(user_ids), dtype=np.int64)
+    held_out[users[last]] = items[last]
+    return users[~last].astype(np.int64), items[~last].astype(np.int64), held_out, len(user_ids), len(item_ids)
+
+
+def held_out_negatives(train_users: np.ndarray, train_items: np.ndarray, held_out: np.ndarray, num_items: int,
+                   count: int) -> np.ndarray:
+    """(users, count) distinct items each user never interacted with, drawn once (TEST_SEED)."""
+    rng = np.random.default_rng(TEST_SEED)
+    positives = [set() for _ in range(len(held_out))]
+    for u, i in zip(train_users.tolist(), train_items.tolist()):
+        positives[u].add(i)
+    out = np.empty((len(held_out), count), dtype=np.int64)
+    for u, mine in enumerate(positives):
+        mine.add(int(held_out[u]))
+        if num_items - len(mine) < count:
+            raise DataError(f"user {u} interacted with {len(mine)} of the {num_items} items, leaving fewer than "
+                            f"--test-negatives {count} to rank against; pass a smaller --test-negatives")
+        picked: list[int] = []
+        while len(picked) < count:
+            for i in rng.integers(0, num_items, size=2 * count).tolist():
+                if i not in mine and i not in picked:
+                    picked.append(i)
+                    if len(picked) == count:
+                        break
+        out[u] = picked
+    return out
+
+
+def load(name: str, data_dir: str | os.PathLike, train: bool, negatives: int, test_negatives: int,
+         subset: int = 0, evaluate: int = 0) -> Split:
+    """The training or held-out split; with subset > 0, only the first `subset` users (in order of
+    first appearance) in both; with evaluate > 0, only the first `evaluate` of them held out."""
+    root = checked_folder(data_dir)
+    frame = read_ratings(name, root)
+    train_users, train_items, held_out, num_users, num_items = leave_one_out(frame)
+    if subset:
+        if subset > num_users:
+            raise DataError(f"--{'subset' if train else 'test-subset'} {subset} exceeds the {num_users} users of "
+                            f"{name}; pass at most {num_users}")
+        keep = train_users < subset
+        train_users, train_items, held_out, num_users = train_users[keep], train_items[keep], held_out[:subset], subset
+    counts = np.bincount(train_users, minlength=num_users)
+    if counts.max(initial=0) > num_items // 2:
+        raise DataError(f"a user of {name} has {counts.max()} of the {num_items} items as positives: too few are "
+                        "left to sample negatives from; drop such users from the ratings")
+    seen = torch.from_numpy(np.unique(train_users * num_items + train_items))
+    source = str(root / C.DATASETS[name].train_files[0]) + (f", the first {subset} users" if subset else "")
+    if train:
+        return Split(torch.from_numpy(train_users), torch.from_numpy(train_items), num_users, num_items, negatives,
+                     seen, torch.empty(0, 0, dtype=torch.int64), source)
+    if evaluate > num_users:
+        raise DataError(f"--test-subset {evaluate} exceeds the {num_users} users; pass at most {num_users}")
+    kept = evaluate or num_users
+    candidates = held_out_negatives(train_users, train_items, held_out, num_items, test_negatives)[:kept]
+    return Split(torch.arange(kept), torch.from_numpy(held_out[:kept]), num_users, num_items, 0, seen,
+                 torch.from_numpy(candidates), source + f" (held out: the last of {kept} users)")
+
+
+def draw_negatives(users: torch.Tensor, examples: torch.Tensor, seen: torch.Tensor, num_items: int, seed: int,
+                   epoch: int) -> torch.Tensor:
+    """An item per example that its user never had as a training positive: hash(seed, epoch, example,
+    draw) mod items, redrawn (draw + 1) where it hits a positive. On the examples' device, no host read."""
+    key = augment.hash32_int(augment.hash32_int(seed & augment._M32) ^ (epoch & augment._M32))
+    base = augment.hash32((examples.to(torch.int64) & augment._M32) ^ key)
+    items = torch.empty_like(base)
+    todo = torch.ones_like(base, dtype=torch.bool)
+    for draw in range(MAX_DRAWS):
+        candidate = augment.hash32(base ^ augment.hash32_int(draw)) % num_items
+        keys = users * num_items + candidate
+        at = torch.searchsorted(seen, keys).clamp(max=max(len(seen) - 1, 0))
+        hit = (seen[at] == keys) if len(seen) else torch.zeros_like(todo)
+        items = torch.where(todo, candidate, items)
+        todo = todo & hit
+    return items  # load refuses users with more than half the items: a miss after 64 draws has p < 2**-64
+
+
+def generate(folder: str | os.PathLike, users: int = 300, items: int = 400, per_user: int = 30,
+             seed: int = 0) -> Path:
+    """A ratings.dat in the ml-1m layout (<folder>/ml-1m/ratings.dat) from a seeded generator: each
+    user rates `per_user` items drawn by popularity (Zipf) within one of a few taste groups, at
+    increasing timestamps. GENERATED data, for a machine without MovieLens; pass --data-dir folder."""
+    rng = np.random.default_rng(seed)
+    groups = 5
+    popularity = 1.0 / np.arange(1, items + 1) ** 0.8
+    lines = []
+    for u in range(1, users + 1):
+        g = rng.integers(groups)
+        weights = popularity * np.where(np.arange(items) % groups == g, 4.0, 1.0)
+        chosen = rng.choice(items, size=min(per_user, items), replace=False, p=weights / weights.sum())
+        stamps = 978_300_000 + np.sort(rng.integers(0, 10**7, size=len(chosen)))
+        lines += [f"{u}::{i + 1}::{rng.integers(1, 6)}::{t}" for i, t in zip(chosen, stamps)]
+    path = Path(folder) / "ml-1m" / "ratings.dat"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
