@@ -6,7 +6,9 @@
 # world-size-1 torchrun run (NCCL on a GPU), and real Fashion-MNIST runs (4 emulated workers x 256,
 # lr 0.1, 30 epochs; Stripes-variance W10 I5 E_ignore 5 and vanilla, standard and paper evaluation)
 # beside the reference 90.7-91.3%. Writes OUT_DIR/summary.json and summary.md (device, torch and CUDA,
-# the commit, every figure) and each step's log; never downloads (Fashion-MNIST's four .gz files
+# the commit, every figure) and each step's log; then, with the minutes left, vanilla, Stripes-variance
+# and the random control over GPU_CHECK_STUDY_SEEDS seeds at once, and whether importance beats the
+# control (report.py on those runs). It never downloads (Fashion-MNIST's four .gz files
 # come from --data-dir). --smoke runs every step CPU-sized in a few minutes (CI runs it).
 #
 #     bash gpu-check.sh --smoke /tmp/gpu-check                          # anywhere, CPU-sized
@@ -72,4 +74,22 @@ for protocol in standard paper; do
   step "fmnist-vanilla-$protocol" "$py" dpt.py "${common[@]}" "${fmnist[@]}" --heuristic none \
     --eval-protocol "$protocol" --results-dir "$out/runs-$protocol"
 done
+# With the minutes left: vanilla, Stripes-variance and the random-partition control, every seed at once
+# on the one device (as run-experiments.sh --per-gpu would), then report.py on them.
+seeds=${GPU_CHECK_STUDY_SEEDS:-$([ $smoke -eq 1 ] && echo 2 || echo 3)}
+study() {
+  local pids=() rc=0 seed arm
+  for seed in $(seq 1 "$seeds"); do
+    for arm in none stripes random; do
+      if [ "$arm" = none ]; then sched=(); else sched=("${schedule[@]}"); fi
+      "$py" dpt.py "${common[@]}" "${fmnist[@]}" "${sched[@]}" --heuristic "$arm" --measure variance \
+        --eval-protocol standard --seed "$seed" --results-dir "$out/runs-study" > "$out/study-$arm-$seed.log" 2>&1 &
+      pids+=($!)
+    done
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  "$py" report.py "$out/runs-study" --paper '' || rc=1
+  return $rc
+}
+step study study
 "$py" gpucheck.py "$out" --smoke "$smoke"

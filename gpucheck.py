@@ -50,6 +50,24 @@ def runs(folder: Path) -> list[dict]:
     return out
 
 
+def study(folder: Path) -> dict:
+    """The concurrent study's arms (best accuracy per seed) and whether Stripes-variance beats the random
+    control and vanilla (Welch's test, report.welch)."""
+    import report
+
+    try:
+        runs, _ = report.load_runs(folder / "runs-study")
+    except report.ReportError:
+        return {}
+    arms = {h: runs[runs.heuristic == h].value for h in ("none", "stripes", "random")}
+    out = {"runs": {h: [float(v) for v in values] for h, values in arms.items()}}
+    for other in ("random", "none"):
+        diff = arms["stripes"].mean() - arms[other].mean()
+        p, lo, hi = report.welch(arms["stripes"], arms[other])
+        out[f"stripes_vs_{other}"] = {"diff": float(diff), "p_value": p, "ci": [lo, hi]}
+    return out
+
+
 def summary(folder: Path, smoke: bool) -> dict:
     bench, concurrent = read(folder / "bench.json"), read(folder / "concurrent.json")
     rows = bench.get("rows", [])
@@ -65,7 +83,8 @@ def summary(folder: Path, smoke: bool) -> dict:
     return {"smoke": smoke, "device": bench.get("device_name"), "torch": bench.get("torch"),
             "provenance": bench.get("provenance"), "date": bench.get("date"), "steps": steps(folder),
             "figures": figures, "targets": TARGETS, "concurrent": concurrent.get("concurrent", []),
-            "text": bench.get("text", []), "fashion_mnist": runs(folder), "reference_accuracy": REFERENCE}
+            "text": bench.get("text", []), "fashion_mnist": runs(folder), "reference_accuracy": REFERENCE,
+            "study": study(folder)}
 
 
 def markdown(s: dict) -> str:
@@ -91,6 +110,16 @@ def markdown(s: dict) -> str:
               "|---|---|---|---|---|---|"]
     lines += [f"| {r['protocol']} | {r['heuristic']} | {r['best_accuracy']:.2f} | {r['best_epoch']} | "
               f"{r['images_per_s'] or 0:.0f} | {r['training_s'] or 0:.0f} |" for r in s["fashion_mnist"]]
+    if s["study"]:
+        lines += ["", "Concurrent study (standard evaluation): best test accuracy per seed; Stripes-variance "
+                  "against the random control and vanilla (Welch):", ""]
+        lines += [f"- {h}: {', '.join(f'{v:.2f}' for v in values)}" for h, values in s["study"]["runs"].items()]
+        for other, name in (("random", "the random control"), ("none", "vanilla")):
+            c = s["study"][f"stripes_vs_{other}"]
+            verdict = ("no test (fewer than 2 runs an arm)" if c["p_value"] != c["p_value"] else
+                       f"{'beats' if c['diff'] > 0 and c['p_value'] < 0.05 else 'does not beat'} {name} "
+                       f"({c['diff']:+.2f} pp, p {c['p_value']:.3g})")
+            lines.append(f"- Stripes-variance {verdict}")
     return "\n".join(lines) + "\n"
 
 

@@ -25,13 +25,19 @@ def test_the_smoke_run_writes_every_figure(smoke):
     s = json.loads((smoke / "summary.json").read_text())
     assert s["smoke"] and [x["step"] for x in s["steps"]] == [
         "bench", "concurrent", "torchrun", "fmnist-stripes-standard", "fmnist-vanilla-standard",
-        "fmnist-stripes-paper", "fmnist-vanilla-paper"] and all(x["exit"] == 0 for x in s["steps"])
+        "fmnist-stripes-paper", "fmnist-vanilla-paper", "study"] and all(x["exit"] == 0 for x in s["steps"])
     assert all(v is not None and v > 0 for v in s["figures"].values()), s["figures"]
     assert [c["runs_at_once"] for c in s["concurrent"]] == [1, 2] and len(s["text"]) == 4
     runs = {(r["protocol"], r["heuristic"]) for r in s["fashion_mnist"]}
     assert runs == {(p, h) for p in ("standard", "paper") for h in ("none", "roundrobin")}
     assert all(0 < r["best_accuracy"] <= 100 for r in s["fashion_mnist"])
+    study = s["study"]  # the concurrent study: 2 seeds an arm, Stripes against the random control and vanilla
+    assert {h: len(v) for h, v in study["runs"].items()} == {"none": 2, "stripes": 2, "random": 2}
+    assert study["stripes_vs_random"]["diff"] == pytest.approx(
+        sum(study["runs"]["stripes"]) / 2 - sum(study["runs"]["random"]) / 2)
+    assert "### Across heuristics" in (smoke / "study.log").read_text()  # report.py's answer on those runs
     md = (smoke / "summary.md").read_text()
+    assert "Stripes-variance" in md and "the random control" in md
     assert "SMOKE" in md and "| images_per_s |" in md and s["provenance"]["git_commit"] in md
 
 
