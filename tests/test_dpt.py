@@ -180,15 +180,19 @@ def test_a_rank_that_dies_or_hangs_does_not_block_the_other(cifar10_dir, tmp_pat
     the survivors when a rank dies; a collective waits at most --timeout seconds for a hung one)."""
     root, _ = cifar10_dir
     argv = [*TINY, "--total-epochs", "200", "--warmup-epochs", "199", "--data-dir", str(root),
-            "--results-dir", str(tmp_path), "--timeout", "20"]
+            "--results-dir", str(tmp_path), "--timeout", "10"]
     marker = str(time.time_ns())  # the ranks inherit it through torchrun's environment: how we find them
     torchrun = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "dpt.py", *argv],
-        cwd=REPO, env={**ENV, "DPT_TEST": marker}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, env={**ENV, "DPT_TEST": marker}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
     try:
         ranks = ranks_of(marker, time.time() + 120)
-        time.sleep(3)  # training
+        # training: rank 0's first line comes once the process group is up (before it, a stopped rank is
+        # a rendezvous that never completes, which is not what this tests)
+        while "results ->" not in torchrun.stdout.readline():
+            assert torchrun.poll() is None, "torchrun ended before training"
+        time.sleep(1)
         os.kill(ranks[1], signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
         started = time.time()
         printed = torchrun.communicate(timeout=240)[1]
@@ -196,9 +200,9 @@ def test_a_rank_that_dies_or_hangs_does_not_block_the_other(cifar10_dir, tmp_pat
     finally:
         if torchrun.poll() is None:
             os.killpg(torchrun.pid, signal.SIGKILL)
-    # a dead rank: torchrun notices within seconds; a hung one: --timeout (20 s), then torchrun's own grace
+    # a dead rank: torchrun notices within seconds; a hung one: --timeout (10 s), then torchrun's own grace
     # period to stop a process that ignores SIGTERM (30 s), plus its polling
-    assert torchrun.returncode != 0 and waited < (30 if fault == "killed" else 20 + 30 + 60), (waited, printed[-2000:])
+    assert torchrun.returncode != 0 and waited < (30 if fault == "killed" else 10 + 30 + 60), (waited, printed[-2000:])
     assert not list(tmp_path.rglob("*.csv"))
 
 
