@@ -12,6 +12,8 @@ from runs import REPO
 from test_report import add, exchange_study, write_paper_style
 from workload import Workload
 
+pytestmark = pytest.mark.slow  # a Jupyter kernel per folder
+
 
 def draw(folder, figures, monkeypatch, **env) -> tuple[set[str], str]:
     monkeypatch.setenv("DPT_RESULTS", str(folder))
