@@ -204,8 +204,9 @@ def _gpt_heads(args: Namespace) -> str | None:
 
 def _neumf_widths(args: Namespace) -> str | None:
     w, f = args.mlp_width, args.factors
-    if w % f or (w // f) & (w // f - 1):
-        return f"--mlp-width {w} must be --factors {f} times a power of 2 (NeuMF's MLP halves its width down to it)"
+    if w % 2 or w % f or (w // f) & (w // f - 1):
+        return (f"--mlp-width {w} must be even (the user and item embeddings take half each) and --factors {f} "
+                "times a power of 2 (NeuMF's MLP halves its width down to it)")
     return None
 
 

@@ -13,7 +13,7 @@
 #
 #     bash gpu-check.sh --smoke /tmp/gpu-check                          # anywhere, CPU-sized
 #     bash gpu-check.sh results/gpu-check --data-dir data/fashion-mnist  # on the GPU
-set -uo pipefail
+set -uo pipefail  # empty arrays are written ${a[@]+"${a[@]}"}: bash before 4.4 calls them unbound
 cd "$(dirname "$0")"
 smoke=0
 if [ "${1:-}" = --smoke ]; then smoke=1; shift; fi
@@ -63,7 +63,7 @@ else
 fi
 common=(--dataset fashionmnist --model resnet18 --data-dir "$data" --lr 0.1 --checkpoint-every 0)
 
-step bench "$py" bench.py "${bench[@]}" --out "$out/bench.json"
+step bench "$py" bench.py ${bench[@]+"${bench[@]}"} --out "$out/bench.json"
 [ $smoke -eq 1 ] || step bench-float32 "$py" bench.py --amp none --out "$out/bench-float32.json"
 step concurrent "$py" bench.py "${concurrent[@]}" --out "$out/concurrent.json"
 step torchrun "$py" -m torch.distributed.run --standalone --nproc_per_node=1 dpt.py "${common[@]}" "${ranked[@]}" \
@@ -82,7 +82,7 @@ study() {
   for seed in $(seq 1 "$seeds"); do
     for arm in none stripes random; do
       if [ "$arm" = none ]; then sched=(); else sched=("${schedule[@]}"); fi
-      "$py" dpt.py "${common[@]}" "${fmnist[@]}" "${sched[@]}" --heuristic "$arm" --measure variance \
+      "$py" dpt.py "${common[@]}" "${fmnist[@]}" ${sched[@]+"${sched[@]}"} --heuristic "$arm" --measure variance \
         --eval-protocol standard --seed "$seed" --results-dir "$out/runs-study" > "$out/study-$arm-$seed.log" 2>&1 &
       pids+=($!)
     done

@@ -23,15 +23,17 @@ K = 10  # HR@K, NDCG@K
 
 
 def ranks(scores: torch.Tensor) -> torch.Tensor:
-    """0-based rank of column 0 (the held-out item) among each row's scores: how many negatives score
-    strictly higher (ties go the held-out item's way)."""
-    return (scores[:, 1:] > scores[:, :1]).sum(dim=1)
+    """0-based rank of column 0 (the held-out item) among each row's scores: the negatives scoring higher,
+    and half of those scoring the same (so a model that scores everything alike ranks it in the middle,
+    not first)."""
+    above = (scores[:, 1:] > scores[:, :1]).sum(dim=1).double()
+    return above + 0.5 * (scores[:, 1:] == scores[:, :1]).sum(dim=1).double()
 
 
 def hit_and_ndcg(rank: torch.Tensor, k: int = K) -> tuple[torch.Tensor, torch.Tensor]:
     """Per user: 1 if the held-out item is in the top k, and 1 / log2(rank + 2) there (0 beyond)."""
     hit = (rank < k).double()
-    return hit, hit / torch.log2(rank.double() + 2)
+    return hit, hit / torch.log2(rank + 2)
 
 
 class RecTask(tasks.Task):
@@ -78,15 +80,14 @@ class RecTask(tasks.Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: movielens.Split, step, epoch: int) -> dict:
-        """HR@10 and NDCG@10 (percent) of the held-out items, in eval mode."""
+        """HR@10 and NDCG@10 (percent) of the held-out items, in eval mode and float32 (bf16 would tie scores)."""
         items = torch.cat([split.items[:, None], split.candidates], dim=1)
         users = split.users[:, None].expand_as(items)
         pairs = torch.stack([users.reshape(-1), items.reshape(-1)], dim=1).to(step.device)
         scores = []
         with models.eval_mode(model):
             for chunk in pairs.split(max(1, step.batch_size * step.workers * 16)):
-                with step.ctx:
-                    scores.append(model(chunk)[:, 1].float())
+                scores.append(model(chunk)[:, 1].float())
         hit, ndcg = hit_and_ndcg(ranks(torch.cat(scores).view(items.shape)))
         return {"hr10": 100 * hit.mean().item(), "ndcg10": 100 * ndcg.mean().item(), "test_users": len(items)}
 

@@ -5,13 +5,15 @@ submitted with sbatch, and the state of every run of a study folder. run-experim
     ./run-experiments.sh --study measures --slurm --partition gpu --per-gpu 4 --time 08:00:00
     ./run-experiments.sh --study measures --status               # finished, running, failed, pending
 
-Array task i runs the commands.txt lines listed on line i of slurm-array.txt, --per-gpu of them at
+Array task i runs the commands.txt lines listed on line i of slurm-array-<time>.txt, --per-gpu of them at
 once on its GPU (bench.py --concurrent measures what that buys), or a --launch torchrun run on
 --gpus-per-run GPUs of each of --nodes nodes (srun starts one torchrun per node; c10d rendezvous on
-the first node, from SLURM_* variables). Resubmitting skips the runs that have their row. Before the
-time limit Slurm sends SIGUSR1 to the task's shell (--signal=B:USR1@<grace>); the shell forwards it
-to its dpt.py processes, each finishes its epoch, saves a checkpoint and exits, and the task
-requeues itself (scontrol requeue): the rerun resumes (--resume). A preempted task (SIGTERM) keeps
+the first node, from SLURM_* variables). Resubmitting skips the runs that have their row (each
+submission has its own slurm-array-<time>.txt). Before the time limit (lead_time: 5 minutes, or 1.5
+epochs and a minute) Slurm sends SIGUSR1 to the task's shell (--signal=B:USR1@<lead>); the shell
+forwards it to its dpt.py processes (on other nodes through an overlapping srun step), each
+finishes its epoch, saves a checkpoint and exits, and the task requeues itself (scontrol requeue):
+the rerun resumes (--resume). A preempted task (SIGTERM) keeps
 its runs' last checkpoints and comes back through --requeue. Array tasks append to one CSV per
 workload on the shared results folder under fcntl (POSIX record) locks, which NFS clients forward
 to the server's lock manager (NFSv3's lockd, NFSv4 natively); flock() is not used, since older NFS
@@ -20,6 +22,8 @@ clients keep it local.
 import argparse
 import fcntl
 import json
+import math
+import os
 import re
 import shlex
 import shutil
@@ -76,6 +80,22 @@ def filesystem(path: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def lead_time(epoch: float | None) -> int:
+    """Seconds before the limit that SIGUSR1 comes: enough to end the epoch under way and save (1.5
+    epochs and a minute), at least GRACE_S."""
+    return GRACE_S if epoch is None else max(GRACE_S, math.ceil(1.5 * epoch) + 60)
+
+
+def check_array(tasks: int) -> None:
+    """An array no larger than the cluster's MaxArraySize allows (scontrol show config)."""
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True) \
+        if shutil.which("scontrol") else None
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.M) if out and out.returncode == 0 else None
+    if m and tasks > int(m[1]) - 1:
+        raise Refused(f"{tasks} array tasks exceed this cluster's MaxArraySize {m[1]}; pass --per-gpu K to put K runs "
+                      "in a task, or submit a part of the selection (--table, --seeds) at a time")
+
+
 def check(opts: argparse.Namespace) -> list[str]:
     """Refuse what cannot work before anything is submitted (a dry run needs no Slurm here); return
     the warnings."""
@@ -94,10 +114,10 @@ def check(opts: argparse.Namespace) -> list[str]:
     if opts.time:
         limit = seconds(opts.time)
         epoch = epoch_estimate(opts.results_dir)
-        if epoch is not None and limit < GRACE_S + epoch:
+        if epoch is not None and limit < lead_time(epoch) + epoch:
             raise Refused(f"--time {opts.time} ({limit} s) is shorter than one epoch ({epoch:.0f} s, the longest mean "
-                          f"in {opts.results_dir}'s logs) plus the {GRACE_S} s the runs get to checkpoint; give a "
-                          "longer --time")
+                          f"in {opts.results_dir}'s logs) plus the {lead_time(epoch)} s the runs get to checkpoint; "
+                          "give a longer --time")
         if limit <= GRACE_S:
             raise Refused(f"--time {opts.time} leaves no time to train: the runs are asked to checkpoint {GRACE_S} s "
                           "before the limit; give a longer --time")
@@ -127,7 +147,8 @@ def script(opts: argparse.Namespace, commands: Path, array: Path, tasks: int, re
     extra = [line if line.startswith("#SBATCH") else f"#SBATCH {line}" for line in opts.sbatch_line]
     heading = [f"#SBATCH --job-name=dpt-{opts.study}", f"#SBATCH --array=1-{tasks}",
                f"#SBATCH --output={logs}/%A_%a.out", "#SBATCH --open-mode=append", "#SBATCH --requeue",
-               f"#SBATCH --signal=B:USR1@{GRACE_S}", *(f"#SBATCH {r}" for r in resources(opts)), *extra]
+               f"#SBATCH --signal=B:USR1@{lead_time(epoch_estimate(opts.results_dir))}",
+               *(f"#SBATCH {r}" for r in resources(opts)), *extra]
     # One torchrun per node of a multi-node run: c10d rendezvous on the job's first node (torchrun reads PET_*).
     launch = ('srun --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 --kill-on-bad-exit=1 '
               if opts.nodes > 1 else "")
@@ -135,6 +156,12 @@ def script(opts: argparse.Namespace, commands: Path, array: Path, tasks: int, re
                   'PET_RDZV_ID="${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}"',
                   'export PET_RDZV_ENDPOINT="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1):29500"'] \
         if opts.nodes > 1 else []
+    # Several nodes: their ranks are slurmstepd's children there, not this shell's; an overlapping step
+    # on every node signals this job's dpt.py processes (not torchrun's agent).
+    remote = ('  srun --overlap --jobid="$SLURM_JOB_ID" --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 bash -c \\\n'
+              '    \'for p in $(pgrep -f dpt.py); do if [ "$p" != $$ ] && ! grep -qa torch.distributed.run '
+              '/proc/$p/cmdline && grep -qa "SLURM_JOB_ID=$SLURM_JOB_ID" /proc/$p/environ; then kill -USR1 $p; '
+              'fi; done\' || true\n' if opts.nodes > 1 else "")
     body = f"""
 # Written by run-experiments.sh --slurm for {opts.results_dir}; resubmitting the same selection skips
 # the runs that have their row. SIGUSR1 before the limit: every run checkpoints, then the task requeues.
@@ -155,7 +182,7 @@ checkpoint() {{  # dpt.py turns SIGUSR1 into a checkpoint at its epoch's end; to
           "/proc/$p/cmdline"; then kill -USR1 "$p" 2>/dev/null; fi
     done
   done
-}}
+{remote}}}
 trap checkpoint USR1
 trap 'kill -TERM "${{pids[@]}}" 2>/dev/null' TERM
 for n in $lines; do  # each run's output in its own log; its exit status in exits.txt (--status reads both)
@@ -169,6 +196,7 @@ for k in "${{!pids[@]}}"; do
     if [ "$rc" -gt 128 ] && kill -0 "${{pids[$k]}}" 2>/dev/null; then continue; fi  # a trapped signal woke the wait
     break
   done
+  if [ "$asked" -eq 1 ] && [ "$rc" -ne 0 ]; then rc=75; fi  # stopped for its checkpoint (torchrun says 1)
   echo "${{numbers[$k]}} $rc" >> {shlex.quote(str(logs))}/exits.txt
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 75 ] && [ "$asked" -eq 0 ]; then failed=1; fi
 done
@@ -193,12 +221,17 @@ def submit(path: Path) -> str:
 def held(lock: Path) -> bool:
     """Whether a run's lock is held now (by a dpt.py on this or, over NFS, another node)."""
     try:
-        with open(lock, "a") as f:
-            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.lockf(f, fcntl.LOCK_UN)
-            return False
+        fd = os.open(lock, os.O_RDWR)  # never O_CREAT: a lock its run just released stays gone
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return False
     except OSError:
         return True
+    finally:
+        os.close(fd)
 
 
 def failures(folder: Path) -> dict[int, str]:

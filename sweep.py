@@ -373,7 +373,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         or len(set(opts.seeds)) != len(opts.seeds)
     ):
         die(f"--seeds takes distinct seeds in 0..{flags.SEED_LIMIT - 1}")
-    if opts.launch == "torchrun" and 0 < opts.gpus < opts.workers:
+    if opts.launch == "torchrun" and 0 < opts.gpus < opts.workers and not (opts.slurm or opts.status):
         die(f"--launch torchrun puts each of the {opts.workers} workers on its own GPU, and this node has {opts.gpus}; "
             f"use --launch emulate")
     if opts.nodes < 1 or opts.workers % opts.nodes:
@@ -381,10 +381,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
             "ranks)")
     if opts.gpus_per_run is not None and opts.gpus_per_run < 0:
         die("--gpus-per-run must be at least 0")
-    if not opts.slurm and (opts.partition or opts.account or opts.time or opts.nodes > 1 or opts.sbatch_line or
-                           opts.gpus_per_run is not None or opts.cpus_per_task):
+    if not (opts.slurm or opts.status) and (opts.partition or opts.account or opts.time or opts.nodes > 1 or
+                                            opts.sbatch_line or opts.gpus_per_run is not None or opts.cpus_per_task):
         die("--partition, --account, --time, --nodes, --gpus-per-run, --cpus-per-task and --sbatch-line are for "
             "--slurm; add --slurm, or drop them to run on this node")
+    if opts.nodes > 1 and opts.per_gpu > 1:
+        die(f"--nodes {opts.nodes} with --per-gpu {opts.per_gpu}: runs spread over nodes go one per task (they would "
+            "share one rendezvous); drop --per-gpu")
     if opts.gpus_per_run is None and opts.launch == "torchrun" and opts.slurm:
         opts.gpus_per_run = opts.workers // opts.nodes
     if opts.results_dir.exists() and not opts.results_dir.is_dir():
@@ -402,7 +405,12 @@ def submit(runs: list[Run], pending: list[Run], commands_file: Path, opts: argpa
         die(str(err))
     waiting = {id(r) for r in pending}
     tasks = slurm.groups([n for n, r in enumerate(runs, start=1) if id(r) in waiting], opts.per_gpu)
-    array, path = opts.results_dir / "slurm-array.txt", opts.results_dir / "slurm.sbatch"
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # an earlier array still queued keeps reading its own file
+    array, path = opts.results_dir / f"slurm-array-{stamp}.txt", opts.results_dir / f"slurm-{stamp}.sbatch"
+    try:
+        slurm.check_array(len(tasks))
+    except slurm.Refused as err:
+        die(str(err))
     text = slurm.script(opts, commands_file, array, len(tasks), REPO)
     if opts.dry_run:
         print(text, end="")
@@ -418,7 +426,9 @@ def submit(runs: list[Run], pending: list[Run], commands_file: Path, opts: argpa
         job = slurm.submit(path)
     except slurm.Refused as err:
         die(str(err))
-    again = shlex.join(["./run-experiments.sh", *sys.argv[1:]]).replace(" --slurm", " --status", 1)
+    given = sys.argv[1:]
+    at = given.index("--") if "--" in given else len(given)  # before the flags that go to dpt.py
+    again = shlex.join(["./run-experiments.sh", *given[:at], "--status", *given[at:]])
     print(f"submitted job {job}: {len(tasks)} array tasks for {len(pending)} runs ({path}); follow it with "
           f"`squeue -j {job}` and `{again}`; task logs in {opts.results_dir / 'slurm-logs'}", flush=True)
 
@@ -433,10 +443,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     listed = "".join(shlex.join(command(r, opts, sys.executable)) + "\n" for r in runs)
     commands_file = opts.results_dir / "commands.txt"
-    kept = opts.dry_run and commands_file.is_file() and commands_file.read_text() != listed
+    kept = (opts.dry_run or opts.status) and commands_file.is_file() and commands_file.read_text() != listed
     try:
         opts.results_dir.mkdir(parents=True, exist_ok=True)
-        if not kept:  # a dry run never replaces the commands of another selection (a running array's)
+        if not kept and not opts.status:  # a dry run never replaces another selection's commands (an array's)
             commands_file.write_text(listed)
     except OSError as err:
         die(f"cannot write to --results-dir {opts.results_dir} ({err.strerror or err}); pass a writable folder")

@@ -107,12 +107,13 @@ def test_hr_and_ndcg_at_10_by_hand():
     scores = torch.tensor([[5.0] + [1.0] * 20,                 # first: rank 0
                            [5.0] + [9.0] * 3 + [1.0] * 17,    # 3 above: rank 3
                            [5.0] + [9.0] * 12 + [1.0] * 8,    # 12 above: beyond the top 10
-                           [5.0] + [5.0] * 20])               # ties go its way: rank 0
+                           [5.0] + [5.0] * 20,                # all tied: half of them above, rank 10
+                           [5.0] + [9.0] * 2 + [5.0] * 4 + [1.0] * 14])  # 2 above, 4 tied: rank 4
     rank = rectask.ranks(scores)
     hit, ndcg = rectask.hit_and_ndcg(rank)
-    assert rank.tolist() == [0, 3, 12, 0]
-    assert hit.tolist() == [1, 1, 0, 1]
-    assert ndcg.tolist() == pytest.approx([1.0, 1 / np.log2(5), 0.0, 1.0])
+    assert rank.tolist() == [0, 3, 12, 10, 4]
+    assert hit.tolist() == [1, 1, 0, 0, 1]
+    assert ndcg.tolist() == pytest.approx([1.0, 1 / np.log2(5), 0.0, 0.0, 1 / np.log2(6)])
 
 
 def test_the_signals_of_an_interaction_against_autograd():
@@ -181,3 +182,12 @@ def test_a_killed_run_resumes_to_the_same_row(tmp_path):
     assert killed.returncode != 0 and checkpoint(tmp_path / "cut")["epoch"] == 2
     launch([*cut, "--resume"])
     assert row(tmp_path / "cut") == row(tmp_path / "whole")
+
+
+@pytest.mark.parametrize("width,factors", [(3, 3), (48, 8), (64, 12)])
+def test_a_neumf_that_cannot_halve_to_its_factors_is_refused(width, factors, capsys):
+    from runs import run_expecting_error
+
+    message = run_expecting_error(["--dataset", "movielens-1m", "--mlp-width", str(width), "--factors", str(factors)],
+                                  capsys)
+    assert f"--mlp-width {width} must be even" in message

@@ -68,6 +68,9 @@ def test_a_selection_through_slurm_gives_the_local_rows(cluster, data, tmp_path)
     assert mine == theirs  # the same rows: none lost, none twice, same numbers
     status = sweep(*SELECTION, "--status", "--results-dir", str(out), *tail, env=cluster.env)
     assert status.stdout.strip().endswith("6 runs: 6 finished, 0 running, 0 failed, 0 pending")
+    shown = submitted.stdout.split("` and `")[1].split("`")[0]  # the command the submission printed runs
+    again = subprocess.run(["bash", "-c", shown], cwd=REPO, capture_output=True, text=True, env=cluster.env)
+    assert again.returncode == 0 and "6 finished" in again.stdout, again.stderr
     again = sweep(*SELECTION, "--slurm", "--gpus-per-run", "0", "--results-dir", str(out), *tail, env=cluster.env)
     assert "nothing to submit: every run has its row" in again.stdout
 
@@ -160,6 +163,7 @@ def test_bad_slurm_input_is_one_line_before_anything_is_submitted(cluster, tmp_p
     (["--slurm", "--nodes", "2"], "--nodes 2 spreads one run's ranks over nodes, which needs --launch torchrun"),
     (["--slurm", "--time", "soon"], "--time soon is not a Slurm time"),
     (["--slurm", "--time", "4"], "--time 4 leaves no time to train"),
+    (["--slurm", "--launch", "torchrun", "--nodes", "2", "--per-gpu", "2"], "runs spread over nodes go one per task"),
 ])
 def test_slurm_flags_are_checked(argv, message, tmp_path):
     proc = sweep("--table", "1", "--seeds", "1", "--dry-run", "--results-dir", str(tmp_path), *argv, check=False)
