@@ -36,6 +36,7 @@ URLS = {"movielens-1m": "https://files.grouplens.org/datasets/movielens/ml-1m.zi
         "movielens-20m": "https://files.grouplens.org/datasets/movielens/ml-20m.zip"}
 TEST_SEED = 0  # the held-out negatives are drawn once, the same for every run
 MAX_DRAWS = 64  # rejection rounds for a training negative (a user's positives are a small share of the items)
+DRAW_KEYS = [augment.hash32_int(d) for d in range(MAX_DRAWS)]
 
 
 @dataclass
@@ -153,19 +154,18 @@ def load(name: str, data_dir: str | os.PathLike, train: bool, negatives: int, te
 def draw_negatives(users: torch.Tensor, examples: torch.Tensor, seen: torch.Tensor, num_items: int, seed: int,
                    epoch: int) -> torch.Tensor:
     """An item per example that its user never had as a training positive: hash(seed, epoch, example,
-    draw) mod items, redrawn (draw + 1) where it hits a positive. On the examples' device, no host read."""
+    draw) mod items for the first draw that is not one. On the examples' device, no host read."""
     key = augment.hash32_int(augment.hash32_int(seed & augment._M32) ^ (epoch & augment._M32))
     base = augment.hash32((examples.to(torch.int64) & augment._M32) ^ key)
-    items = torch.empty_like(base)
-    todo = torch.ones_like(base, dtype=torch.bool)
-    for draw in range(MAX_DRAWS):
-        candidate = augment.hash32(base ^ augment.hash32_int(draw)) % num_items
-        keys = users * num_items + candidate
-        at = torch.searchsorted(seen, keys).clamp(max=max(len(seen) - 1, 0))
-        hit = (seen[at] == keys) if len(seen) else torch.zeros_like(todo)
-        items = torch.where(todo, candidate, items)
-        todo = todo & hit
-    return items  # load refuses users with more than half the items: a miss after 64 draws has p < 2**-64
+    draws = torch.tensor(DRAW_KEYS, dtype=torch.int64, device=base.device)
+    candidates = augment.hash32(base[:, None] ^ draws) % num_items  # (B, MAX_DRAWS): every draw in one pass
+    keys = users[:, None] * num_items + candidates
+    if len(seen):
+        hit = seen[torch.searchsorted(seen, keys).clamp(max=len(seen) - 1)] == keys
+    else:
+        hit = torch.zeros_like(keys, dtype=torch.bool)
+    first = (~hit).to(torch.int8).argmax(dim=1)  # the first draw that is not a positive
+    return candidates.gather(1, first[:, None])[:, 0]  # load refuses users with over half the items: p < 2**-64
 
 
 def generate(folder: str | os.PathLike, users: int = 300, items: int = 400, per_user: int = 30,

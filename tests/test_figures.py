@@ -79,7 +79,3 @@ def test_a_reducer_study_draws_its_exchange_figure(tmp_path, monkeypatch):
     assert "study-exchanges-cifar10-resnet18-3-1-4-stripes-variance.png" not in drawn  # 4 workers: not named
     assert any(n.startswith("study-exchanges-cifar10-resnet18-3-1-stripes-variance") for n in drawn), drawn
 
-
-@pytest.mark.parametrize("name", ["figure5", "heatmap-x", "exchange-a@b"])
-def test_names_with_at_or_dots_are_refused_by_save(name):
-    assert ("@" in name or "." in name) == (name == "exchange-a@b")
