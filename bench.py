@@ -3,11 +3,12 @@ on CIFAR-shaped synthetic data (4 workers x 256 per step), the paper-style loop 
 importance tracking on and off (loss only, and every channel), the language models' tokens/s, the
 gradient reducers' selection time against torch.topk, and the I/O simulator's speed.
 
-    python bench.py                                  # full sizes (meant for a GPU); writes bench.json
+    python bench.py                                  # full sizes (meant for a GPU); writes results/bench.json
     python bench.py --batch-size 16 --steps 3        # CPU-sized
+    python bench.py --parts paths text --amp none    # some parts only (of those below, and speed), in float32
     python bench.py --concurrent 1 4 8               # a sweep's K runs per GPU: aggregate images/s, time of the study
 
-Rows:
+Parts (--parts; the first three rows are "paths"):
   paper-style  one worker as each of the paper's GPUs ran it: PIL images through torchvision's
                transforms in a DataLoader (num_workers 0), per-example losses written into a CPU
                matrix by a Python loop with .item() (the paper's Table 6 overhead)
@@ -16,9 +17,13 @@ Rows:
   device       ours: the same with the dataset resident on the device (--data-on-device), loss only
                or every channel (loss, correct, EL2N, last-layer gradient norm)
   text         the GPT and the LSTM on byte chunks of 128, fused and sequential, every channel
+  partition    importance + Stripes of 50,000 examples over a 15-epoch window, against the paper-style
+               Python sort and loops
   reducers     one worker's selection on ResNet-18's and the GPT's gradient sizes, exdyna (and the
                other threshold reducers) against torch.topk, with the bytes sent against dense
   iosim        50,000 examples x 100 epochs x 4 workers through the trace simulator
+  scoring      the Data Diet scoring pass (dd-el2n, dd-grand) against a training epoch of the same examples
+  speed        the device row with each speed option (optimizer kernels, layout, torch.compile modes)
 Tracking share: the time importance tracking adds (the signals beyond the training loss, and the
 scatter) as a share of the epoch, timed with CUDA events on a GPU (no sync per step).
 """
@@ -29,6 +34,7 @@ import os
 import platform
 import sys
 import time
+from queue import Empty
 
 import torch
 import torch.multiprocessing as mp
@@ -155,10 +161,11 @@ def ours(split: data.Split, args, device: torch.device, on_device: bool, track: 
 MIN_TIMED_STEPS = 10  # fewer: the timed epoch is too short for its figures to mean anything
 
 
-def speed_rows(split: data.Split, args, device: torch.device) -> list[dict]:
+def speed_rows(split: data.Split, args, device: torch.device, keep) -> list[dict]:
     """The device-resident fused row (tracking on, loss only) with each speed option, against itself
     without: the optimizer's kernels, the contiguous layout, and each --compile-modes mode (its first
-    epoch, the compilation, reported apart from the steady state)."""
+    epoch, the compilation, reported apart from the steady state); keep(rows) after each, as the
+    compilations are the minutes a time limit may cut."""
     variants = [("plain", {}), ("fused optimizer", {"impl": "fused"}), ("foreach optimizer", {"impl": "foreach"}),
                 ("contiguous, not channels_last", {"channels_last": False})]
     variants += [(f"compile {mode}", {"compile_mode": mode}) for mode in args.compile_modes]
@@ -166,8 +173,10 @@ def speed_rows(split: data.Split, args, device: torch.device) -> list[dict]:
     for label, options in variants:
         row = ours(split, args, device, True, True, "fused", **options)
         rows.append({"option": label, **{k: row[k] for k in ("images_per_s", "step_ms", "first_epoch_s")}})
-    for row in rows:
-        row["vs_plain"] = row["images_per_s"] / rows[0]["images_per_s"]
+        rows[-1]["vs_plain"] = rows[-1]["images_per_s"] / rows[0]["images_per_s"]
+        print(f"  {label:32s} {row['images_per_s']:10.0f} img/s  {rows[-1]['vs_plain']:5.2f}x  first epoch "
+              f"{row['first_epoch_s']:.1f} s", flush=True)
+        keep(rows)
     return rows
 
 
@@ -178,9 +187,29 @@ def _copy(args, copies: int, barrier, queue) -> None:
     queue.put(ours(synthetic(args.workers * args.batch_size * args.steps), args, device, True, True, "fused", barrier))
 
 
-def concurrent(args) -> list[dict]:
+def gather(copies: list, queue, k: int) -> list[dict]:
+    """The copies' rows; a copy that dies (out of memory, say) stops the others instead of leaving
+    them waiting at the barrier for ever."""
+    rows = []
+    while len(rows) < k:
+        try:
+            rows.append(queue.get(timeout=5))
+        except Empty:
+            dead = [c.exitcode for c in copies if c.exitcode not in (None, 0)]
+            if dead:
+                for c in copies:
+                    c.terminate()
+                raise SystemExit(f"bench.py: error: a copy of {k} at once exited with {dead[0]}; its output above "
+                                 "says why (out of memory: fewer at once)")
+    for c in copies:
+        c.join()
+    return rows
+
+
+def concurrent(args, keep) -> list[dict]:
     """K copies of the device-resident fused row at once (a sweep's K runs per GPU), for each K,
-    started together after their warm-up epoch: all their images over the span of their timed epochs."""
+    started together after their warm-up epoch: all their images over the span of their timed epochs.
+    keep(rows) after each K: the figures of the Ks done survive a larger K that fails."""
     out = []
     context = mp.get_context("spawn")
     for k in args.concurrent:
@@ -188,15 +217,14 @@ def concurrent(args) -> list[dict]:
         copies = [context.Process(target=_copy, args=(args, k, barrier, queue)) for _ in range(k)]
         for c in copies:
             c.start()
-        rows = [queue.get() for _ in copies]
-        for c in copies:
-            c.join()
+        rows = gather(copies, queue, k)
         span = max(r["window"][1] for r in rows) - min(r["window"][0] for r in rows)
         aggregate = sum(r["images"] for r in rows) / span
         # the paper's study: 1830 runs x 100 epochs x (50,000 training images + 10,000 test images,
         # a forward pass each: about a third of a training image's cost)
         hours = 1830 * 100 * (50_000 + 10_000 / 3) / aggregate / 3600
         out.append({"runs_at_once": k, "aggregate_images_per_s": aggregate, "study_hours": hours})
+        keep(out)
         print(
             f"{k:3d} runs at once: {aggregate:10.0f} images/s in all; "
             f"the paper's 1830 runs would take about {hours:,.0f} h",
@@ -343,6 +371,9 @@ def iosim_row(args) -> dict:
             "seconds": time.perf_counter() - start, "requests": int(epochs.requests.sum())}
 
 
+PARTS = ("paths", "text", "partition", "reducers", "iosim", "scoring", "speed")  # the order they run in
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = flags.Parser(prog="bench.py", description=__doc__.split("\n\n")[0], formatter_class=flags.HelpFormatter)
     p.add_argument("--workers", type=int, default=4, help="emulated workers (the paper: 4)")
@@ -368,7 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile modes timed in the speed-options table, of default, reduce-overhead and "
                         "max-autotune (if not given: the first two on a GPU, none on a CPU, where compiling ResNet-18 "
                         "takes minutes)")
-    p.add_argument("--out", default="results/bench.json", help="where the figures go, as JSON")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), metavar="PART",
+                   help=f"what to measure, of {', '.join(PARTS)}, run in that order (default: all; gpu-check.sh "
+                        "times speed, whose compilations take minutes, last and apart)")
+    p.add_argument("--out", default="results/bench.json",
+                   help="where the figures go, as JSON (rewritten after each part)")
     return p
 
 
@@ -383,12 +418,50 @@ def main() -> None:
         print(f"bench.py: warning: --steps {args.steps} times fewer than {MIN_TIMED_STEPS} steps per epoch: the "
               "images/s (and --concurrent's study estimate) are noise, not a measurement", file=sys.stderr)
     torch.backends.cudnn.benchmark = True
-    header = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "device_name": device_name(device),
+    result = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "device_name": device_name(device),
               "torch": str(torch.__version__), "provenance": results.provenance(), "args": vars(args)}
     if args.concurrent:
-        write(args.out, {**header, "concurrent": concurrent(args)})
+        concurrent(args, lambda rows: write(args.out, {**result, "concurrent": rows}, quiet=True))
+        print(f"wrote {args.out}")
         return
+    print(f"{device} ({device_name(device)}), torch {torch.__version__}, ResNet-18, 32x32, {args.workers} workers x "
+          f"{args.batch_size}, {args.steps} steps, amp {args.amp}", flush=True)
+
+    def keep(key: str, value) -> None:
+        # written after every part (and every speed option): a check stopped at its time limit keeps what it measured
+        result[key] = value
+        write(args.out, result, quiet=True)
+
     split = synthetic(args.workers * args.batch_size * args.steps)
+    for part in [name for name in PARTS if name in args.parts]:
+        if part == "paths":
+            keep("rows", path_rows(split, args, device))
+            print_paths(result["rows"])
+        elif part == "text":
+            keep("text", [text_row(args, device, m, e) for m in ("gpt", "lstm") for e in ("fused", "sequential")])
+            print_text(result["text"], args)
+        elif part == "partition":
+            keep("partition_overheads", partition_overheads(args, device))
+            print_partition(result["partition_overheads"], args)
+        elif part == "reducers":
+            keep("reducers", reducer_rows(args, device))
+            print_reducers(result["reducers"])
+        elif part == "iosim":
+            keep("iosim", iosim_row(args))
+            print_iosim(result["iosim"])
+        elif part == "scoring":
+            keep("scoring", scoring_row(split, args, device))
+            print_scoring(result["scoring"])
+        else:
+            print("\nspeed options: the device-resident fused row (tracking on, loss only) with each, against plain",
+                  flush=True)
+            speed_rows(split, args, device, lambda rows: keep("speed_options", rows))
+    print(f"wrote {args.out}")
+
+
+def path_rows(split: data.Split, args, device: torch.device) -> list[dict]:
+    """The main table: the paper-style loop, then ours (DataLoader and device-resident, fused and
+    sequential), tracking on and off, loss only and every channel."""
     rows = [{"path": "paper-style (1 worker)", "tracking": track, "channels": "loss",
              **paper_style(split, args, device, track)} for track in (True, False)]
     for label, on_device, emulation, record in (("dataloader, fused", False, "fused", ("loss",)),
@@ -398,55 +471,59 @@ def main() -> None:
         for track in (True, False) if record == ("loss",) else (True,):
             rows.append({"path": f"{label} ({args.workers} workers)", "tracking": track, "channels": ",".join(record),
                          **ours(split, args, device, on_device, track, emulation, record=record)})
-    speed = speed_rows(split, args, device)
-    text_rows = [text_row(args, device, m, e) for m in ("gpt", "lstm") for e in ("fused", "sequential")]
-    overheads = partition_overheads(args, device)
-    reduction = reducer_rows(args, device)
-    simulated = iosim_row(args)
-    scoring = scoring_row(split, args, device)
-    report(rows, text_rows, reduction, simulated, overheads, scoring, args, device)
-    print("\nspeed options: the device-resident fused row (tracking on, loss only) with each, against plain")
-    for row in speed:
-        print(f"  {row['option']:32s} {row['images_per_s']:10.0f} img/s  {row['vs_plain']:5.2f}x  first epoch "
-              f"{row['first_epoch_s']:.1f} s")
-    write(args.out, {**header, "rows": rows, "speed_options": speed, "text": text_rows, "reducers": reduction,
-                     "iosim": simulated, "partition_overheads": overheads, "scoring": scoring})
+    for row in rows:
+        row["vs_paper_style"] = row["images_per_s"] / rows[0]["images_per_s"]
+    return rows
 
 
-def report(rows, text_rows, reduction, simulated, overheads, scoring, args, device) -> None:
-    base = rows[0]["images_per_s"]
-    print(f"\n{device} ({device_name(device)}), torch {torch.__version__}, ResNet-18, 32x32, {args.workers} workers x "
-          f"{args.batch_size}, {args.steps} steps, amp {args.amp}")
+def print_paths(rows: list[dict]) -> None:
     print(f"{'path':34s} {'tracking':>8s} {'channels':>26s} {'img/s':>10s} {'ms/step':>9s} {'x paper':>8s} "
           f"{'tracking %':>11s}")
     for row in rows:
-        row["vs_paper_style"] = row["images_per_s"] / base
         share = f"{row['tracking_percent']:11.2f}" if row["tracking"] else ""
         print(f"{row['path']:34s} {'on' if row['tracking'] else 'off':>8s} {row['channels']:>26s} "
-              f"{row['images_per_s']:10.0f} {row['step_ms']:9.1f} {row['vs_paper_style']:8.2f} {share}")
+              f"{row['images_per_s']:10.0f} {row['step_ms']:9.1f} {row['vs_paper_style']:8.2f} {share}", flush=True)
+
+
+def print_text(rows: list[dict], args) -> None:
     print(f"\ntext: byte chunks of {args.seq_len}, {args.workers} workers x {args.text_batch}, every channel recorded")
-    for row in text_rows:
+    for row in rows:
         print(f"  {row['model']:5s} {row['emulation']:10s} {row['tokens_per_s']:12.0f} tokens/s   tracking "
-              f"{row['tracking_percent']:.2f}% of the epoch   ({row['parameters']:,} parameters)")
+              f"{row['tracking_percent']:.2f}% of the epoch   ({row['parameters']:,} parameters)", flush=True)
+
+
+def print_reducers(rows: list[dict]) -> None:
     print("\nreducers: one worker's selection, against torch.topk of the same k; bytes one worker sends per step")
-    for row in reduction:
+    for row in rows:
         print(f"  {row['model']:8s} d={row['entries']:>10,} rho={row['density']:<6g} {row['reducer']:10s} "
               f"{row['select_ms']:8.2f} ms  (topk {row['topk_ms']:8.2f} ms, {row['topk_over_select']:6.1f}x)  "
-              f"{row['bytes_per_worker'] / 2**20:8.3f} MiB of {row['dense_bytes'] / 2**20:7.2f} dense")
+              f"{row['bytes_per_worker'] / 2**20:8.3f} MiB of {row['dense_bytes'] / 2**20:7.2f} dense", flush=True)
+
+
+def print_iosim(simulated: dict) -> None:
     print(f"\niosim: {simulated['examples']:,} examples x {simulated['epochs']} epochs x {simulated['workers']} "
-          f"workers ({simulated['requests']:,} requests) simulated in {simulated['seconds']:.1f} s")
+          f"workers ({simulated['requests']:,} requests) simulated in {simulated['seconds']:.1f} s", flush=True)
+
+
+def print_scoring(scoring: dict) -> None:
     print(f"scoring pass (Data Diet protocol) on {scoring['examples']} examples: dd-el2n "
           f"{scoring['eval_el2n_s']:.2f} s ({100 * scoring['eval_el2n_share']:.0f}% of a training epoch of them), "
-          f"dd-grand {scoring['eval_grand_s']:.2f} s ({100 * scoring['eval_grand_share']:.0f}%)")
+          f"dd-grand {scoring['eval_grand_s']:.2f} s ({100 * scoring['eval_grand_share']:.0f}%)", flush=True)
+
+
+def print_partition(overheads: dict, args) -> None:
     print(f"importance + partition, {args.partition_examples} examples x 15 epochs: "
-          f"ours {overheads['ours_s'] * 1000:.1f} ms, paper-style {overheads['paper_style_s'] * 1000:.1f} ms")
+          f"ours {overheads['ours_s'] * 1000:.1f} ms, paper-style {overheads['paper_style_s'] * 1000:.1f} ms",
+          flush=True)
 
 
-def write(path: str, result: dict) -> None:
+def write(path: str, result: dict, quiet: bool = False) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
+    with open(path + ".part", "w") as f:
         json.dump(result, f, indent=1)
-    print(f"wrote {path}")
+    os.replace(path + ".part", path)  # whole or not at all, also when the process is killed while writing
+    if not quiet:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,50 +1,93 @@
 #!/usr/bin/env bash
-# One call on a lent GPU measures what the performance docs quote, in about 8 minutes on one
-# H100/H200: bench.py at full size (ResNet-18, 4 workers x 256, bf16 and float32, tracking off, loss
-# only and every channel, the paper-style loop; the language models' tokens/s; the reducers against
-# torch.topk; the I/O simulator), bench.py --concurrent 1 4 8 16 with the 1830-run estimate, a
-# world-size-1 torchrun run (NCCL on a GPU), and real Fashion-MNIST runs (4 emulated workers x 256,
-# lr 0.1, 30 epochs; Stripes-variance W10 I5 E_ignore 5 and vanilla, standard and paper evaluation)
-# beside the reference 90.7-91.3%. Writes OUT_DIR/summary.json and summary.md (device, torch and CUDA,
-# the commit, every figure) and each step's log; then, with the minutes left, vanilla, Stripes-variance
-# and the random control over GPU_CHECK_STUDY_SEEDS seeds at once, and whether importance beats the
-# control (report.py on those runs). It never downloads (Fashion-MNIST's four .gz files
-# come from --data-dir). --smoke runs every step CPU-sized in a few minutes (CI runs it).
+# One call on a lent GPU measures what the performance docs quote, within a budget (8 minutes by
+# default) on one H100/H200, the most wanted figures first, each step stopped at its share and at the
+# deadline, the summary rewritten after every step (a check cut short still says what it measured):
+#   preflight      every module imports, torch sees the GPU, dpt.py's own preflight on the data (fails fast)
+#   bench          bench.py at full size in bf16: the training paths (paper-style loop, ours, tracking off,
+#                  loss only, every channel), the language models, the partition overhead, the reducers
+#                  against torch.topk, the I/O simulator, the scoring pass
+#   concurrent     bench.py --concurrent 1 4 8 16, with the 1830-run estimate
+#   runs           at once: Fashion-MNIST (4 emulated workers x 256, lr 0.1, 30 epochs, Stripes-variance
+#                  W10 I5 E_ignore 5 and vanilla, standard and paper evaluation) beside the reference
+#                  90.7-91.3%, the random-partition control, a world-size-1 torchrun run (NCCL), and as many
+#                  more seeds of vanilla / Stripes-variance / control as the concurrent figures say fit
+#   study          report.py on those runs: does importance beat the random control?
+#   bench-float32  bench.py's training paths and language models in float32
+#   bench-speed    bench.py's speed options: optimizer kernels, layout, torch.compile default and
+#                  reduce-overhead (CUDA graphs), each compilation's first epoch apart
+# Writes OUT_DIR/summary.json and summary.md (device, torch and CUDA, the commit, every figure against its
+# target) and each step's log; --export FOLDER copies the summary and OUT_DIR as one .tgz there after
+# every step (what a lent machine hands back). It never downloads: Fashion-MNIST's four .gz files come
+# from --data-dir. --smoke runs every step CPU-sized (CI runs it). GPU_CHECK_BUDGET_S sets the budget
+# (default 480; smoke 900), GPU_CHECK_STUDY_SEEDS the study's seeds an arm at most (default 4; smoke 2).
 #
 #     bash gpu-check.sh --smoke /tmp/gpu-check                          # anywhere, CPU-sized
 #     bash gpu-check.sh results/gpu-check --data-dir data/fashion-mnist  # on the GPU
 set -uo pipefail  # empty arrays are written ${a[@]+"${a[@]}"}: bash before 4.4 calls them unbound
 cd "$(dirname "$0")"
-smoke=0
-if [ "${1:-}" = --smoke ]; then smoke=1; shift; fi
-out=${1:-}
-if [ -z "$out" ]; then
-  echo "gpu-check.sh: error: usage: bash gpu-check.sh [--smoke] OUT_DIR [--data-dir FOLDER]" >&2
-  exit 2
-fi
-shift
-data=/usr/share/datasets/fashion-mnist
-if [ "${1:-}" = --data-dir ]; then data=${2:?--data-dir needs a folder}; fi
-for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
-  if [ ! -f "$data/$f" ]; then
-    echo "gpu-check.sh: error: $data/$f is missing; put Fashion-MNIST's four .gz files there (or pass --data-dir)" >&2
-    exit 2
-  fi
+usage="usage: bash gpu-check.sh [--smoke] OUT_DIR [--data-dir FOLDER] [--export FOLDER]"
+die() { echo "gpu-check.sh: error: $*" >&2; exit 2; }
+smoke=0 out="" data=/usr/share/datasets/fashion-mnist export_to=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --smoke) smoke=1; shift ;;
+    --data-dir|--export)
+      [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#-}" = "$2" ] || die "$1 needs a folder; $usage"
+      if [ "$1" = --data-dir ]; then data=$2; else export_to=$2; fi
+      shift 2 ;;
+    -*) die "unknown option $1; $usage" ;;
+    *) [ -z "$out" ] || die "one OUT_DIR, not '$out' and '$1'; $usage"; out=$1; shift ;;
+  esac
 done
+[ -n "$out" ] || die "$usage"
+for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
+  [ -f "$data/$f" ] || die "$data/$f is missing; put Fashion-MNIST's four .gz files there (or pass --data-dir)"
+done
+budget=${GPU_CHECK_BUDGET_S:-$([ $smoke -eq 1 ] && echo 900 || echo 480)}
+seeds=${GPU_CHECK_STUDY_SEEDS:-$([ $smoke -eq 1 ] && echo 2 || echo 4)}
+case "$budget$seeds" in *[!0-9]*) die "GPU_CHECK_BUDGET_S and GPU_CHECK_STUDY_SEEDS take whole numbers (got '$budget', '$seeds')" ;; esac
+[ "$seeds" -ge 1 ] || die "GPU_CHECK_STUDY_SEEDS must be at least 1 (the named runs' seed)"
+[ ! -e "$out/steps.txt" ] || die "$out holds an earlier check (steps.txt); name a new OUT_DIR (nothing was changed)"
+mkdir -p "$out" || exit 2
+if [ -n "$export_to" ]; then mkdir -p "$export_to" || exit 2; fi
 py=.venv/bin/python
 [ -x "$py" ] || py=python3
-mkdir -p "$out" || exit 2
+deadline=$(( $(date +%s) + budget ))
 : > "$out/steps.txt"
 
-# Each step: its log, its exit status and seconds in steps.txt; a failed step does not stop the others.
+summarize() {  # the summary after every step; with --export, it and the whole folder where it is wanted
+  "$py" gpucheck.py "$out" --smoke "$smoke" > /dev/null 2>&1
+  if [ -n "$export_to" ]; then
+    cp "$out"/summary.md "$out"/summary.json "$export_to"/ 2>/dev/null
+    tar -czf "$export_to/gpu-check.tgz.part" -C "$(dirname "$out")" "$(basename "$out")" &&
+      mv "$export_to/gpu-check.tgz.part" "$export_to/gpu-check.tgz"
+  fi
+}
+
+# step NAME CAP COMMAND...: its log, status and seconds in steps.txt; at most CAP seconds (smoke: the
+# budget) and never past the deadline, skipped when under 15 s are left. A shell function runs as is and
+# bounds its own commands by $limit. A failed step does not stop the others.
 step() {
-  local name=$1 start rc
-  shift
-  start=$(date +%s)
-  echo "gpu-check.sh: $name ..." >&2
-  "$@" > "$out/$name.log" 2>&1
-  rc=$?
-  echo "$name $rc $(( $(date +%s) - start ))" >> "$out/steps.txt"
+  local name=$1 cap=$2 start rc
+  shift 2
+  [ $smoke -eq 0 ] || cap=$budget
+  limit=$(( deadline - $(date +%s) ))
+  [ "$limit" -le "$cap" ] || limit=$cap
+  if [ "$limit" -lt 15 ]; then
+    echo "gpu-check.sh: $name skipped: the $budget s budget is spent" >&2
+    echo "$name skipped 0 0" >> "$out/steps.txt"
+  else
+    echo "gpu-check.sh: $name (at most $limit s) ..." >&2
+    start=$(date +%s)
+    if declare -F "$1" > /dev/null; then
+      "$@" > "$out/$name.log" 2>&1
+    else
+      timeout -k 10 "$limit" "$@" > "$out/$name.log" 2>&1
+    fi
+    rc=$?
+    echo "$name $rc $(( $(date +%s) - start )) $limit" >> "$out/steps.txt"
+  fi
+  summarize
 }
 
 if [ $smoke -eq 1 ]; then
@@ -63,33 +106,67 @@ else
 fi
 common=(--dataset fashionmnist --model resnet18 --data-dir "$data" --lr 0.1 --checkpoint-every 0)
 
-step bench "$py" bench.py ${bench[@]+"${bench[@]}"} --out "$out/bench.json"
-[ $smoke -eq 1 ] || step bench-float32 "$py" bench.py --amp none --out "$out/bench-float32.json"
-step concurrent "$py" bench.py "${concurrent[@]}" --out "$out/concurrent.json"
-step torchrun "$py" -m torch.distributed.run --standalone --nproc_per_node=1 dpt.py "${common[@]}" "${ranked[@]}" \
-  --total-epochs 2 --warmup-epochs 1 --interval-epochs 1 --ignore-epochs 0 --results-dir "$out/runs-torchrun"
-for protocol in standard paper; do
-  step "fmnist-stripes-$protocol" "$py" dpt.py "${common[@]}" "${fmnist[@]}" "${schedule[@]}" --heuristic stripes \
-    --measure variance --eval-protocol "$protocol" --results-dir "$out/runs-$protocol"
-  step "fmnist-vanilla-$protocol" "$py" dpt.py "${common[@]}" "${fmnist[@]}" --heuristic none \
-    --eval-protocol "$protocol" --results-dir "$out/runs-$protocol"
-done
-# With the minutes left: vanilla, Stripes-variance and the random-partition control, every seed at once
-# on the one device (as run-experiments.sh --per-gpu would), then report.py on them.
-seeds=${GPU_CHECK_STUDY_SEEDS:-$([ $smoke -eq 1 ] && echo 2 || echo 3)}
-study() {
-  local pids=() rc=0 seed arm
-  for seed in $(seq 1 "$seeds"); do
-    for arm in none stripes random; do
-      if [ "$arm" = none ]; then sched=(); else sched=("${schedule[@]}"); fi
-      "$py" dpt.py "${common[@]}" "${fmnist[@]}" ${sched[@]+"${sched[@]}"} --heuristic "$arm" --measure variance \
-        --eval-protocol standard --seed "$seed" --results-dir "$out/runs-study" > "$out/study-$arm-$seed.log" 2>&1 &
-      pids+=($!)
+preflight() {
+  timeout -k 10 "$limit" "$py" gpucheck.py "$out" --start "$budget" --smoke "$smoke" &&
+    timeout -k 10 "$limit" "$py" dpt.py --preflight 1 "${common[@]}" "${fmnist[@]}" "${schedule[@]}" \
+      --heuristic stripes --measure variance --results-dir "$out/runs-preflight"
+}
+
+# bg LOG COMMAND...: one of the runs, in the background, stopped at the step's limit
+bg() {
+  local log=$1
+  shift
+  OMP_NUM_THREADS=1 timeout -k 10 "$limit" "$@" > "$out/$log.log" 2>&1 &
+  pids+=($!)
+}
+
+# Every run at once on the one device (as run-experiments.sh --per-gpu would): the named runs, the
+# control and torchrun's whatever the time, then the extra seeds gpucheck.py says fit before the limit.
+runs() {
+  local pids=() rc=0 extra seed protocol heuristic sched folder
+  extra=$("$py" gpucheck.py "$out" --seeds-for $(( limit - 15 )) --most $(( seeds - 1 )) --smoke "$smoke") || return 1
+  echo "at once: the named runs, the random control and torchrun's; extra seeds: ${extra:-none}"
+  bg run-torchrun "$py" -m torch.distributed.run --standalone --nproc_per_node=1 dpt.py "${common[@]}" "${ranked[@]}" \
+    --total-epochs 2 --warmup-epochs 1 --interval-epochs 1 --ignore-epochs 0 --results-dir "$out/runs-torchrun"
+  for protocol in standard paper; do
+    folder=$out/runs-paper
+    [ $protocol = paper ] || folder=$out/runs-study  # the standard ones are the study's first seed
+    bg "run-stripes-$protocol" "$py" dpt.py "${common[@]}" "${fmnist[@]}" "${schedule[@]}" --heuristic stripes \
+      --measure variance --eval-protocol "$protocol" --results-dir "$folder"
+    bg "run-vanilla-$protocol" "$py" dpt.py "${common[@]}" "${fmnist[@]}" --heuristic none \
+      --eval-protocol "$protocol" --results-dir "$folder"
+  done
+  bg run-random "$py" dpt.py "${common[@]}" "${fmnist[@]}" "${schedule[@]}" --heuristic random --measure variance \
+    --eval-protocol standard --results-dir "$out/runs-study"
+  for seed in $extra; do
+    for heuristic in none stripes random; do
+      sched=("${schedule[@]}")
+      [ $heuristic != none ] || sched=()
+      bg "run-$heuristic-$seed" "$py" dpt.py "${common[@]}" "${fmnist[@]}" ${sched[@]+"${sched[@]}"} \
+        --heuristic "$heuristic" --measure variance --eval-protocol standard --seed "$seed" \
+        --results-dir "$out/runs-study"
     done
   done
   for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
-  "$py" report.py "$out/runs-study" --paper '' || rc=1
   return $rc
 }
-step study study
+
+step preflight 90 preflight
+if [ "$(tail -n 1 "$out/steps.txt" | cut -d' ' -f2)" != 0 ]; then
+  # nothing else could run: stop now, so that a lent machine's minutes are left for a second try
+  "$py" gpucheck.py "$out" --smoke "$smoke"
+  echo "gpu-check.sh: error: the preflight failed; $out/preflight.log says why" >&2
+  exit 1
+fi
+step bench 150 "$py" bench.py ${bench[@]+"${bench[@]}"} --parts paths text partition reducers iosim scoring \
+  --out "$out/bench.json"
+step concurrent 120 "$py" bench.py "${concurrent[@]}" --out "$out/concurrent.json"
+# the runs leave 150 s for the study's report, float32 and speed, but take 240 s if need be (the named ones)
+share=$(( deadline - $(date +%s) - 150 ))
+[ "$share" -ge 240 ] || share=240
+step runs "$share" runs
+step study 60 "$py" report.py "$out/runs-study" --paper ''
+step bench-float32 60 "$py" bench.py ${bench[@]+"${bench[@]}"} --amp none --parts paths text \
+  --out "$out/bench-float32.json"
+step bench-speed "$budget" "$py" bench.py ${bench[@]+"${bench[@]}"} --parts speed --out "$out/bench-speed.json"
 "$py" gpucheck.py "$out" --smoke "$smoke"

@@ -1,28 +1,43 @@
-"""gpu-check.sh's summary: every figure its steps wrote (bench.py's JSON, the concurrent runs' estimate,
-the runs' rows and logs), against the targets, as summary.json and summary.md in its folder.
+"""gpu-check.sh's summary and its plan: every figure its steps wrote (bench.py's JSONs, the
+concurrent runs' estimate, the runs' rows and logs) against the targets, as summary.json and
+summary.md in its folder (rewritten after every step); before the steps, what the check runs on
+(plan.json); and how many more seeds of the study fit in the seconds left.
 
-    python gpucheck.py --help                     # what it reads
-    bash gpu-check.sh --smoke /tmp/gpu-check      # which ends with: python gpucheck.py /tmp/gpu-check --smoke 1
+    python gpucheck.py --help                      # what it reads
+    bash gpu-check.sh --smoke /tmp/gpu-check       # which calls: python gpucheck.py /tmp/gpu-check --smoke 1
+    python gpucheck.py /tmp/gpu-check --seeds-for 200 --most 3  # the extra seeds that fit in 200 s
 """
 import argparse
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+import catalog as C
 import results
+import workload
 
 # What issue 21 asks of one H100 (bf16, tracking on), and the paper's figures they replace.
 TARGETS = {"images_per_s": 45_000, "tracking_percent": 2.0, "partition_s": 0.1, "topk_over_select": 10.0}
 REFERENCE = (90.7, 91.3)  # Fashion-MNIST, torchvision's ResNet-18 on an H100, 30 epochs: best test accuracy (%)
+FIRST_SEED = workload.PAPER_SEEDS[0]  # dpt.py's default: the named runs' seed, and the study's first
+ARMS = ("none", "stripes", "random")  # the study: vanilla, Stripes-variance, the random-partition control
+NAMED = 5  # runs gpu-check.sh starts whatever the time: Stripes and vanilla under both evaluations, the control
+# One run of gpu-check.sh's Fashion-MNIST size, in training images (a test image's forward pass: about a
+# third of one), and what a process spends before its first step (torch, CUDA, the data onto the device).
+RUN_IMAGES = {False: 30 * (60_000 + 10_000 / 3), True: 3 * (512 + 256 / 3)}
+START_S = 30
+MARGIN = 1.25  # the runs' speed under contention is the concurrent bench's, give or take
 
 
 def steps(folder: Path) -> list[dict]:
     out = []
     for line in (folder / "steps.txt").read_text().splitlines():
-        name, rc, seconds = line.split()
-        out.append({"step": name, "exit": int(rc), "seconds": int(seconds)})
+        name, status, seconds, limit = line.split()
+        out.append({"step": name, "exit": status if status == "skipped" else int(status), "seconds": int(seconds),
+                    "limit_s": int(limit)})
     return out
 
 
@@ -33,20 +48,29 @@ def read(path: Path) -> dict:
         return {}
 
 
-def runs(folder: Path) -> list[dict]:
-    """The Fashion-MNIST runs' best accuracy, per evaluation protocol and heuristic, with their speed."""
+def result_rows(folder: Path) -> list[tuple[Path, dict]]:
+    """Every row of the result CSVs under folder, with its file (a run still going has none yet)."""
     out = []
-    for protocol in ("standard", "paper"):
-        for csv in sorted((folder / f"runs-{protocol}").rglob("*.csv")):
-            if csv.parent.name in ("logs", "checkpoints"):
+    for csv in sorted(folder.rglob("*.csv")):
+        if csv.parent.name not in ("logs", "checkpoints"):
+            out += [(csv, row) for row in pd.read_csv(csv).to_dict("records")]
+    return out
+
+
+def runs(folder: Path) -> list[dict]:
+    """The named Fashion-MNIST runs' best accuracy, per evaluation protocol and heuristic (the
+    standard ones are the study's first seed), with their speed while they shared the device."""
+    out = []
+    for protocol, sub in (("standard", "runs-study"), ("paper", "runs-paper")):
+        for csv, row in result_rows(folder / sub):
+            if int(row["id"]) != FIRST_SEED or row["heuristic"] == "random":  # the control: in the study
                 continue
-            for row in pd.read_csv(csv).to_dict("records"):
-                logs = sorted((csv.parent / "logs").glob(f"{results.run_name(csv, int(row['id']))}-*.json"))
-                log = read(logs[-1]) if logs else {}
-                speed = [e.get("images_per_s") for e in log.get("epochs", []) if e.get("images_per_s")]
-                out.append({"protocol": protocol, "heuristic": row["heuristic"], "best_accuracy": row["best_accuracy"],
-                            "best_epoch": int(row["best_epoch"]), "images_per_s": max(speed) if speed else None,
-                            "training_s": log.get("total_training_s")})
+            logs = sorted((csv.parent / "logs").glob(f"{results.run_name(csv, int(row['id']))}-*.json"))
+            log = read(logs[-1]) if logs else {}
+            speed = [e.get("images_per_s") for e in log.get("epochs", []) if e.get("images_per_s")]
+            out.append({"protocol": protocol, "heuristic": C.ALIASES.get(row["heuristic"], row["heuristic"]),
+                        "best_accuracy": row["best_accuracy"], "best_epoch": int(row["best_epoch"]),
+                        "images_per_s": max(speed) if speed else None, "training_s": log.get("total_training_s")})
     return out
 
 
@@ -56,10 +80,10 @@ def study(folder: Path) -> dict:
     import report
 
     try:
-        runs, _ = report.load_runs(folder / "runs-study")
+        table, _ = report.load_runs(folder / "runs-study")
     except report.ReportError:
         return {}
-    arms = {h: runs[runs.heuristic == h].value for h in ("none", "stripes", "random")}
+    arms = {h: table[table.heuristic == h].value for h in ARMS}
     out = {"runs": {h: [float(v) for v in values] for h, values in arms.items()}}
     for other in ("random", "none"):
         diff = arms["stripes"].mean() - arms[other].mean()
@@ -68,10 +92,58 @@ def study(folder: Path) -> dict:
     return out
 
 
+def device_rows(bench: dict) -> list[dict]:
+    return [r for r in bench.get("rows", []) if r["path"].startswith("device, fused") and r["tracking"]]
+
+
+def aggregate(folder: Path, n: int) -> tuple[float | None, int]:
+    """Images/s of n runs at once on this device, from bench.py --concurrent's figures (interpolated,
+    held beyond the largest K), else one run's (no gain from sharing); and the most runs at once
+    measured to fit (a K that failed, out of memory say, left no figure)."""
+    points = sorted((c["runs_at_once"], c["aggregate_images_per_s"])
+                    for c in read(folder / "concurrent.json").get("concurrent", []))
+    if points:
+        ks, rates = zip(*points)
+        return float(np.interp(n, ks, rates)), max(ks)
+    single = max((r["images_per_s"] for r in device_rows(read(folder / "bench.json"))), default=None)
+    return single, NAMED + 1
+
+
+def seeds_for(folder: Path, seconds: float, most: int, smoke: bool) -> list[int]:
+    """The study's extra seeds (each arm one more run) that let the NAMED runs, torchrun's and 3 per
+    extra seed, all at once, end within `seconds`: the most that fit, at most `most` (and, on a GPU, no
+    more runs at once than the concurrent bench ran)."""
+    for k in range(most, 0, -1):
+        n = NAMED + len(ARMS) * k
+        rate, fits = aggregate(folder, n)
+        if rate and (smoke or n <= max(fits, NAMED)) and START_S + MARGIN * n * RUN_IMAGES[smoke] / rate <= seconds:
+            return list(workload.PAPER_SEEDS[1:1 + k])
+    return []
+
+
+def start(folder: Path, budget: int, smoke: bool) -> dict:
+    """The check's plan.json, before any step: what it runs on and with which budget. Imports what
+    the steps import (a package missing on the lent machine fails here, in seconds) and refuses a
+    full run where torch sees no GPU."""
+    import torch
+
+    import bench  # noqa: F401  (bench imports every module the steps run)
+    import report  # noqa: F401
+
+    if not smoke and not torch.cuda.is_available():
+        sys.exit("gpucheck.py: error: torch sees no CUDA device; the full check is for one GPU "
+                 "(bash gpu-check.sh --smoke OUT_DIR runs it CPU-sized)")
+    plan = {"budget_s": budget, "date": pd.Timestamp.now().strftime("%Y-%m-%d"), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "provenance": results.provenance(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "nccl": torch.distributed.is_available() and torch.distributed.is_nccl_available()}
+    (folder / "plan.json").write_text(json.dumps(plan, indent=1))
+    return plan
+
+
 def summary(folder: Path, smoke: bool) -> dict:
     bench, concurrent = read(folder / "bench.json"), read(folder / "concurrent.json")
-    rows = bench.get("rows", [])
-    device = [r for r in rows if r["path"].startswith("device, fused") and r["tracking"]]
+    device = device_rows(bench)
     every = [r for r in device if "," in r["channels"]]
     figures = {
         "images_per_s": max((r["images_per_s"] for r in device), default=None),
@@ -80,23 +152,44 @@ def summary(folder: Path, smoke: bool) -> dict:
         "topk_over_select": min((r["topk_over_select"] for r in bench.get("reducers", [])
                                  if r["reducer"] == "exdyna" and r["density"] == 0.001), default=None),
     }
-    return {"smoke": smoke, "device": bench.get("device_name"), "torch": bench.get("torch"),
-            "provenance": bench.get("provenance"), "date": bench.get("date"), "steps": steps(folder),
-            "figures": figures, "targets": TARGETS, "concurrent": concurrent.get("concurrent", []),
-            "text": bench.get("text", []), "fashion_mnist": runs(folder), "reference_accuracy": REFERENCE,
-            "study": study(folder)}
+    float32 = device_rows(read(folder / "bench-float32.json"))
+    started = read(folder / "plan.json")
+    return {"smoke": smoke, "device": bench.get("device_name") or started.get("device"),
+            "torch": bench.get("torch") or started.get("torch"),
+            "cuda": started.get("cuda"), "provenance": bench.get("provenance") or started.get("provenance"),
+            "date": bench.get("date") or started.get("date"), "budget_s": started.get("budget_s"),
+            "steps": steps(folder), "figures": figures, "targets": TARGETS,
+            "float32_images_per_s": max((r["images_per_s"] for r in float32), default=None),
+            "speed_options": read(folder / "bench-speed.json").get("speed_options", []),
+            "concurrent": concurrent.get("concurrent", []), "text": bench.get("text", []),
+            "runs_at_once": started.get("runs_at_once"), "fashion_mnist": runs(folder),
+            "reference_accuracy": REFERENCE, "study": study(folder)}
+
+
+def status(step: dict) -> str:
+    if step["exit"] == "skipped":
+        return "skipped: the budget was spent"
+    if step["exit"] in (124, 137):
+        return f"stopped at its {step['limit_s']} s limit"
+    return "ok" if step["exit"] == 0 else f"failed ({step['exit']}: its log says why)"
 
 
 def markdown(s: dict) -> str:
     smoke = " (SMOKE: CPU-sized, not figures to quote)" if s["smoke"] else ""
-    lines = [f"# gpu-check: {s['device']} (torch {s['torch']}), {s['date']}{smoke}", "",
-             f"commit {(s['provenance'] or {}).get('git_commit', '?')}", "",
-             "| step | exit | seconds |", "|---|---|---|"]
-    lines += [f"| {x['step']} | {x['exit']} | {x['seconds']} |" for x in s["steps"]]
+    lines = [f"# gpu-check: {s['device']} (torch {s['torch']}, CUDA {s['cuda']}), {s['date']}{smoke}", "",
+             f"commit {(s['provenance'] or {}).get('git_commit', '?')}; budget {s['budget_s']} s", "",
+             "| step | status | seconds |", "|---|---|---|"]
+    lines += [f"| {x['step']} | {status(x)} | {x['seconds']} |" for x in s["steps"]]
     lines += ["", "| figure | measured | target (one H100, bf16) |", "|---|---|---|"]
     for name, target in s["targets"].items():
         value = s["figures"].get(name)
         lines.append(f"| {name} | {'' if value is None else f'{value:.4g}'} | {target:g} |")
+    if s["float32_images_per_s"]:
+        lines += ["", f"float32, the same device rows: {s['float32_images_per_s']:.0f} img/s at most"]
+    if s["speed_options"]:
+        lines += ["", "| speed option | img/s | x plain | first epoch (s) |", "|---|---|---|---|"]
+        lines += [f"| {r['option']} | {r['images_per_s']:.0f} | {r['vs_plain']:.2f} | {r['first_epoch_s']:.1f} |"
+                  for r in s["speed_options"]]
     if s["concurrent"]:
         lines += ["", "| runs at once | images/s in all | the paper's 1830 runs (h) |", "|---|---|---|"]
         lines += [f"| {c['runs_at_once']} | {c['aggregate_images_per_s']:.0f} | {c['study_hours']:,.0f} |"
@@ -106,8 +199,8 @@ def markdown(s: dict) -> str:
         lines += [f"| {t['model']} | {t['emulation']} | {t['tokens_per_s']:.0f} |" for t in s["text"]]
     lo, hi = s["reference_accuracy"]
     lines += ["", f"Fashion-MNIST best test accuracy (reference {lo}-{hi}% with torchvision's ResNet-18 on an "
-              "H100, 30 epochs):", "", "| protocol | heuristic | best % | epoch | img/s | s |",
-              "|---|---|---|---|---|---|"]
+              f"H100, 30 epochs); {s['runs_at_once'] or '?'} runs shared the device, so img/s is each one's share:",
+              "", "| protocol | heuristic | best % | epoch | img/s | s |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['protocol']} | {r['heuristic']} | {r['best_accuracy']:.2f} | {r['best_epoch']} | "
               f"{r['images_per_s'] or 0:.0f} | {r['training_s'] or 0:.0f} |" for r in s["fashion_mnist"]]
     if s["study"]:
@@ -116,7 +209,7 @@ def markdown(s: dict) -> str:
         lines += [f"- {h}: {', '.join(f'{v:.2f}' for v in values)}" for h, values in s["study"]["runs"].items()]
         for other, name in (("random", "the random control"), ("none", "vanilla")):
             c = s["study"][f"stripes_vs_{other}"]
-            verdict = ("no test (fewer than 2 runs an arm)" if c["p_value"] != c["p_value"] else
+            verdict = (f"against {name}: no test (fewer than 2 runs an arm)" if c["p_value"] != c["p_value"] else
                        f"{'beats' if c['diff'] > 0 and c['p_value'] < 0.05 else 'does not beat'} {name} "
                        f"({c['diff']:+.2f} pp, p {c['p_value']:.3g})")
             lines.append(f"- Stripes-variance {verdict}")
@@ -128,7 +221,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("folder", type=Path, help="gpu-check.sh's OUT_DIR")
     p.add_argument("--smoke", type=int, choices=[0, 1], default=0,
                    help="1: the steps ran CPU-sized (gpu-check.sh --smoke)")
+    p.add_argument("--start", type=int, metavar="SECONDS",
+                   help="instead of the summary: check that the steps can run here, write plan.json with this "
+                        "budget")
+    p.add_argument("--seeds-for", type=float, metavar="SECONDS",
+                   help="instead of the summary: print the study's extra seeds whose runs fit in SECONDS beside the "
+                        "named ones, from the folder's concurrent figures")
+    p.add_argument("--most", type=int, default=3, help="with --seeds-for: at most this many extra seeds")
     args = p.parse_args(argv)
+    if args.start is not None:
+        plan = start(args.folder, args.start, bool(args.smoke))
+        print(f"gpu-check on {plan['device']}, torch {plan['torch']} (CUDA {plan['cuda']}, NCCL {plan['nccl']}), "
+              f"budget {plan['budget_s']} s")
+        return
+    if args.seeds_for is not None:
+        seeds = seeds_for(args.folder, args.seeds_for, args.most, bool(args.smoke))
+        at_once = NAMED + 1 + len(ARMS) * len(seeds)  # with torchrun's run
+        plan = read(args.folder / "plan.json") | {"extra_seeds": seeds, "runs_at_once": at_once}
+        (args.folder / "plan.json").write_text(json.dumps(plan, indent=1))
+        print(*seeds)
+        return
     if not (args.folder / "steps.txt").is_file():
         sys.exit(f"gpucheck.py: error: {args.folder} holds no steps.txt; run bash gpu-check.sh {args.folder} first")
     s = summary(args.folder, bool(args.smoke))
@@ -136,9 +248,14 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(s)
     (args.folder / "summary.md").write_text(text)
     print(text, end="")
-    failed = [x["step"] for x in s["steps"] if x["exit"]]
+    failed = [x["step"] for x in s["steps"] if x["exit"] not in (0, "skipped")]
     if failed:
-        sys.exit(f"gpucheck.py: error: steps failed: {', '.join(failed)} (their logs are in {args.folder})")
+        sys.exit(f"gpucheck.py: error: steps failed or were stopped: {', '.join(failed)} (their logs are in "
+                 f"{args.folder})")
+    skipped = [x["step"] for x in s["steps"] if x["exit"] == "skipped"]
+    if skipped:
+        print(f"gpucheck.py: warning: skipped, the budget being spent: {', '.join(skipped)} (GPU_CHECK_BUDGET_S "
+              "gives more seconds)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 timings are printed, never asserted; what is asserted is that each row measured what it names)."""
 import json
 import subprocess
+import tarfile
 
 import pytest
+import torch
 
+import workload
 from runs import ENV, REPO
 
 pytestmark = pytest.mark.slow
@@ -14,31 +17,58 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu-check") / "out"
-    proc = subprocess.run(["bash", "gpu-check.sh", "--smoke", str(out), "--data-dir", FMNIST], cwd=REPO,
-                          capture_output=True, text=True, env=ENV, timeout=900)
+    root = tmp_path_factory.mktemp("gpu-check")
+    out, export = root / "out", root / "export"
+    proc = subprocess.run(["bash", "gpu-check.sh", "--smoke", str(out), "--data-dir", FMNIST, "--export", str(export)],
+                          cwd=REPO, capture_output=True, text=True, env=ENV, timeout=1000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
 
 
+STEPS = ["preflight", "bench", "concurrent", "runs", "study", "bench-float32", "bench-speed"]
+
+
 def test_the_smoke_run_writes_every_figure(smoke):
     s = json.loads((smoke / "summary.json").read_text())
-    assert s["smoke"] and [x["step"] for x in s["steps"]] == [
-        "bench", "concurrent", "torchrun", "fmnist-stripes-standard", "fmnist-vanilla-standard",
-        "fmnist-stripes-paper", "fmnist-vanilla-paper", "study"] and all(x["exit"] == 0 for x in s["steps"])
+    assert s["smoke"] and [x["step"] for x in s["steps"]] == STEPS and all(x["exit"] == 0 for x in s["steps"])
+    assert all(x["seconds"] <= x["limit_s"] + 10 for x in s["steps"])  # each within the limit it ran under
     assert all(v is not None and v > 0 for v in s["figures"].values()), s["figures"]
     assert [c["runs_at_once"] for c in s["concurrent"]] == [1, 2] and len(s["text"]) == 4
+    assert s["float32_images_per_s"] > 0 and s["cuda"] == torch.version.cuda and s["budget_s"] == 900
     runs = {(r["protocol"], r["heuristic"]) for r in s["fashion_mnist"]}
-    assert runs == {(p, h) for p in ("standard", "paper") for h in ("none", "roundrobin")}
+    assert runs == {(p, h) for p in ("standard", "paper") for h in ("none", "stripes")}
     assert all(0 < r["best_accuracy"] <= 100 for r in s["fashion_mnist"])
-    study = s["study"]  # the concurrent study: 2 seeds an arm, Stripes against the random control and vanilla
+    # the study: the named runs' seed and one more (GPU_CHECK_STUDY_SEEDS 2), every run at once
+    plan = json.loads((smoke / "plan.json").read_text())
+    assert plan["extra_seeds"] == [workload.PAPER_SEEDS[1]] and plan["runs_at_once"] == s["runs_at_once"] == 9
+    study = s["study"]  # Stripes against the random control and vanilla
     assert {h: len(v) for h, v in study["runs"].items()} == {"none": 2, "stripes": 2, "random": 2}
     assert study["stripes_vs_random"]["diff"] == pytest.approx(
         sum(study["runs"]["stripes"]) / 2 - sum(study["runs"]["random"]) / 2)
     assert "### Across heuristics" in (smoke / "study.log").read_text()  # report.py's answer on those runs
     md = (smoke / "summary.md").read_text()
-    assert "Stripes-variance" in md and "the random control" in md
+    assert "Stripes-variance" in md and "the random control" in md and "| bench-speed | ok |" in md
     assert "SMOKE" in md and "| images_per_s |" in md and s["provenance"]["git_commit"] in md
+    assert "| speed option | img/s | x plain |" in md and "9 runs shared the device" in md
+
+
+def test_export_holds_the_summary_and_the_whole_folder_as_one_archive(smoke):
+    export = smoke.parent / "export"
+    assert sorted(p.name for p in export.iterdir()) == ["gpu-check.tgz", "summary.json", "summary.md"]
+    assert (export / "summary.md").read_text() == (smoke / "summary.md").read_text()
+    with tarfile.open(export / "gpu-check.tgz") as tar:
+        names = set(tar.getnames())
+    assert {f"out/{n}" for n in ("steps.txt", "summary.md", "bench.json", "bench-speed.json", "runs.log")} <= names
+    assert any(n.startswith("out/runs-study/") and n.endswith(".csv") for n in names)
+
+
+def test_each_bench_step_measured_only_its_parts(smoke):
+    bf16, float32, speed = (json.loads((smoke / f"{n}.json").read_text())
+                            for n in ("bench", "bench-float32", "bench-speed"))
+    header = {"date", "device", "device_name", "torch", "provenance", "args"}
+    assert set(bf16) - header == {"rows", "text", "partition_overheads", "reducers", "iosim", "scoring"}
+    assert set(float32) - header == {"rows", "text"} and float32["args"]["amp"] == "none"
+    assert set(speed) - header == {"speed_options"}
 
 
 def test_bench_runs_every_row_and_writes_json(smoke):
@@ -69,7 +99,8 @@ def test_bench_runs_every_row_and_writes_json(smoke):
             assert abs(exdyna["measured_density"] - density) < 0.2 * density
             assert exdyna["bytes_per_worker"] < 0.05 * exdyna["dense_bytes"] and exdyna["select_ms"] > 0
     assert result["iosim"]["requests"] == 2000 * 30 and result["partition_overheads"]["ours_s"] > 0
-    speed = {r["option"]: r for r in result["speed_options"]}  # no compile modes asked: none timed on a CPU
+    speed = {r["option"]: r for r in json.loads((smoke / "bench-speed.json").read_text())["speed_options"]}
+    # no compile modes asked: none timed on a CPU
     assert list(speed) == ["plain", "fused optimizer", "foreach optimizer", "contiguous, not channels_last"]
     assert speed["plain"]["vs_plain"] == 1 and all(r["images_per_s"] > 0 and r["first_epoch_s"] > 0
                                                    for r in speed.values())

@@ -1,0 +1,131 @@
+"""gpu-check.sh within its budget, without running its steps: its bad input (one line, exit 2, nothing
+written), the stop when the preflight cannot run, how gpucheck.py reads a check cut short (a step
+stopped at its limit, steps skipped), the study's seeds planned from the concurrent figures, and
+bench.py's parts written as they finish (tests/test_gpucheck.py runs the whole smoke check)."""
+import json
+import multiprocessing as mp
+import subprocess
+import sys
+
+import pytest
+
+import bench
+import gpucheck
+import workload
+from runs import ENV, REPO
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def check(*args, env=None):
+    return subprocess.run(["bash", "gpu-check.sh", *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          env={**ENV, **(env or {})}, timeout=120)
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["--smoke"], None, "usage: bash gpu-check.sh [--smoke] OUT_DIR"),
+    (["--smoke", "OUT", "--fast"], None, "unknown option --fast"),
+    (["--smoke", "OUT", "OTHER"], None, "one OUT_DIR, not '"),
+    (["--smoke", "OUT", "--export"], None, "--export needs a folder"),
+    (["--smoke", "OUT"], {"GPU_CHECK_BUDGET_S": "8m"}, "GPU_CHECK_BUDGET_S and GPU_CHECK_STUDY_SEEDS take whole"),
+    (["--smoke", "OUT"], {"GPU_CHECK_STUDY_SEEDS": "0"}, "GPU_CHECK_STUDY_SEEDS must be at least 1"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, env, says):
+    args = [str(tmp_path / a) if a in ("OUT", "OTHER") else a for a in args]
+    proc = check(*args, "--data-dir", FMNIST, env=env)
+    assert proc.returncode == 2 and proc.stderr.startswith("gpu-check.sh: error: ") and says in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_an_earlier_check_is_never_overwritten(tmp_path):
+    (tmp_path / "steps.txt").write_text("bench 0 70 150\n")
+    proc = check("--smoke", tmp_path, "--data-dir", FMNIST)
+    assert proc.returncode == 2 and "holds an earlier check (steps.txt); name a new OUT_DIR" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["steps.txt"] and (tmp_path / "steps.txt").read_text() == \
+        "bench 0 70 150\n"
+
+
+def test_no_time_for_the_preflight_stops_the_check_at_once(tmp_path):
+    out = tmp_path / "out"
+    proc = check("--smoke", out, "--data-dir", FMNIST, "--export", tmp_path / "back", env={"GPU_CHECK_BUDGET_S": "0"})
+    assert proc.returncode == 1 and "the preflight failed" in proc.stderr
+    assert (out / "steps.txt").read_text() == "preflight skipped 0 0\n"  # and no other step ran
+    assert "| preflight | skipped: the budget was spent | 0 |" in (tmp_path / "back" / "summary.md").read_text()
+
+
+def write_check(folder, steps: str, concurrent=None):
+    folder.mkdir(exist_ok=True)
+    (folder / "steps.txt").write_text(steps)
+    if concurrent:
+        (folder / "concurrent.json").write_text(json.dumps({"concurrent": [
+            {"runs_at_once": k, "aggregate_images_per_s": rate, "study_hours": 1.0} for k, rate in concurrent]}))
+
+
+def test_a_step_stopped_at_its_limit_fails_the_check_and_skips_only_warn(tmp_path, capsys):
+    write_check(tmp_path / "a", "preflight 0 12 90\nbench 124 150 150\nconcurrent skipped 0 0\n")
+    with pytest.raises(SystemExit, match="steps failed or were stopped: bench"):
+        gpucheck.main([str(tmp_path / "a")])
+    md = (tmp_path / "a" / "summary.md").read_text()
+    assert "| bench | stopped at its 150 s limit | 150 |" in md and "| concurrent | skipped: the budget" in md
+    write_check(tmp_path / "b", "preflight 0 12 90\nbench 0 100 150\nconcurrent skipped 0 0\n")
+    gpucheck.main([str(tmp_path / "b")])  # only skipped: exit 0, and said
+    assert "warning: skipped, the budget being spent: concurrent" in capsys.readouterr().err
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert [x["exit"] for x in s["steps"]] == [0, 0, "skipped"] and s["figures"]["images_per_s"] is None
+
+
+def test_the_study_takes_the_seeds_that_fit_by_the_concurrent_figures(tmp_path):
+    write_check(tmp_path, "", concurrent=[(1, 40_000), (4, 80_000), (8, 120_000), (16, 160_000)])
+    images, start = gpucheck.RUN_IMAGES[False], gpucheck.START_S
+
+    def needed(k):  # the named runs and 3 per extra seed at once, at the interpolated aggregate rate
+        n = gpucheck.NAMED + 3 * k
+        rate = {5: 90_000, 8: 120_000, 11: 135_000, 14: 150_000}[n]
+        return start + gpucheck.MARGIN * n * images / rate
+
+    for k in range(4):
+        seconds = needed(k) + 1
+        expected = list(workload.PAPER_SEEDS[1:1 + k])
+        assert gpucheck.seeds_for(tmp_path, seconds, 3, False) == expected
+        assert gpucheck.seeds_for(tmp_path, seconds - 2, 3, False) == expected[:-1]
+    assert gpucheck.seeds_for(tmp_path, 1e9, 2, False) == list(workload.PAPER_SEEDS[1:3])  # --most binds
+    write_check(tmp_path, "", concurrent=[(1, 40_000), (4, 80_000)])  # 8 at once never measured: not tried
+    assert gpucheck.seeds_for(tmp_path, 1e9, 3, False) == [] and len(gpucheck.seeds_for(tmp_path, 1e9, 3, True)) == 3
+
+
+def test_no_concurrent_figures_plan_from_one_runs_speed(tmp_path):
+    write_check(tmp_path, "")
+    assert gpucheck.seeds_for(tmp_path, 1e9, 3, False) == []  # nothing measured: no extra seed
+    (tmp_path / "bench.json").write_text(json.dumps({"rows": [
+        {"path": "device, fused (4 workers)", "tracking": True, "channels": "loss", "images_per_s": 50_000}]}))
+    rate, fits = gpucheck.aggregate(tmp_path, 8)
+    assert rate == 50_000 and fits == gpucheck.NAMED + 1
+    assert gpucheck.seeds_for(tmp_path, 1e9, 3, False) == []  # 8 at once was never shown to fit
+
+
+def _exits(code: int) -> None:
+    raise SystemExit(code)
+
+
+def test_a_concurrent_copy_that_dies_stops_the_others(tmp_path):
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    copies = [context.Process(target=_exits, args=(3,)), context.Process(target=_exits, args=(0,))]
+    for c in copies:
+        c.start()
+    with pytest.raises(SystemExit, match="a copy of 2 at once exited with 3"):
+        bench.gather(copies, queue, 2)
+
+
+def test_bench_writes_the_parts_asked_for_and_nothing_else(tmp_path):
+    out = tmp_path / "b.json"
+    proc = subprocess.run([sys.executable, "bench.py", "--parts", "iosim", "partition", "--partition-examples",
+                           "500", "--sim-examples", "500", "--sim-epochs", "25", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result) == {"date", "device", "device_name", "torch", "provenance", "args", "partition_overheads",
+                           "iosim"}
+    assert result["iosim"]["requests"] == 500 * 25 and not (tmp_path / "b.json.part").exists()
+    # in PARTS' order whatever the order asked: the partition overhead printed before the simulator
+    assert proc.stdout.index("importance + partition") < proc.stdout.index("iosim:")
