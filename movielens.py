@@ -2,7 +2,7 @@
 
 dpt.py loads the splits through `load` before any process group starts; by hand:
 
-    python -c "import movielens; print(movielens.generate('data/movielens-generated', users=50, items=80))"
+    python -c "import movielens; print(movielens.generate('/tmp/movielens-example', users=50, items=80))"
 
 Every rating is an interaction (a positive, whatever its stars). Each user's last interaction by
 timestamp (ties: the later line of the file) is held out (leave-one-out); the others are training

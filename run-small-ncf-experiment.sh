@@ -9,37 +9,15 @@
 #     bash setup.sh && bash run-small-ncf-experiment.sh [extra dpt.py flags, e.g. --seed 2]
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -x .venv/bin/torchrun ]; then
-  echo "run-small-ncf-experiment.sh: error: no .venv here; run 'bash setup.sh' first" >&2
-  exit 2
-fi
+source quickstart.sh
+need_venv run-small-ncf-experiment.sh
 results=${RESULTS_DIR:-results/small-ncf-experiment}
 generated=data/movielens-generated
-if [ ! -f "$generated/ml-1m/ratings.dat" ]; then
-  .venv/bin/python -c "import movielens; print('GENERATED ratings (not MovieLens):', \
+# written every time (the same seeded file), so that nothing else left there is trained on
+.venv/bin/python -c "import movielens; print('GENERATED ratings (not MovieLens):', \
 movielens.generate('$generated', users=600, items=500, per_user=30))"
-fi
 
-gpus=$(.venv/bin/python -c "import torch; print(torch.cuda.device_count())")
-if [ "$gpus" -eq 1 ]; then
-  nproc=1 emulate=(--emulate-workers 2)
-else
-  nproc=2 emulate=()
-fi
-args=("${emulate[@]}" --dataset movielens-1m --data-dir "$generated" --heuristic stripes --measure variance
-      --total-epochs 9 --warmup-epochs 3 --ignore-epochs 1 --interval-epochs 2 --batch-size 256
-      --optimizer adamw --lr 0.001 --weight-decay 0 --results-dir "$results"
-      --description "run-small-ncf-experiment.sh (generated MovieLens-format data)" "$@")
-
-# Every up-front check first (one line and exit 2 on bad input, not torchrun's failure summary).
-.venv/bin/python dpt.py --preflight "$nproc" "${args[@]}" > /dev/null
-OMP_NUM_THREADS=1 .venv/bin/torchrun --standalone --nproc_per_node="$nproc" dpt.py "${args[@]}"
-
-# The exact paths and the next commands, to paste as they are.
-where=$(pwd)
-shown=$(cd "$results" && pwd)
-echo
-echo "The row and its JSON log are under $shown (generated data). Next, from $where:"
-echo "  .venv/bin/python report.py $shown      # the tables (HR@10: higher is better)"
-echo "  DPT_RESULTS=$shown DPT_FIGURES=$shown/figures .venv/bin/jupyter nbconvert --to notebook --execute \\"
-echo "      plots.ipynb --output-dir $shown/figures      # the figures, listed when it ends"
+launch_small "$results" "the tables (HR@10: higher is better; generated data)" \
+  --dataset movielens-1m --data-dir "$generated" --heuristic stripes --measure variance --total-epochs 9 \
+  --warmup-epochs 3 --ignore-epochs 1 --interval-epochs 2 --batch-size 256 --optimizer adamw --lr 0.001 \
+  --weight-decay 0 --description "run-small-ncf-experiment.sh (generated MovieLens-format data)" "$@"
