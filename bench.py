@@ -105,6 +105,8 @@ def paper_style(split: data.Split, args, device: torch.device, track: bool) -> d
             loss.backward()
             optimizer.step()
             if track:
+                if device.type == "cuda":  # the step's kernels are not tracking's, though .item() would wait for them
+                    torch.cuda.synchronize()
                 tick = time.perf_counter()
                 for i, index in enumerate(indices.tolist()):
                     matrix[index][epoch] = per_example[i].item()
@@ -182,8 +184,8 @@ def speed_rows(split: data.Split, args, device: torch.device, keep) -> list[dict
 
 def _copy(args, copies: int, barrier, queue) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // copies))  # share the cores, as a sweep's runs would
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // copies))  # share the cores, as a sweep's runs would
+    torch.backends.cudnn.benchmark = True  # as main() sets for the single rows: a spawned copy starts without
     queue.put(ours(synthetic(args.workers * args.batch_size * args.steps), args, device, True, True, "fused", barrier))
 
 

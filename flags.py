@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "reduce-overhead (adds CUDA graphs on a GPU) or max-autotune; the first "
                                         "steps pay the compilation (bench.py times it apart)")
     o.add_argument("--amp", choices=["none", "bf16"], metavar="AMP", default="none",
-                   help="autocast the forward pass to bfloat16 (defines the run: a float32 run does not resume "
-                        "under bf16)")
+                   help="autocast the forward pass to bfloat16, but for the LSTM's recurrence (float32: autocast "
+                        "would run cuDNN's in float16); defines the run: a float32 run does not resume under bf16")
     e = p.add_argument_group("data and evaluation")
     e.add_argument("--eval-protocol", choices=["paper", "standard"], metavar="PROTOCOL", default=None,
                    help="paper (the images' default): test set with the training augmentation, BatchNorm in "

@@ -151,7 +151,7 @@ runs() {
   return $rc
 }
 
-step preflight 90 preflight
+step preflight 60 preflight
 if [ "$(tail -n 1 "$out/steps.txt" | cut -d' ' -f2)" != 0 ]; then
   # nothing else could run: stop now, so that a lent machine's minutes are left for a second try
   "$py" gpucheck.py "$out" --smoke "$smoke"
@@ -160,13 +160,20 @@ if [ "$(tail -n 1 "$out/steps.txt" | cut -d' ' -f2)" != 0 ]; then
 fi
 step bench 150 "$py" bench.py ${bench[@]+"${bench[@]}"} --parts paths text partition reducers iosim scoring \
   --out "$out/bench.json"
-step concurrent 120 "$py" bench.py "${concurrent[@]}" --out "$out/concurrent.json"
-# the runs leave 150 s for the study's report, float32 and speed, but take 240 s if need be (the named ones)
-share=$(( deadline - $(date +%s) - 150 ))
+# the concurrent figures only with 300 s left after them: 240 for the named runs, 60 for the rest
+share=$(( deadline - $(date +%s) - 300 ))
+[ "$share" -le 120 ] || share=120
+step concurrent "$share" "$py" bench.py "${concurrent[@]}" --out "$out/concurrent.json"
+# the runs leave 180 s for the study's report, float32 and speed, but take 240 s if need be (the named ones)
+share=$(( deadline - $(date +%s) - 180 ))
 [ "$share" -ge 240 ] || share=240
 step runs "$share" runs
 step study 60 "$py" report.py "$out/runs-study" --paper ''
 step bench-float32 60 "$py" bench.py ${bench[@]+"${bench[@]}"} --amp none --parts paths text \
   --out "$out/bench-float32.json"
-step bench-speed "$budget" "$py" bench.py ${bench[@]+"${bench[@]}"} --parts speed --out "$out/bench-speed.json"
+compile=()  # Triton needs a C compiler and Python.h (plan.json says): without, the plain speed options only
+"$py" -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['can_compile'])" "$out/plan.json" ||
+  compile=(--compile-modes)
+step bench-speed "$budget" "$py" bench.py ${bench[@]+"${bench[@]}"} ${compile[@]+"${compile[@]}"} --parts speed \
+  --out "$out/bench-speed.json"
 "$py" gpucheck.py "$out" --smoke "$smoke"

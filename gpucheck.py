@@ -9,7 +9,10 @@ summary.md in its folder (rewritten after every step); before the steps, what th
 """
 import argparse
 import json
+import shutil
+import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +124,16 @@ def seeds_for(folder: Path, seconds: float, most: int, smoke: bool) -> list[int]
     return []
 
 
+def compute_mode() -> str | None:
+    """nvidia-smi's compute mode: Exclusive_Process would refuse every run but the first at once."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_mode", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
 def start(folder: Path, budget: int, smoke: bool) -> dict:
     """The check's plan.json, before any step: what it runs on and with which budget. Imports what
     the steps import (a package missing on the lent machine fails here, in seconds) and refuses a
@@ -136,7 +149,11 @@ def start(folder: Path, budget: int, smoke: bool) -> dict:
     plan = {"budget_s": budget, "date": pd.Timestamp.now().strftime("%Y-%m-%d"), "torch": torch.__version__,
             "cuda": torch.version.cuda, "provenance": results.provenance(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "nccl": torch.distributed.is_available() and torch.distributed.is_nccl_available()}
+            "nccl": torch.distributed.is_available() and torch.distributed.is_nccl_available(),
+            # Triton builds its launchers with a C compiler against Python.h: without them --compile fails
+            "can_compile": bool(shutil.which("cc") or shutil.which("gcc"))
+            and (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file(),
+            "compute_mode": compute_mode()}
     (folder / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan
 
@@ -157,6 +174,7 @@ def summary(folder: Path, smoke: bool) -> dict:
     return {"smoke": smoke, "device": bench.get("device_name") or started.get("device"),
             "torch": bench.get("torch") or started.get("torch"),
             "cuda": started.get("cuda"), "provenance": bench.get("provenance") or started.get("provenance"),
+            "can_compile": started.get("can_compile"), "compute_mode": started.get("compute_mode"),
             "date": bench.get("date") or started.get("date"), "budget_s": started.get("budget_s"),
             "steps": steps(folder), "figures": figures, "targets": TARGETS,
             "float32_images_per_s": max((r["images_per_s"] for r in float32), default=None),
@@ -186,6 +204,10 @@ def markdown(s: dict) -> str:
         lines.append(f"| {name} | {'' if value is None else f'{value:.4g}'} | {target:g} |")
     if s["float32_images_per_s"]:
         lines += ["", f"float32, the same device rows: {s['float32_images_per_s']:.0f} img/s at most"]
+    if s["can_compile"] is False:
+        lines += ["", "torch.compile not timed: no C compiler or Python.h here for Triton's launchers"]
+    if s["compute_mode"] not in (None, "Default"):
+        lines += ["", f"compute mode {s['compute_mode']}: runs sharing the GPU may have been refused"]
     if s["speed_options"]:
         lines += ["", "| speed option | img/s | x plain | first epoch (s) |", "|---|---|---|---|"]
         lines += [f"| {r['option']} | {r['images_per_s']:.0f} | {r['vs_plain']:.2f} | {r['first_epoch_s']:.1f} |"

@@ -46,7 +46,9 @@ class ImageTask(tasks.Task):
             (3 - self.dataset.shape[0]) * 64 * 49
 
     def labels(self, split) -> torch.Tensor | None:
-        return split.labels if isinstance(split, data.Split) else None  # a streamed split keeps them in its shards
+        # on the host, where the heuristics read them (--data-on-device put the split on the GPU); a
+        # streamed split keeps them in its shards
+        return split.labels.cpu() if isinstance(split, data.Split) else None
 
     def take(self, split: data.Split, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return split.images[index], split.labels[index]

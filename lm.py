@@ -47,7 +47,11 @@ class LSTMLanguageModel(nn.Module):
         return self.decoder
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(self.drop(self.encoder(tokens)))  # no initial state given: zeros
+        x = self.drop(self.encoder(tokens))
+        # autocast runs cuDNN's LSTM in float16 whatever dtype it was given (bf16 asked, no GradScaler to
+        # keep float16 gradients from underflowing): the recurrence in float32 instead
+        with torch.autocast(x.device.type, enabled=False):
+            out, _ = self.rnn(x.float())  # no initial state given: zeros
         return self.decoder(self.drop(out))
 
 

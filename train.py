@@ -212,6 +212,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Wor
     if features is not None:
         features.handle.remove()
     totals = torch.stack([loss_sum, torch.tensor(float(samples), device=step.device)])
+    if step.device.type == "cuda":
+        torch.cuda.synchronize(step.device)  # the epoch ends when its kernels do, not when the host queued them
     seconds = time.perf_counter() - start
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(totals)  # over all workers, padding included

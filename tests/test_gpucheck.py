@@ -40,6 +40,7 @@ def test_the_smoke_run_writes_every_figure(smoke):
     assert all(0 < r["best_accuracy"] <= 100 for r in s["fashion_mnist"])
     # the study: the named runs' seed and one more (GPU_CHECK_STUDY_SEEDS 2), every run at once
     plan = json.loads((smoke / "plan.json").read_text())
+    assert isinstance(plan["can_compile"], bool) and plan["nccl"] == torch.distributed.is_nccl_available()
     assert plan["extra_seeds"] == [workload.PAPER_SEEDS[1]] and plan["runs_at_once"] == s["runs_at_once"] == 9
     study = s["study"]  # Stripes against the random control and vanilla
     assert {h: len(v) for h, v in study["runs"].items()} == {"none": 2, "stripes": 2, "random": 2}

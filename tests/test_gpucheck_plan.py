@@ -129,3 +129,17 @@ def test_bench_writes_the_parts_asked_for_and_nothing_else(tmp_path):
     assert result["iosim"]["requests"] == 500 * 25 and not (tmp_path / "b.json.part").exists()
     # in PARTS' order whatever the order asked: the partition overhead printed before the simulator
     assert proc.stdout.index("importance + partition") < proc.stdout.index("iosim:")
+
+
+def test_the_summary_says_what_the_machine_could_not_do(tmp_path):
+    write_check(tmp_path, "preflight 0 12 60\n")
+    (tmp_path / "plan.json").write_text(json.dumps({"budget_s": 480, "can_compile": False,
+                                                    "compute_mode": "Exclusive_Process"}))
+    gpucheck.main([str(tmp_path)])
+    md = (tmp_path / "summary.md").read_text()
+    assert "torch.compile not timed: no C compiler or Python.h here" in md
+    assert "compute mode Exclusive_Process: runs sharing the GPU may have been refused" in md
+    (tmp_path / "plan.json").write_text(json.dumps({"budget_s": 480, "can_compile": True, "compute_mode": "Default"}))
+    gpucheck.main([str(tmp_path)])
+    md = (tmp_path / "summary.md").read_text()
+    assert "torch.compile not timed" not in md and "compute mode" not in md and "budget 480 s" in md

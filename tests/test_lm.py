@@ -145,3 +145,17 @@ def test_the_parameter_count_the_memory_check_uses_is_the_models(argv):
     args = flags.parse_args(argv)
     task = tasks.of(args.dataset)
     assert task.parameters(args) == sum(p.numel() for p in task.build_model(args, 1, True).parameters())
+
+
+def test_the_lstm_recurrence_stays_float32_under_autocast():
+    """Autocast would run the recurrence in low precision (cuDNN's in float16 whatever dtype was asked);
+    the LSTM runs it in float32 and autocasts only the embedding's dropout and the head, with the same
+    logits as a float32 recurrence to bf16 tolerance."""
+    model = tiny("lstm").eval()
+    seen = []
+    model.rnn.register_forward_hook(lambda mod, inputs, out: seen.append((inputs[0].dtype, out[0].dtype)))
+    tokens = random_tokens(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(tokens)
+    assert seen == [(torch.float32, torch.float32)] and mixed.dtype == torch.bfloat16
+    assert torch.allclose(mixed.float(), model(tokens), atol=0.05)
