@@ -273,7 +273,8 @@ def save_torch(path: Path, obj) -> None:
 
 def provenance() -> dict:
     """Where a result came from: the code's git commit (and whether the tree had uncommitted
-    changes; "unknown" outside git), Python and the packages that change numbers."""
+    changes; outside git, DPT_GIT_COMMIT if set, for a copy of the tree that travelled without its
+    .git, else "unknown"), Python and the packages that change numbers."""
     repo = Path(__file__).resolve().parent
     commit, dirty = "unknown", "unknown"
     try:
@@ -284,6 +285,8 @@ def provenance() -> dict:
             commit, dirty = head.stdout.strip(), bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
+    if commit == "unknown":
+        commit = os.environ.get("DPT_GIT_COMMIT", commit)
     packages = {}
     for name in ("torch", "torchvision", "numpy", "pandas", "litdata", "wandb"):
         try:

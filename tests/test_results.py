@@ -151,6 +151,18 @@ def test_provenance_names_the_commit_and_packages():
     assert here["packages"]["torch"] == torch.__version__.split("+")[0]
 
 
+def test_a_tree_without_git_takes_its_commit_from_the_environment(monkeypatch):
+    """A lent machine gets a copy of the working tree without .git: DPT_GIT_COMMIT names the commit,
+    and only where git cannot."""
+    monkeypatch.setenv("DPT_GIT_COMMIT", "0123abc")
+    assert results.provenance()["git_commit"] != "0123abc"  # inside git, git's answer
+    not_a_repo = subprocess.CompletedProcess([], 128, "", "fatal: not a git repository")
+    monkeypatch.setattr(results.subprocess, "run", lambda *a, **k: not_a_repo)
+    assert results.provenance()["git_commit"] == "0123abc" and results.provenance()["git_dirty"] == "unknown"
+    monkeypatch.delenv("DPT_GIT_COMMIT")
+    assert results.provenance()["git_commit"] == "unknown"
+
+
 def test_a_file_refuses_runs_set_otherwise_than_its_rows(tmp_path):
     """Only runs whose row is in the file count, and a vanilla row does not depend on the partitioning
     flags (one baseline file serves every study)."""
