@@ -148,6 +148,8 @@ def ours(split: data.Split, args, device: torch.device, on_device: bool, track: 
         args.batch_size,
     )
     recorder = importance.Recorder(len(split), 2, record, device) if track else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     first = time.perf_counter()
     train.train_epoch(model, optimizer, batches, split, step, 0, recorder, 0)
     first = time.perf_counter() - first
@@ -157,7 +159,9 @@ def ours(split: data.Split, args, device: torch.device, on_device: bool, track: 
     stats = train.train_epoch(model, optimizer, batches, split, step, 1, recorder, 1)
     return {"images_per_s": stats["images_per_s"], "step_ms": 1000 * stats["train_s"] / len(batches),
             "tracking_percent": 100 * stats["tracking_s"] / stats["train_s"], "first_epoch_s": first,
-            "images": len(split), "window": [began, time.time()]}
+            "images": len(split), "window": [began, time.time()],
+            # the row's peak on the GPU: how many such runs one GPU holds (gpucheck.py plans by it)
+            "memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
 
 
 MIN_TIMED_STEPS = 10  # fewer: the timed epoch is too short for its figures to mean anything

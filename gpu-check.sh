@@ -24,21 +24,22 @@
 #     bash gpu-check.sh --smoke /tmp/gpu-check                          # anywhere, CPU-sized
 #     bash gpu-check.sh results/gpu-check --data-dir data/fashion-mnist  # on the GPU
 set -uo pipefail  # empty arrays are written ${a[@]+"${a[@]}"}: bash before 4.4 calls them unbound
-cd "$(dirname "$0")"
 usage="usage: bash gpu-check.sh [--smoke] OUT_DIR [--data-dir FOLDER] [--export FOLDER]"
 die() { echo "gpu-check.sh: error: $*" >&2; exit 2; }
+absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }  # given from the caller's folder
 smoke=0 out="" data=/usr/share/datasets/fashion-mnist export_to=""
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1; shift ;;
     --data-dir|--export)
       [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#-}" = "$2" ] || die "$1 needs a folder; $usage"
-      if [ "$1" = --data-dir ]; then data=$2; else export_to=$2; fi
+      if [ "$1" = --data-dir ]; then data=$(absolute "$2"); else export_to=$(absolute "$2"); fi
       shift 2 ;;
     -*) die "unknown option $1; $usage" ;;
-    *) [ -z "$out" ] || die "one OUT_DIR, not '$out' and '$1'; $usage"; out=$1; shift ;;
+    *) [ -z "$out" ] || die "one OUT_DIR, not '$out' and '$1'; $usage"; out=$(absolute "$1"); shift ;;
   esac
 done
+cd "$(dirname "$0")"
 [ -n "$out" ] || die "$usage"
 for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
   [ -f "$data/$f" ] || die "$data/$f is missing; put Fashion-MNIST's four .gz files there (or pass --data-dir)"
@@ -46,8 +47,10 @@ done
 budget=${GPU_CHECK_BUDGET_S:-$([ $smoke -eq 1 ] && echo 900 || echo 480)}
 seeds=${GPU_CHECK_STUDY_SEEDS:-$([ $smoke -eq 1 ] && echo 2 || echo 4)}
 case "$budget$seeds" in *[!0-9]*) die "GPU_CHECK_BUDGET_S and GPU_CHECK_STUDY_SEEDS take whole numbers (got '$budget', '$seeds')" ;; esac
+budget=$((10#$budget)) seeds=$((10#$seeds))  # 0480 is 480 seconds, not octal
 [ "$seeds" -ge 1 ] || die "GPU_CHECK_STUDY_SEEDS must be at least 1 (the named runs' seed)"
 [ ! -e "$out/steps.txt" ] || die "$out holds an earlier check (steps.txt); name a new OUT_DIR (nothing was changed)"
+case "$export_to/" in "$out"/*) die "--export $export_to is inside OUT_DIR, whose archive would hold itself" ;; esac
 mkdir -p "$out" || exit 2
 if [ -n "$export_to" ]; then mkdir -p "$export_to" || exit 2; fi
 py=.venv/bin/python
@@ -55,30 +58,46 @@ py=.venv/bin/python
 deadline=$(( $(date +%s) + budget ))
 : > "$out/steps.txt"
 
-summarize() {  # the summary after every step; with --export, it and the whole folder where it is wanted
-  "$py" gpucheck.py "$out" --smoke "$smoke" > /dev/null 2>&1
+# The summary after every step (a failure of its own says so in summary.md); with --export, it and the
+# whole folder where it is wanted. tar's exit 1 is a file that changed while read: the archive stands.
+summarize() {
+  if ! timeout -k 5 60 "$py" gpucheck.py "$out" --smoke "$smoke" > /dev/null 2> "$out/summarize.log" &&
+      ! grep -q "steps failed or were stopped" "$out/summarize.log"; then
+    { echo "# gpu-check: the summary itself failed (summarize.log says why); the steps so far:"; echo
+      cat "$out/steps.txt"; } > "$out/summary.md"
+  fi
   if [ -n "$export_to" ]; then
-    cp "$out"/summary.md "$out"/summary.json "$export_to"/ 2>/dev/null
-    tar -czf "$export_to/gpu-check.tgz.part" -C "$(dirname "$out")" "$(basename "$out")" &&
-      mv "$export_to/gpu-check.tgz.part" "$export_to/gpu-check.tgz"
+    cp "$out"/summary.md "$export_to"/
+    [ ! -f "$out/summary.json" ] || cp "$out/summary.json" "$export_to"/
+    tar -czf "$export_to/gpu-check.tgz.part" -C "$(dirname "$out")" -- "$(basename "$out")"
+    [ $? -gt 1 ] || mv "$export_to/gpu-check.tgz.part" "$export_to/gpu-check.tgz"
   fi
 }
 
-# step NAME CAP COMMAND...: its log, status and seconds in steps.txt; at most CAP seconds (smoke: the
-# budget) and never past the deadline, skipped when under 15 s are left. A shell function runs as is and
-# bounds its own commands by $limit. A failed step does not stop the others.
+# seconds to the end of the running step (at least 1): what a step's function gives each command
+remaining() {
+  local r=$(( end - $(date +%s) ))
+  [ "$r" -ge 1 ] || r=1
+  echo "$r"
+}
+
+# step NAME CAP COMMAND...: its log, status, seconds and limit in steps.txt; at most CAP seconds (smoke:
+# the budget), ending 10 s before the deadline (timeout's grace to kill), skipped when under 15 s are
+# left for it. A shell function runs as is and bounds each of its commands by $(remaining). A failed
+# step does not stop the others.
 step() {
   local name=$1 cap=$2 start rc
   shift 2
   [ $smoke -eq 0 ] || cap=$budget
-  limit=$(( deadline - $(date +%s) ))
+  limit=$(( deadline - $(date +%s) - 10 ))
   [ "$limit" -le "$cap" ] || limit=$cap
   if [ "$limit" -lt 15 ]; then
-    echo "gpu-check.sh: $name skipped: the $budget s budget is spent" >&2
+    echo "gpu-check.sh: $name skipped: not enough of the $budget s budget left for it" >&2
     echo "$name skipped 0 0" >> "$out/steps.txt"
   else
     echo "gpu-check.sh: $name (at most $limit s) ..." >&2
     start=$(date +%s)
+    end=$(( start + limit ))
     if declare -F "$1" > /dev/null; then
       "$@" > "$out/$name.log" 2>&1
     else
@@ -107,8 +126,8 @@ fi
 common=(--dataset fashionmnist --model resnet18 --data-dir "$data" --lr 0.1 --checkpoint-every 0)
 
 preflight() {
-  timeout -k 10 "$limit" "$py" gpucheck.py "$out" --start "$budget" --smoke "$smoke" &&
-    timeout -k 10 "$limit" "$py" dpt.py --preflight 1 "${common[@]}" "${fmnist[@]}" "${schedule[@]}" \
+  timeout -k 10 "$(remaining)" "$py" gpucheck.py "$out" --start "$budget" --smoke "$smoke" &&
+    timeout -k 10 "$(remaining)" "$py" dpt.py --preflight 1 "${common[@]}" "${fmnist[@]}" "${schedule[@]}" \
       --heuristic stripes --measure variance --results-dir "$out/runs-preflight"
 }
 
@@ -116,15 +135,17 @@ preflight() {
 bg() {
   local log=$1
   shift
-  OMP_NUM_THREADS=1 timeout -k 10 "$limit" "$@" > "$out/$log.log" 2>&1 &
+  OMP_NUM_THREADS=1 timeout -k 10 "$(remaining)" "$@" > "$out/$log.log" 2>&1 &
   pids+=($!)
 }
 
 # Every run at once on the one device (as run-experiments.sh --per-gpu would): the named runs, the
 # control and torchrun's whatever the time, then the extra seeds gpucheck.py says fit before the limit.
 runs() {
-  local pids=() rc=0 extra seed protocol heuristic sched folder
-  extra=$("$py" gpucheck.py "$out" --seeds-for $(( limit - 15 )) --most $(( seeds - 1 )) --smoke "$smoke") || return 1
+  local pids=() rc=0 r extra seed protocol heuristic sched folder pid
+  # the plan is the optional part: without it the named runs still start
+  extra=$(timeout -k 5 30 "$py" gpucheck.py "$out" --seeds-for $(( $(remaining) - 15 )) --most $(( seeds - 1 )) \
+    --smoke "$smoke") || { echo "the plan of extra seeds failed: none"; extra=""; }
   echo "at once: the named runs, the random control and torchrun's; extra seeds: ${extra:-none}"
   bg run-torchrun "$py" -m torch.distributed.run --standalone --nproc_per_node=1 dpt.py "${common[@]}" "${ranked[@]}" \
     --total-epochs 2 --warmup-epochs 1 --interval-epochs 1 --ignore-epochs 0 --results-dir "$out/runs-torchrun"
@@ -147,15 +168,28 @@ runs() {
         --results-dir "$out/runs-study"
     done
   done
-  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
-  return $rc
+  for pid in "${pids[@]}"; do
+    wait "$pid"
+    r=$?
+    case $r in  # a failure says more than a run stopped at the limit, which says more than success
+      0) ;;
+      124|137) [ "$rc" -ne 0 ] || rc=$r ;;
+      *) rc=$r ;;
+    esac
+  done
+  return "$rc"
 }
 
 step preflight 60 preflight
-if [ "$(tail -n 1 "$out/steps.txt" | cut -d' ' -f2)" != 0 ]; then
+status=$(tail -n 1 "$out/steps.txt" | cut -d' ' -f2)
+if [ "$status" != 0 ]; then
   # nothing else could run: stop now, so that a lent machine's minutes are left for a second try
   "$py" gpucheck.py "$out" --smoke "$smoke"
-  echo "gpu-check.sh: error: the preflight failed; $out/preflight.log says why" >&2
+  if [ "$status" = skipped ]; then
+    echo "gpu-check.sh: error: no time for the preflight in a $budget s budget (GPU_CHECK_BUDGET_S)" >&2
+  else
+    echo "gpu-check.sh: error: the preflight failed; $out/preflight.log says why" >&2
+  fi
   exit 1
 fi
 step bench 150 "$py" bench.py ${bench[@]+"${bench[@]}"} --parts paths text partition reducers iosim scoring \

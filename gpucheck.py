@@ -91,35 +91,56 @@ def study(folder: Path) -> dict:
     for other in ("random", "none"):
         diff = arms["stripes"].mean() - arms[other].mean()
         p, lo, hi = report.welch(arms["stripes"], arms[other])
-        out[f"stripes_vs_{other}"] = {"diff": float(diff), "p_value": p, "ci": [lo, hi]}
+        out[f"stripes_vs_{other}"] = strict({"diff": float(diff), "p_value": p, "ci": [lo, hi]})
     return out
+
+
+def strict(value):
+    """NaN and infinities as None, all the way down: summary.json is JSON that any parser reads (a
+    test with fewer than 2 runs an arm has no p-value)."""
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def device_rows(bench: dict) -> list[dict]:
     return [r for r in bench.get("rows", []) if r["path"].startswith("device, fused") and r["tracking"]]
 
 
+MOST_AT_ONCE = 16  # the most runs the concurrent bench times at once (and the lent machine's cores)
+CONTEXT_MB = 1024  # what a process holds on the GPU beyond its tensors (its CUDA context)
+
+
 def aggregate(folder: Path, n: int) -> tuple[float | None, int]:
     """Images/s of n runs at once on this device, from bench.py --concurrent's figures (interpolated,
-    held beyond the largest K), else one run's (no gain from sharing); and the most runs at once
-    measured to fit (a K that failed, out of memory say, left no figure)."""
+    held beyond the largest K), else one run's (no gain from sharing); and the most runs at once known
+    to fit: the largest K the concurrent bench ran, or as many as 80% of the GPU's memory holds at the
+    bench's peak for one (up to MOST_AT_ONCE), where the concurrent step was cut short."""
     points = sorted((c["runs_at_once"], c["aggregate_images_per_s"])
                     for c in read(folder / "concurrent.json").get("concurrent", []))
+    rows = device_rows(read(folder / "bench.json"))
+    peak = max((r.get("memory_mb") or 0 for r in rows), default=0)
+    total = read(folder / "plan.json").get("gpu_memory_mb") or 0
+    by_memory = min(MOST_AT_ONCE, int(0.8 * total // (peak + CONTEXT_MB))) if peak and total else 0
     if points:
         ks, rates = zip(*points)
-        return float(np.interp(n, ks, rates)), max(ks)
-    single = max((r["images_per_s"] for r in device_rows(read(folder / "bench.json"))), default=None)
-    return single, NAMED + 1
+        return float(np.interp(n, ks, rates)), max(max(ks), by_memory)
+    single = max((r["images_per_s"] for r in rows), default=None)
+    return single, max(NAMED + 1, by_memory)
 
 
 def seeds_for(folder: Path, seconds: float, most: int, smoke: bool) -> list[int]:
-    """The study's extra seeds (each arm one more run) that let the NAMED runs, torchrun's and 3 per
-    extra seed, all at once, end within `seconds`: the most that fit, at most `most` (and, on a GPU, no
-    more runs at once than the concurrent bench ran)."""
-    for k in range(most, 0, -1):
-        n = NAMED + len(ARMS) * k
-        rate, fits = aggregate(folder, n)
-        if rate and (smoke or n <= max(fits, NAMED)) and START_S + MARGIN * n * RUN_IMAGES[smoke] / rate <= seconds:
+    """The study's extra seeds (each arm one more run) that let the NAMED runs and 3 per extra seed
+    (with torchrun's small one beside them) end within `seconds`, all at once: the most that fit, at
+    most `most` (and, on a GPU, no more processes at once than are known to fit)."""
+    for k in range(min(most, len(workload.PAPER_SEEDS) - 1), 0, -1):
+        runs = NAMED + len(ARMS) * k
+        rate, fits = aggregate(folder, runs + 1)
+        if rate and (smoke or runs + 1 <= fits) and START_S + MARGIN * runs * RUN_IMAGES[smoke] / rate <= seconds:
             return list(workload.PAPER_SEEDS[1:1 + k])
     return []
 
@@ -153,7 +174,8 @@ def start(folder: Path, budget: int, smoke: bool) -> dict:
             # Triton builds its launchers with a C compiler against Python.h: without them --compile fails
             "can_compile": bool(shutil.which("cc") or shutil.which("gcc"))
             and (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file(),
-            "compute_mode": compute_mode()}
+            "compute_mode": compute_mode(),
+            "gpu_memory_mb": torch.cuda.mem_get_info()[1] / 2**20 if torch.cuda.is_available() else None}
     (folder / "plan.json").write_text(json.dumps(plan, indent=1))
     return plan
 
@@ -186,8 +208,8 @@ def summary(folder: Path, smoke: bool) -> dict:
 
 def status(step: dict) -> str:
     if step["exit"] == "skipped":
-        return "skipped: the budget was spent"
-    if step["exit"] in (124, 137):
+        return "skipped: not enough of the budget left for it"
+    if step["exit"] in (124, 137) and step["seconds"] >= step["limit_s"] - 1:  # 137 sooner: killed, not timed out
         return f"stopped at its {step['limit_s']} s limit"
     return "ok" if step["exit"] == 0 else f"failed ({step['exit']}: its log says why)"
 
@@ -231,7 +253,7 @@ def markdown(s: dict) -> str:
         lines += [f"- {h}: {', '.join(f'{v:.2f}' for v in values)}" for h, values in s["study"]["runs"].items()]
         for other, name in (("random", "the random control"), ("none", "vanilla")):
             c = s["study"][f"stripes_vs_{other}"]
-            verdict = (f"against {name}: no test (fewer than 2 runs an arm)" if c["p_value"] != c["p_value"] else
+            verdict = (f"against {name}: no test (fewer than 2 runs an arm)" if c["p_value"] is None else
                        f"{'beats' if c['diff'] > 0 and c['p_value'] < 0.05 else 'does not beat'} {name} "
                        f"({c['diff']:+.2f} pp, p {c['p_value']:.3g})")
             lines.append(f"- Stripes-variance {verdict}")
@@ -266,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.folder / "steps.txt").is_file():
         sys.exit(f"gpucheck.py: error: {args.folder} holds no steps.txt; run bash gpu-check.sh {args.folder} first")
     s = summary(args.folder, bool(args.smoke))
-    (args.folder / "summary.json").write_text(json.dumps(s, indent=1, default=str))
+    (args.folder / "summary.json").write_text(json.dumps(strict(s), indent=1, default=str, allow_nan=False))
     text = markdown(s)
     (args.folder / "summary.md").write_text(text)
     print(text, end="")

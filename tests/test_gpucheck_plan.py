@@ -27,11 +27,12 @@ def check(*args, env=None):
     (["--smoke", "OUT", "--fast"], None, "unknown option --fast"),
     (["--smoke", "OUT", "OTHER"], None, "one OUT_DIR, not '"),
     (["--smoke", "OUT", "--export"], None, "--export needs a folder"),
+    (["--smoke", "OUT", "--export", "OUT/back"], None, "is inside OUT_DIR, whose archive would hold itself"),
     (["--smoke", "OUT"], {"GPU_CHECK_BUDGET_S": "8m"}, "GPU_CHECK_BUDGET_S and GPU_CHECK_STUDY_SEEDS take whole"),
     (["--smoke", "OUT"], {"GPU_CHECK_STUDY_SEEDS": "0"}, "GPU_CHECK_STUDY_SEEDS must be at least 1"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, env, says):
-    args = [str(tmp_path / a) if a in ("OUT", "OTHER") else a for a in args]
+    args = [str(tmp_path / a) if a.startswith(("OUT", "OTHER")) else a for a in args]
     proc = check(*args, "--data-dir", FMNIST, env=env)
     assert proc.returncode == 2 and proc.stderr.startswith("gpu-check.sh: error: ") and says in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
@@ -48,9 +49,18 @@ def test_an_earlier_check_is_never_overwritten(tmp_path):
 def test_no_time_for_the_preflight_stops_the_check_at_once(tmp_path):
     out = tmp_path / "out"
     proc = check("--smoke", out, "--data-dir", FMNIST, "--export", tmp_path / "back", env={"GPU_CHECK_BUDGET_S": "0"})
-    assert proc.returncode == 1 and "the preflight failed" in proc.stderr
+    assert proc.returncode == 1 and "no time for the preflight in a 0 s budget" in proc.stderr
     assert (out / "steps.txt").read_text() == "preflight skipped 0 0\n"  # and no other step ran
-    assert "| preflight | skipped: the budget was spent | 0 |" in (tmp_path / "back" / "summary.md").read_text()
+    assert "| preflight | skipped: not enough of the budget left for it | 0 |" in (tmp_path / "back" /
+                                                                                  "summary.md").read_text()
+
+
+def test_relative_folders_are_the_callers(tmp_path):
+    proc = subprocess.run(["bash", str(REPO / "gpu-check.sh"), "--smoke", "out", "--export", "back", "--data-dir",
+                           FMNIST], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**ENV, "GPU_CHECK_BUDGET_S": "0"})
+    assert proc.returncode == 1 and (tmp_path / "out" / "steps.txt").is_file()
+    assert (tmp_path / "back" / "summary.md").is_file() and not (REPO / "out").exists()
 
 
 def write_check(folder, steps: str, concurrent=None):
@@ -62,11 +72,12 @@ def write_check(folder, steps: str, concurrent=None):
 
 
 def test_a_step_stopped_at_its_limit_fails_the_check_and_skips_only_warn(tmp_path, capsys):
-    write_check(tmp_path / "a", "preflight 0 12 90\nbench 124 150 150\nconcurrent skipped 0 0\n")
-    with pytest.raises(SystemExit, match="steps failed or were stopped: bench"):
+    write_check(tmp_path / "a", "preflight 0 12 90\nbench 124 150 150\nconcurrent skipped 0 0\nruns 137 40 240\n")
+    with pytest.raises(SystemExit, match="steps failed or were stopped: bench, runs"):
         gpucheck.main([str(tmp_path / "a")])
     md = (tmp_path / "a" / "summary.md").read_text()
-    assert "| bench | stopped at its 150 s limit | 150 |" in md and "| concurrent | skipped: the budget" in md
+    assert "| bench | stopped at its 150 s limit | 150 |" in md and "| concurrent | skipped: not enough" in md
+    assert "| runs | failed (137: its log says why) | 40 |" in md  # killed long before its limit: not the limit
     write_check(tmp_path / "b", "preflight 0 12 90\nbench 0 100 150\nconcurrent skipped 0 0\n")
     gpucheck.main([str(tmp_path / "b")])  # only skipped: exit 0, and said
     assert "warning: skipped, the budget being spent: concurrent" in capsys.readouterr().err
@@ -78,10 +89,10 @@ def test_the_study_takes_the_seeds_that_fit_by_the_concurrent_figures(tmp_path):
     write_check(tmp_path, "", concurrent=[(1, 40_000), (4, 80_000), (8, 120_000), (16, 160_000)])
     images, start = gpucheck.RUN_IMAGES[False], gpucheck.START_S
 
-    def needed(k):  # the named runs and 3 per extra seed at once, at the interpolated aggregate rate
-        n = gpucheck.NAMED + 3 * k
-        rate = {5: 90_000, 8: 120_000, 11: 135_000, 14: 150_000}[n]
-        return start + gpucheck.MARGIN * n * images / rate
+    def needed(k):  # the named runs and 3 per extra seed, torchrun's beside them, at the interpolated rate
+        runs = gpucheck.NAMED + 3 * k
+        rate = {6: 100_000, 9: 125_000, 12: 140_000, 15: 155_000}[runs + 1]
+        return start + gpucheck.MARGIN * runs * images / rate
 
     for k in range(4):
         seconds = needed(k) + 1
@@ -89,8 +100,21 @@ def test_the_study_takes_the_seeds_that_fit_by_the_concurrent_figures(tmp_path):
         assert gpucheck.seeds_for(tmp_path, seconds, 3, False) == expected
         assert gpucheck.seeds_for(tmp_path, seconds - 2, 3, False) == expected[:-1]
     assert gpucheck.seeds_for(tmp_path, 1e9, 2, False) == list(workload.PAPER_SEEDS[1:3])  # --most binds
-    write_check(tmp_path, "", concurrent=[(1, 40_000), (4, 80_000)])  # 8 at once never measured: not tried
+    assert gpucheck.seeds_for(tmp_path, 1e9, 50, True) == list(workload.PAPER_SEEDS[1:])  # never past the seeds
+    write_check(tmp_path, "", concurrent=[(1, 40_000), (4, 80_000)])  # 9 at once never measured: not tried
     assert gpucheck.seeds_for(tmp_path, 1e9, 3, False) == [] and len(gpucheck.seeds_for(tmp_path, 1e9, 3, True)) == 3
+
+
+def test_a_concurrent_step_cut_short_plans_by_the_gpus_memory(tmp_path):
+    write_check(tmp_path, "", concurrent=[(1, 40_000), (4, 80_000)])
+    (tmp_path / "bench.json").write_text(json.dumps({"rows": [
+        {"path": "device, fused (4 workers)", "tracking": True, "channels": "loss", "images_per_s": 45_000,
+         "memory_mb": 3000.0}]}))
+    (tmp_path / "plan.json").write_text(json.dumps({"gpu_memory_mb": 20_000}))
+    assert gpucheck.aggregate(tmp_path, 9) == (80_000, 4)  # 80% of 20 GB holds 3 of 4 GB: the measured 4 stand
+    (tmp_path / "plan.json").write_text(json.dumps({"gpu_memory_mb": 143_000}))  # an H200: 28 fit, 16 at most
+    assert gpucheck.aggregate(tmp_path, 9) == (80_000, gpucheck.MOST_AT_ONCE)
+    assert gpucheck.seeds_for(tmp_path, 1e9, 3, False) == list(workload.PAPER_SEEDS[1:4])
 
 
 def test_no_concurrent_figures_plan_from_one_runs_speed(tmp_path):
@@ -98,9 +122,9 @@ def test_no_concurrent_figures_plan_from_one_runs_speed(tmp_path):
     assert gpucheck.seeds_for(tmp_path, 1e9, 3, False) == []  # nothing measured: no extra seed
     (tmp_path / "bench.json").write_text(json.dumps({"rows": [
         {"path": "device, fused (4 workers)", "tracking": True, "channels": "loss", "images_per_s": 50_000}]}))
-    rate, fits = gpucheck.aggregate(tmp_path, 8)
+    rate, fits = gpucheck.aggregate(tmp_path, 9)
     assert rate == 50_000 and fits == gpucheck.NAMED + 1
-    assert gpucheck.seeds_for(tmp_path, 1e9, 3, False) == []  # 8 at once was never shown to fit
+    assert gpucheck.seeds_for(tmp_path, 1e9, 3, False) == []  # 9 at once was never shown to fit
 
 
 def _exits(code: int) -> None:
@@ -143,3 +167,19 @@ def test_the_summary_says_what_the_machine_could_not_do(tmp_path):
     gpucheck.main([str(tmp_path)])
     md = (tmp_path / "summary.md").read_text()
     assert "torch.compile not timed" not in md and "compute mode" not in md and "budget 480 s" in md
+
+
+def test_summary_json_is_strict_json_without_a_test(tmp_path):
+    """One run an arm: no p-value, and summary.json says null, not NaN (which jq and JSON.parse refuse)."""
+    write_check(tmp_path, "study 0 1 60\n")
+    for heuristic, folder in (("none", "Baselines"), ("roundrobin", "FashionMNIST-ResNet18-Stripes-Variance"),
+                              ("random", "FashionMNIST-ResNet18-Random-Variance")):
+        (tmp_path / "runs-study" / folder).mkdir(parents=True)
+        name = "fmnist-vanilla-resnet18-total3.csv" if heuristic == "none" else "W1-INT1-IGN0.csv"
+        (tmp_path / "runs-study" / folder / name).write_text(
+            "id,epoch_1,epoch_2,epoch_3,best_accuracy,best_epoch,warmup_epochs,interval_epochs,measure,heuristic,model,"
+            f"dataset\n17611,50.0,60.0,70.0,70.0,3,1,1,variance,{heuristic},resnet18,fashionmnist\n")
+    gpucheck.main([str(tmp_path)])
+    text = (tmp_path / "summary.json").read_text()
+    assert "NaN" not in text and json.loads(text)["study"]["stripes_vs_random"]["p_value"] is None
+    assert "no test (fewer than 2 runs an arm)" in (tmp_path / "summary.md").read_text()
