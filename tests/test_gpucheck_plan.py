@@ -183,3 +183,19 @@ def test_summary_json_is_strict_json_without_a_test(tmp_path):
     text = (tmp_path / "summary.json").read_text()
     assert "NaN" not in text and json.loads(text)["study"]["stripes_vs_random"]["p_value"] is None
     assert "no test (fewer than 2 runs an arm)" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_named_run_stopped_by_the_limit_reports_its_best_so_far(tmp_path):
+    write_check(tmp_path, "runs 124 240 240\n")
+    (tmp_path / "run-stripes-standard.log").write_text(
+        "W10-INT5-seed17611: 4 workers ...\n"
+        "epoch   1/30      warmup  loss 0.6113  test  84.10%     41234 img/s  tracking 0.010s  1.6 s/epoch, 46s left\n"
+        "epoch   2/30      warmup  loss 0.3712  test  87.95%     44017 img/s  tracking 0.010s  1.5 s/epoch, 42s left\n"
+        "epoch   3/30      warmup  loss 0.3101  test  87.20%     43950 img/s  tracking 0.010s  1.5 s/epoch, 40s left\n")
+    with pytest.raises(SystemExit):
+        gpucheck.main([str(tmp_path)])
+    [run] = json.loads((tmp_path / "summary.json").read_text())["fashion_mnist"]
+    assert run == {"protocol": "standard", "heuristic": "stripes", "best_accuracy": 87.95, "best_epoch": 2,
+                   "images_per_s": 44017.0, "training_s": None, "stopped_at": "3/30"}
+    assert "| standard | stripes | 87.95 | 2 | 44017 | stopped by the limit after epoch 3/30: best so far |" in \
+        (tmp_path / "summary.md").read_text()
