@@ -278,8 +278,10 @@ def markdown(s: dict) -> str:
                   "against the random control and vanilla (Welch):", ""]
         lines += [f"- {h}: {', '.join(f'{v:.2f}' for v in values)}" for h, values in s["study"]["runs"].items()]
         for other, name in (("random", "the random control"), ("none", "vanilla")):
-            c = s["study"][f"stripes_vs_{other}"]
-            verdict = (f"against {name}: no test (fewer than 2 runs an arm)" if c["p_value"] is None else
+            c, runs = s["study"][f"stripes_vs_{other}"], s["study"]["runs"]
+            why = ("fewer than 2 runs an arm" if min(len(runs["stripes"]), len(runs[other])) < 2 else
+                   "no spread between the runs")  # Welch's test divides by it
+            verdict = (f"against {name}: no test ({why})" if c["p_value"] is None else
                        f"{'beats' if c['diff'] > 0 and c['p_value'] < 0.05 else 'does not beat'} {name} "
                        f"({c['diff']:+.2f} pp, p {c['p_value']:.3g})")
             lines.append(f"- Stripes-variance {verdict}")

@@ -183,6 +183,10 @@ def test_summary_json_is_strict_json_without_a_test(tmp_path):
     text = (tmp_path / "summary.json").read_text()
     assert "NaN" not in text and json.loads(text)["study"]["stripes_vs_random"]["p_value"] is None
     assert "no test (fewer than 2 runs an arm)" in (tmp_path / "summary.md").read_text()
+    for csv in (tmp_path / "runs-study").rglob("*.csv"):  # a second seed each, the same accuracy: no spread
+        csv.write_text(csv.read_text() + csv.read_text().splitlines()[1].replace("17611", "74606", 1) + "\n")
+    gpucheck.main([str(tmp_path)])
+    assert "against the random control: no test (no spread between the runs)" in (tmp_path / "summary.md").read_text()
 
 
 def test_a_named_run_stopped_by_the_limit_reports_its_best_so_far(tmp_path):
