@@ -74,9 +74,10 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 def test_a_compiled_run_has_the_plain_runs_losses_signals_and_partitions(tmp_path, task):
     """The GPT over 3 epochs, and ResNet-18 as gpu-check.sh compiles it (BatchNorm per emulated worker,
     channels_last, the augmentation on whole batches, eval mode) over 2: with 16 images per worker its
-    BatchNorm amplifies float32 rounding so fast that eager float32 itself is 1e-4 off float64 after two
-    steps and percents off after an epoch, so its comparison is the first epoch's losses, the importance
-    and partition they give, and the next epoch on that partition (to 1%: rounding, not a different step)."""
+    BatchNorm amplifies float32 rounding so fast that eager float32 itself is 1e-4 off float64 at the
+    second step, and compiled and eager drift apart by percents within an epoch; so its comparison is
+    the first epoch's losses, the importance and partition they give, and the next epoch on that
+    partition (to 1%: rounding, not a different step)."""
     if task == "text":
         corpus = tmp_path / "corpus.txt"
         fakedata.write_text(corpus, lines=1500)
