@@ -440,28 +440,14 @@ def main() -> None:
 
     split = synthetic(args.workers * args.batch_size * args.steps)
     for part in [name for name in PARTS if name in args.parts]:
-        if part == "paths":
-            keep("rows", path_rows(split, args, device))
-            print_paths(result["rows"])
-        elif part == "text":
-            keep("text", [text_row(args, device, m, e) for m in ("gpt", "lstm") for e in ("fused", "sequential")])
-            print_text(result["text"], args)
-        elif part == "partition":
-            keep("partition_overheads", partition_overheads(args, device))
-            print_partition(result["partition_overheads"], args)
-        elif part == "reducers":
-            keep("reducers", reducer_rows(args, device))
-            print_reducers(result["reducers"])
-        elif part == "iosim":
-            keep("iosim", iosim_row(args))
-            print_iosim(result["iosim"])
-        elif part == "scoring":
-            keep("scoring", scoring_row(split, args, device))
-            print_scoring(result["scoring"])
-        else:
+        if part == "speed":
             print("\nspeed options: the device-resident fused row (tracking on, loss only) with each, against plain",
                   flush=True)
             speed_rows(split, args, device, lambda rows: keep("speed_options", rows))
+            continue
+        key, measure, show = MEASURE[part]
+        keep(key, measure(split, args, device))
+        show(result[key], args)
     print(f"wrote {args.out}")
 
 
@@ -482,7 +468,7 @@ def path_rows(split: data.Split, args, device: torch.device) -> list[dict]:
     return rows
 
 
-def print_paths(rows: list[dict]) -> None:
+def print_paths(rows: list[dict], args) -> None:
     print(f"{'path':34s} {'tracking':>8s} {'channels':>26s} {'img/s':>10s} {'ms/step':>9s} {'x paper':>8s} "
           f"{'tracking %':>11s}")
     for row in rows:
@@ -498,7 +484,7 @@ def print_text(rows: list[dict], args) -> None:
               f"{row['tracking_percent']:.2f}% of the epoch   ({row['parameters']:,} parameters)", flush=True)
 
 
-def print_reducers(rows: list[dict]) -> None:
+def print_reducers(rows: list[dict], args) -> None:
     print("\nreducers: one worker's selection, against torch.topk of the same k; bytes one worker sends per step")
     for row in rows:
         print(f"  {row['model']:8s} d={row['entries']:>10,} rho={row['density']:<6g} {row['reducer']:10s} "
@@ -506,12 +492,12 @@ def print_reducers(rows: list[dict]) -> None:
               f"{row['bytes_per_worker'] / 2**20:8.3f} MiB of {row['dense_bytes'] / 2**20:7.2f} dense", flush=True)
 
 
-def print_iosim(simulated: dict) -> None:
+def print_iosim(simulated: dict, args) -> None:
     print(f"\niosim: {simulated['examples']:,} examples x {simulated['epochs']} epochs x {simulated['workers']} "
           f"workers ({simulated['requests']:,} requests) simulated in {simulated['seconds']:.1f} s", flush=True)
 
 
-def print_scoring(scoring: dict) -> None:
+def print_scoring(scoring: dict, args) -> None:
     print(f"scoring pass (Data Diet protocol) on {scoring['examples']} examples: dd-el2n "
           f"{scoring['eval_el2n_s']:.2f} s ({100 * scoring['eval_el2n_share']:.0f}% of a training epoch of them), "
           f"dd-grand {scoring['eval_grand_s']:.2f} s ({100 * scoring['eval_grand_share']:.0f}%)", flush=True)
@@ -521,6 +507,19 @@ def print_partition(overheads: dict, args) -> None:
     print(f"importance + partition, {args.partition_examples} examples x 15 epochs: "
           f"ours {overheads['ours_s'] * 1000:.1f} ms, paper-style {overheads['paper_style_s'] * 1000:.1f} ms",
           flush=True)
+
+
+# each part but speed: the key its figures go under in the JSON, how it is measured, how it is printed
+MEASURE = {
+    "paths": ("rows", path_rows, print_paths),
+    "text": ("text", lambda split, args, device: [text_row(args, device, m, e) for m in ("gpt", "lstm")
+                                                  for e in ("fused", "sequential")], print_text),
+    "partition": ("partition_overheads", lambda split, args, device: partition_overheads(args, device),
+                  print_partition),
+    "reducers": ("reducers", lambda split, args, device: reducer_rows(args, device), print_reducers),
+    "iosim": ("iosim", lambda split, args, device: iosim_row(args), print_iosim),
+    "scoring": ("scoring", scoring_row, print_scoring),
+}
 
 
 def write(path: str, result: dict, quiet: bool = False) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import catalog as C
 import results
 import workload
 
@@ -52,30 +51,25 @@ def read(path: Path) -> dict:
         return {}
 
 
-def result_rows(folder: Path) -> list[tuple[Path, dict]]:
-    """Every row of the result CSVs under folder, with its file (a run still going has none yet)."""
-    out = []
-    for csv in sorted(folder.rglob("*.csv")):
-        if csv.parent.name not in ("logs", "checkpoints"):
-            out += [(csv, row) for row in pd.read_csv(csv).to_dict("records")]
-    return out
-
-
 def runs(folder: Path) -> list[dict]:
     """The named Fashion-MNIST runs' best accuracy, per evaluation protocol and heuristic (the
     standard ones are the study's first seed), with their speed while they shared the device."""
+    import report
+
     out = []
     for protocol, sub in (("standard", "runs-study"), ("paper", "runs-paper")):
-        for csv, row in result_rows(folder / sub):
-            if int(row["id"]) != FIRST_SEED or row["heuristic"] == "random":  # the control: in the study
-                continue
-            logs = sorted((csv.parent / "logs").glob(f"{results.run_name(csv, int(row['id']))}-*.json"))
+        try:
+            table, _ = report.load_runs(folder / sub)
+        except report.ReportError:  # no row yet
+            continue
+        named = table[(table.id.astype(str) == str(FIRST_SEED)) & (table.heuristic != "random")]  # the control: study
+        for row in named.itertuples():
+            logs = sorted((folder / sub / row.workload / "logs").glob(f"{row.file}-seed{row.id}-*.json"))
             log = read(logs[-1]) if logs else {}
             speed = [e.get("images_per_s") for e in log.get("epochs", []) if e.get("images_per_s")]
-            out.append({"protocol": protocol, "heuristic": C.ALIASES.get(row["heuristic"], row["heuristic"]),
-                        "best_accuracy": row["best_accuracy"], "best_epoch": int(row["best_epoch"]),
-                        "images_per_s": max(speed) if speed else None, "training_s": log.get("total_training_s"),
-                        "stopped_at": None})
+            out.append({"protocol": protocol, "heuristic": row.heuristic, "best_accuracy": float(row.value),
+                        "best_epoch": int(row.best_epoch), "images_per_s": max(speed) if speed else None,
+                        "training_s": log.get("total_training_s"), "stopped_at": None})
     done = {(r["protocol"], r["heuristic"]) for r in out}
     for protocol in ("standard", "paper"):
         for name, heuristic in (("stripes", "stripes"), ("vanilla", "none")):
@@ -115,7 +109,7 @@ def study(folder: Path) -> dict:
     for other in ("random", "none"):
         diff = arms["stripes"].mean() - arms[other].mean()
         p, lo, hi = report.welch(arms["stripes"], arms[other])
-        out[f"stripes_vs_{other}"] = strict({"diff": float(diff), "p_value": p, "ci": [lo, hi]})
+        out[f"stripes_vs_{other}"] = {"diff": float(diff), "p_value": p, "ci": [lo, hi]}
     return out
 
 
@@ -315,8 +309,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not (args.folder / "steps.txt").is_file():
         sys.exit(f"gpucheck.py: error: {args.folder} holds no steps.txt; run bash gpu-check.sh {args.folder} first")
-    s = summary(args.folder, bool(args.smoke))
-    (args.folder / "summary.json").write_text(json.dumps(strict(s), indent=1, default=str, allow_nan=False))
+    s = strict(summary(args.folder, bool(args.smoke)))
+    (args.folder / "summary.json").write_text(json.dumps(s, indent=1, default=str, allow_nan=False))
     text = markdown(s)
     (args.folder / "summary.md").write_text(text)
     print(text, end="")

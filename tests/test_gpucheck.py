@@ -38,6 +38,8 @@ def test_the_smoke_run_writes_every_figure(smoke):
     runs = {(r["protocol"], r["heuristic"]) for r in s["fashion_mnist"]}
     assert runs == {(p, h) for p in ("standard", "paper") for h in ("none", "stripes")}
     assert all(0 < r["best_accuracy"] <= 100 for r in s["fashion_mnist"])
+    # each read from its row and JSON log, not from its console lines (as a run stopped by the limit is)
+    assert all(r["stopped_at"] is None and r["training_s"] > 0 for r in s["fashion_mnist"])
     # the study: the named runs' seed and one more (GPU_CHECK_STUDY_SEEDS 2), every run at once
     plan = json.loads((smoke / "plan.json").read_text())
     assert isinstance(plan["can_compile"], bool) and plan["nccl"] == torch.distributed.is_nccl_available()

@@ -203,3 +203,31 @@ def test_a_named_run_stopped_by_the_limit_reports_its_best_so_far(tmp_path):
                    "images_per_s": 44017.0, "training_s": None, "stopped_at": "3/30"}
     assert "| standard | stripes | 87.95 | 2 | 44017 | stopped by the limit after epoch 3/30: best so far |" in \
         (tmp_path / "summary.md").read_text()
+
+
+def test_the_planners_run_size_is_the_scripts():
+    """gpucheck.RUN_IMAGES restates the runs' size that gpu-check.sh sets: the two must move together."""
+    import re
+
+    script = (REPO / "gpu-check.sh").read_text()
+    for smoke, pattern, train, test in ((True, r"fmnist=\(--subset (\d+) --test-subset (\d+) .*?--total-epochs (\d+)",
+                                         None, None),
+                                        (False, r"fmnist=\(--batch-size \d+ --total-epochs (\d+)", 60_000, 10_000)):
+        m = re.search(pattern, script)
+        assert m, pattern
+        if smoke:
+            train, test, epochs = map(int, m.groups())
+        else:
+            epochs = int(m[1])
+        assert gpucheck.RUN_IMAGES[smoke] == pytest.approx(epochs * (train + test / 3))
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--parts", "speedy"], "argument --parts: invalid choice: 'speedy'"),
+    (["--parts"], "argument --parts: expected at least one argument"),
+])
+def test_bench_bad_parts_are_one_line_before_anything_runs(tmp_path, argv, says):
+    proc = subprocess.run([sys.executable, "bench.py", *argv, "--out", str(tmp_path / "b.json")], cwd=REPO,
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and says in lines[0] and not list(tmp_path.iterdir())
