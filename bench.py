@@ -350,7 +350,7 @@ def scoring_row(split: data.Split, args, device: torch.device) -> dict:
     sub = data.Split(split.images[:n], split.labels[:n]).to(device)
     task = tasks.of("cifar10")
     torch.manual_seed(0)
-    model = task.to_device(models.build("resnet18", 10, 3, workers=args.workers), device)
+    model = models.build("resnet18", 10, 3, workers=args.workers).to(device, memory_format=task.layout)
     step = train.Step.build(amp=args.amp == "bf16", workers=args.workers, batch_size=args.batch_size, device=device,
                             task=task, on_device=True)
     batches = WorkerBatches(for_window(sub, None, range(args.workers), args.workers, shuffle=True, sampler_seed=0,

@@ -4,13 +4,14 @@ result row's metric, the studies, report.py, bench.py and the docs' tables all d
 new name is its implementation plus one record. Torch-free (flags and sweeps resolve without torch):
 
     python -c "import catalog; print(catalog.MEASURES['variance']); print(catalog.table('heuristics'))"
-    python catalog.py docs      # rewrite the tables in docs/*.md that are generated from the records
 
-The implementation modules hold only {name: function}: importance.MEASURES, heuristics.HEURISTICS,
-reducers.REDUCERS, and one Task class per task module (catalog.Task.module); tests/test_catalog.py
-checks that both sides name the same things, and that docs/ and --help agree with the records.
+gendocs.py writes the docs' tables from these records (`python gendocs.py`).
+
+An implementation binds its name where it is defined, through a Registry (`@MEASURES.register("name")`
+in importance.py, and so for heuristics, reducers and models), which checks the name against its
+record at import; image datasets need no code of their own (their record's `format` picks the
+loader). tests/test_catalog.py checks that docs/ and --help agree with the records.
 """
-import re
 from argparse import Namespace
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,11 @@ class Dataset:
     crop_padding: int = 0  # RandomCrop(size, padding); 0: no crop
     train_files: tuple[str, ...] = ()  # what a local copy must hold (for the error message)
     test_files: tuple[str, ...] = ()
+    format: str = ""  # an image dataset's files: "cifar" (pickled batches) or "idx" (data.LOADERS)
+    torchvision: str = ""  # torchvision.datasets' class: the download, and its folder <data-dir>/<class>/raw
+    pixel_mean: float = 0.0  # the training images' mean / 255: tells the IDX datasets, which share file names, apart
+    debian_folder: str = ""  # where a Debian package puts the files
+    debian_package: str = ""
 
     @property
     def example_bytes(self) -> int:
@@ -91,8 +97,7 @@ class Model:
     task: str
     source: str
     batchnorm: bool = False  # training-mode BatchNorm cannot normalize a batch of one
-    parameters: int = 0  # as built for ImageNet (a fixed-size model; text models' depend on their flags)
-    defaults: dict = field(default_factory=dict)  # its task options' values when not given
+    defaults: dict = field(default_factory=dict)  # the task options it reads, and their values when not given
     check: Callable[[Namespace], str | None] | None = None  # a constraint among its options: the fix, or None
 
 
@@ -135,6 +140,32 @@ class Reducer:
     studies: bool = True
 
 
+class Registry(dict):
+    """name -> implementation, each bound where it is defined: `@REGISTRY.register(name, **fields)` on the
+    function (`make(function, **fields)` when the entry is more than the function), or `add(name, value)`.
+    A name must have its record in `records`, once; `complete()`, at the end of the module(s) that define
+    them, checks that every record (but `exempt`) has its implementation."""
+
+    def __init__(self, records: dict, kind: str, make: Callable | None = None, exempt: tuple[str, ...] = ()):
+        super().__init__()
+        self.records, self.kind, self.make, self.exempt = records, kind, make, exempt
+
+    def add(self, name: str, value: object) -> None:
+        assert name in self.records, f"{self.kind} {name!r} has no record in catalog.py: add one beside the others"
+        assert name not in self, f"{self.kind} {name!r} is registered twice"
+        self[name] = value
+
+    def register(self, name: str, **fields) -> Callable:
+        def bind(function: Callable) -> Callable:
+            self.add(name, self.make(function, **fields) if self.make else function)
+            return function
+        return bind
+
+    def complete(self, names: list[str] | None = None) -> None:
+        missing = [n for n in (self.records if names is None else names) if n not in self and n not in self.exempt]
+        assert not missing, f"{self.kind} {', '.join(missing)}: a record in catalog.py without its implementation"
+
+
 # The optimizer's kernels (models.optimizer): torch's choice, one per parameter, per group, one fused.
 OPTIMIZER_IMPLS = ("default", "for-loop", "foreach", "fused")
 
@@ -174,16 +205,22 @@ TASKS = {
 # ---- datasets ------------------------------------------------------------------------------------
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the paper's code's constants
+IDX_TRAIN = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+IDX_TEST = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 DATASETS = {d.name: d for d in (
     Dataset("cifar10", "CIFAR10", "CIFAR-10", "c10", "image", "Krizhevsky 2009 (torchvision's download)", 10,
             (3, 32, 32), CIFAR_MEAN, CIFAR_STD, 4, tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)),
-            ("cifar-10-batches-py/test_batch",)),
+            ("cifar-10-batches-py/test_batch",), format="cifar", torchvision="CIFAR10"),
     Dataset("cifar100", "CIFAR100", "CIFAR-100", "c100", "image", "Krizhevsky 2009 (torchvision's download)", 100,
-            (3, 32, 32), CIFAR_MEAN, CIFAR_STD, 4, ("cifar-100-python/train",), ("cifar-100-python/test",)),
+            (3, 32, 32), CIFAR_MEAN, CIFAR_STD, 4, ("cifar-100-python/train",), ("cifar-100-python/test",),
+            format="cifar", torchvision="CIFAR100"),
     Dataset("fashionmnist", "FashionMNIST", "Fashion-MNIST", "fmnist", "image",
             "Xiao et al. 2017 (Debian's dataset-fashion-mnist, or torchvision's download)", 10, (1, 28, 28),
-            (0.1307,), (0.3081,), 0, ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-            ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")),
+            (0.1307,), (0.3081,), 0, IDX_TRAIN, IDX_TEST, format="idx", torchvision="FashionMNIST", pixel_mean=0.2860,
+            debian_folder="/usr/share/datasets/fashion-mnist", debian_package="dataset-fashion-mnist"),
+    Dataset("mnist", "MNIST", "MNIST", "mnist", "image", "LeCun et al. 1998 (torchvision's download)", 10,
+            (1, 28, 28), (0.1307,), (0.3081,), 0, IDX_TRAIN, IDX_TEST, format="idx", torchvision="MNIST",
+            pixel_mean=0.1307),
     Dataset("kjv", "KJV", "King James Bible", "kjv", "text", "Debian's bible-kjv"),
     Dataset("text", "Text", "text file", "text", "text", "the UTF-8 file given by --text-file"),
     Dataset("movielens-1m", "ML1M", "MovieLens 1M", "ml1m", "rec", "GroupLens (ml-1m.zip; movielens.generate for "
@@ -211,10 +248,10 @@ def _neumf_widths(args: Namespace) -> str | None:
 
 
 MODELS = {m.name: m for m in (
-    Model("resnet18", "ResNet18", "ResNet-18", "image", "torchvision, as the paper's code adapted it", batchnorm=True,
-          parameters=11_689_512),
-    Model("resnet34", "ResNet34", "ResNet-34", "image", "torchvision, as the paper's code adapted it", batchnorm=True,
-          parameters=21_797_672),
+    Model("resnet18", "ResNet18", "ResNet-18", "image", "torchvision, as the paper's code adapted it", batchnorm=True),
+    Model("resnet34", "ResNet34", "ResNet-34", "image", "torchvision, as the paper's code adapted it", batchnorm=True),
+    Model("lenet5", "LeNet5", "LeNet-5", "image", "LeCun et al. 1998, with Caffe's widths and BatchNorm (a CPU model)",
+          batchnorm=True),
     Model("lstm", "LSTM", "LSTM", "text", "PyTorch's word_language_model example, byte-level",
           defaults={"layers": 2, "hidden": 256, "dropout": 0.2}),
     Model("gpt", "GPT", "GPT", "text", "nanoGPT's baby GPT (pre-norm, tied embedding)",
@@ -369,100 +406,33 @@ def means_nothing(measure: str, task: str) -> str | None:
     return None if task in record.meaning else (record.refused or f"it is not defined on {TASKS[task].title}")
 
 
-def _cells(*values: str) -> str:
+def markdown_row(*values: str) -> str:
     return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
 
 
 def table(kind: str) -> str:
     """The docs' markdown table of `kind` ("measures", "heuristics", "reducers", "datasets"), from the records."""
     if kind == "measures":
-        rows = [_cells("measure", "score (higher: sorted first)", "protocol", "estimator", "channels", "tie-break",
-                       *[f"on {t}" for t in TASKS], "coincides", "in the study", "source")]
+        rows = [markdown_row("measure", "score (higher: sorted first)", "protocol", "estimator", "channels",
+                             "tie-break", *[f"on {t}" for t in TASKS], "coincides", "in the study", "source")]
         for m in MEASURES.values():
-            rows.append(_cells(f"`{m.name}`", m.score, m.protocol, m.estimator, ", ".join(m.channels),
-                               m.tiebreak or "index", *[m.meaning.get(t, f"refused: {m.refused}") for t in TASKS],
+            rows.append(markdown_row(f"`{m.name}`", m.score, m.protocol, m.estimator, ", ".join(m.channels),
+                                     m.tiebreak or "index", *[m.meaning.get(t, f"refused: {m.refused}") for t in TASKS],
                                m.coincides or "no", "yes" if m.studies else "no", m.source))
     elif kind == "heuristics":
-        rows = [_cells("heuristic", "CSV name", "partition", "needs", "guarantee", "source")]
+        rows = [markdown_row("heuristic", "CSV name", "partition", "needs", "guarantee", "source")]
         for h in HEURISTICS.values():
-            rows.append(_cells(f"`{h.name}`", h.paper, h.partition, ", ".join(sorted(h.needs)) or "the order",
+            rows.append(markdown_row(f"`{h.name}`", h.paper, h.partition, ", ".join(sorted(h.needs)) or "the order",
                                h.guarantee, h.source))
     elif kind == "reducers":
-        rows = [_cells("reducer", "name", "sends", "source")]
-        rows += [_cells(f"`{r.name}`", r.title, r.exchange, r.source) for r in REDUCERS.values()]
+        rows = [markdown_row("reducer", "name", "sends", "source")]
+        rows += [markdown_row(f"`{r.name}`", r.title, r.exchange, r.source) for r in REDUCERS.values()]
     elif kind == "datasets":
-        rows = [_cells("dataset", "task", "examples", "source")]
+        rows = [markdown_row("dataset", "task", "examples", "source")]
         for d in DATASETS.values():
             shape = "x".join(map(str, d.shape)) + f" uint8, {d.classes} classes" if d.shape else "byte chunks"
-            rows.append(_cells(f"`{d.name}`", d.task, shape, d.source))
+            rows.append(markdown_row(f"`{d.name}`", d.task, shape, d.source))
     else:
         raise KeyError(kind)
     header, *body = rows
     return "\n".join([header, "|" + "---|" * header.count(" | ") + "---|", *body])
-
-
-# ---- the docs' generated tables ------------------------------------------------------------------
-
-def flags_table() -> str:
-    """dpt.py's flags, grouped as --help groups them: flag, default, what it does (its help line)."""
-    import flags  # flags reads this module: imported here, not at the top
-
-    rows = []
-    for group in flags.build_parser()._action_groups:
-        actions = [a for a in group._group_actions if a.option_strings and a.dest != "help"]
-        if not actions:
-            continue
-        rows += ["", f"**{group.title}**", "", "| flag | default | meaning |", "|---|---|---|"]
-        for a in actions:
-            default = "" if a.default in (None, False) else f"`{a.default}`"
-            choices = f" ({', '.join(a.choices)})" if a.choices and a.metavar is None else ""
-            rows.append(_cells(f"`{a.option_strings[0]}`", default, f"{a.help or ''}{choices}"))
-    return "\n".join(rows[1:])
-
-
-def studies_table() -> str:
-    """run-experiments.sh's studies with the number of runs each has by default (its own dry run)."""
-    import sweep  # the studies are workload.py's and sweep.py counts them: imported here, not at the top
-    import workload
-
-    rows = [_cells("study", "runs", "what"), "|---|---|---|",
-            _cells("`paper`", str(len(sweep.study(sweep.parse([]))[0])),
-                   "the paper's Tables 1-5 and their 3 baselines, 10 seeds")]
-    for name, s in workload.STUDIES.items():
-        rows.append(_cells(f"`{name}`", str(len(sweep.study(sweep.parse(["--study", name]))[0])),
-                           s.what + " (vanilla baselines included, 10 seeds)"))
-    return "\n".join(rows)
-
-
-GENERATED = {"measures": lambda: table("measures"), "studies": studies_table, "heuristics": lambda: table("heuristics"),
-             "reducers": lambda: table("reducers"), "datasets": lambda: table("datasets"), "flags": flags_table}
-
-
-BLOCK = re.compile(r"(<!-- generated: (\S+) [^>]*-->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
-
-
-def generated_blocks(text: str) -> dict[str, str]:
-    """The generated blocks of a docs file: name -> what stands between its markers."""
-    return {m[2]: m[3] for m in BLOCK.finditer(text)}
-
-
-def write_docs(folder: str = "docs") -> list[str]:
-    """Rewrite every generated block of folder/*.md from the records; the files changed."""
-    from pathlib import Path
-
-    changed = []
-    for path in sorted(Path(folder).glob("*.md")):
-        text = path.read_text()
-        new = BLOCK.sub(lambda m: m[1] + GENERATED[m[2]]() + "\n" + m[4], text)
-        if new != text:
-            path.write_text(new)
-            changed.append(str(path))
-    return changed
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:] != ["docs"]:
-        sys.exit("usage: python catalog.py docs   # rewrite the generated tables in docs/*.md")
-    print("\n".join(write_docs()) or "docs/ is up to date")

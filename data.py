@@ -5,10 +5,14 @@ missing or corrupt file stops the run with one line; by hand:
 
     python -c "import data; s = data.load('fashionmnist', 'data', train=True); print(s.images.shape, s.labels[:10])"
 
-CIFAR-10/100 come through torchvision (downloaded into --data-dir when missing and the network
-is reachable). Fashion-MNIST is read from its four IDX files, gzipped or not, in torchvision's
-layout (<data-dir>/FashionMNIST/raw), flat in <data-dir>, or where Debian's package
-`dataset-fashion-mnist` installs them (/usr/share/datasets/fashion-mnist).
+A dataset's record (catalog.DATASETS) says everything its loader needs: its `format` picks the
+loader here ("cifar": torchvision's pickled batches; "idx": the MNIST format), and the rest (shape,
+classes, files, torchvision's class for the download, a Debian folder) is data. CIFAR-10/100 come
+through torchvision (downloaded into --data-dir when missing and the network is reachable). An IDX
+dataset (MNIST, Fashion-MNIST) is read from its four IDX files, gzipped or not, in torchvision's
+layout (<data-dir>/<torchvision class>/raw), flat in <data-dir>, or its Debian package's folder
+(Fashion-MNIST: /usr/share/datasets/fashion-mnist). Their files share names, so the training images'
+mean pixel is checked against the record's: another IDX dataset's copy is refused, not trained on.
 """
 import fcntl
 import functools
@@ -27,9 +31,6 @@ import catalog as C
 
 class DataError(Exception):
     """A problem with the user's data that they can fix; dpt.py prints it as a one-line error."""
-
-
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 @dataclass
@@ -66,7 +67,7 @@ def _cifar(name: str) -> type:
     """torchvision's reader for `name` (imported on first use: torchvision takes seconds to import)."""
     import torchvision
 
-    return _cifar_class({"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name])
+    return _cifar_class(getattr(torchvision.datasets, C.DATASETS[name].torchvision))
 
 
 def _download_lock(root: Path):
@@ -78,9 +79,11 @@ def _download_lock(root: Path):
 
 
 def _missing_message(name: str, root: Path, files: tuple[str, ...], err: Exception) -> str:
-    where = f"{root}/" if name != "fashionmnist" else f"{root}/, {root}/FashionMNIST/raw/ or {DEBIAN_FASHION_MNIST}/"
-    hint = " (or: apt-get install dataset-fashion-mnist)" if name == "fashionmnist" else ""
-    return (f"{name} not found and could not be downloaded ({type(err).__name__}: {err}); "
+    spec = C.DATASETS[name]
+    where = f"{root}/" if spec.format != "idx" else " or ".join(f"{f}/" for f in _idx_folders(spec, root))
+    hint = f" (or: apt-get install {spec.debian_package})" if spec.debian_package else ""
+    why = " ".join(str(err).split())  # one line: torchvision's download errors span several
+    return (f"{name} not found and could not be downloaded ({type(err).__name__}: {why}); "
             f"put {', '.join(files)} under {where} and pass --data-dir{hint}")
 
 
@@ -140,7 +143,12 @@ def _idx(folder: Path, stem: str) -> Path | None:
     return next((c for c in (folder / f"{stem}.gz", folder / stem) if c.is_file()), None)
 
 
-def _idx_files(folders: list[Path], train: bool) -> list[Path] | None:
+def _idx_folders(spec: C.Dataset, root: Path) -> list[Path]:
+    """Where an IDX dataset's files may be, in order: torchvision's layout, flat, its Debian folder."""
+    return [root / spec.torchvision / "raw", root] + ([Path(spec.debian_folder)] if spec.debian_folder else [])
+
+
+def _idx_files(spec: C.Dataset, folders: list[Path], train: bool) -> list[Path] | None:
     """The split's two IDX files from the first folder holding any of the dataset's four: all four
     come from one folder, so images are never paired with another copy's labels. None: no folder
     holds any; DataError: the first that does lacks one of them."""
@@ -150,27 +158,46 @@ def _idx_files(folders: list[Path], train: bool) -> list[Path] | None:
             continue
         missing = [stem for stem, path in found.items() if path is None]
         if missing:
-            raise DataError(f"{folder} holds some of Fashion-MNIST's files but not {', '.join(missing)} (.gz or "
+            raise DataError(f"{folder} holds some of {spec.title}'s files but not {', '.join(missing)} (.gz or "
                             "not); put all four files in one folder (images beside their labels)")
         return [found[stem] for stem in IDX_STEMS[train]]
     return None
 
 
-def _load_fashion_mnist(name: str, root: Path, train: bool) -> Split:
-    folders = [root / "FashionMNIST" / "raw", root, DEBIAN_FASHION_MNIST]
-    paths = _idx_files(folders, train)
+def _load_idx(name: str, root: Path, train: bool) -> Split:
+    """An IDX dataset: the record's folders, or torchvision's download of its class into --data-dir."""
+    spec = C.DATASETS[name]
+    folders = _idx_folders(spec, root)
+    paths = _idx_files(spec, folders, train)
     if paths is None:
         def download():
             import torchvision
 
-            torchvision.datasets.FashionMNIST(str(root), train=train, download=True)
-        _fetch("fashionmnist", root, download)
-        paths = _idx_files(folders, train)
+            getattr(torchvision.datasets, spec.torchvision)(str(root), train=train, download=True)
+        _fetch(name, root, download)
+        paths = _idx_files(spec, folders, train)
     images, labels = (read_idx(p) for p in paths)
     if images.ndim != 3 or labels.ndim != 1:
         raise DataError(f"corrupt data files {paths[0]}, {paths[1]}: expected N x H x W images and N labels")
-    return _checked("fashionmnist", torch.from_numpy(images.copy()).unsqueeze(1),
-                    torch.from_numpy(labels.astype(np.int64)), f"{paths[0]}, {paths[1]}")
+    split = _checked(name, torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
+                     f"{paths[0]}, {paths[1]}")
+    _same_dataset(name, split.images, paths[0])
+    return split
+
+
+PIXEL_MEAN_TOLERANCE = 0.03  # a split's mean pixel from its dataset's (any 100 images are within 0.01)
+
+
+def _same_dataset(name: str, images: torch.Tensor, path: Path) -> None:
+    """The IDX datasets share file names: refuse images whose mean pixel is another IDX dataset's, not this
+    one's (MNIST's files given as Fashion-MNIST, say). Data that is neither (a test's tiny files) passes."""
+    mean = images[:10_000].float().mean().item() / 255
+    known = {n: d.pixel_mean for n, d in C.DATASETS.items() if d.format == "idx"}
+    nearest = min(known, key=lambda n: abs(known[n] - mean))
+    if nearest != name and abs(known[nearest] - mean) < PIXEL_MEAN_TOLERANCE < abs(known[name] - mean):
+        raise DataError(f"{path} holds {C.DATASETS[nearest].title}'s images (mean pixel {mean:.3f}), not "
+                        f"{C.DATASETS[name].title}'s ({known[name]:.3f}); pass --dataset {nearest}, or point "
+                        f"--data-dir at a copy of {C.DATASETS[name].title}")
 
 
 def _checked(name: str, images: torch.Tensor, labels: torch.Tensor, where: str) -> Split:
@@ -201,16 +228,16 @@ def checked_folder(data_dir: str | os.PathLike) -> Path:
     return root
 
 
-# Each image dataset's loader; what it holds (shape, classes, normalization, files) is its catalog record.
-LOADERS = {"cifar10": _load_cifar, "cifar100": _load_cifar, "fashionmnist": _load_fashion_mnist}
+# The loader of each image format; what a dataset holds (shape, classes, normalization, files) is its record.
+LOADERS = {"cifar": _load_cifar, "idx": _load_idx}
 
 
 def load(name: str, data_dir: str | os.PathLike, train: bool, subset: int = 0) -> Split:
     """The train or test split of `name`; with subset > 0, its first `subset` examples."""
-    if name not in LOADERS:
-        raise DataError(f"unknown image dataset {name!r}; choose from {', '.join(LOADERS)}")
+    if name not in C.DATASETS or C.DATASETS[name].format not in LOADERS:
+        raise DataError(f"unknown image dataset {name!r}; choose from {', '.join(C.names_of(C.DATASETS, 'image'))}")
     root = checked_folder(data_dir)
-    split = LOADERS[name](name, root, train)
+    split = LOADERS[C.DATASETS[name].format](name, root, train)
     if subset:
         if subset > len(split):
             which = "--subset" if train else "--test-subset"

@@ -205,7 +205,8 @@ def build(args: Namespace, job: Job) -> tuple:
     torch.manual_seed(args.seed)
     if job.task.on_device(args):
         job.train, job.test = job.train.to(top.device), job.test.to(top.device)
-    model = job.task.to_device(job.task.build_model(args, args.emulate_workers, args.emulation == "fused"), top.device)
+    model = job.task.to_device(job.task.build_model(args, job.train, args.emulate_workers, args.emulation == "fused"),
+                               args, top.device)
     if args.compile != "none":  # in place: DDP, the checkpoints and evaluation keep the same module
         model.compile(mode=None if args.compile == "default" else args.compile)
     train_model = DDP(model, device_ids=[top.local_rank] if top.device.type == "cuda" else None) if top.launched \
@@ -224,7 +225,7 @@ def build(args: Namespace, job: Job) -> tuple:
                             sequential=args.emulation == "sequential", on_device=job.task.on_device(args),
                             eval_protocol=args.eval_protocol, channels=job.channels,
                             reducer=None if top.launched else exchange, readers=job.readers or None,
-                            progress=console.progress_wanted(top.master))
+                            progress=console.progress_wanted(top.master), head=models.MODELS[args.model].head)
     optimizer = models.optimizer(model, args.lr, args.momentum, args.weight_decay, args.optimizer, args.optimizer_impl)
     return model, train_model, exchange, step, optimizer
 

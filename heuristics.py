@@ -8,8 +8,8 @@ print(H.partition(torch.arange(8), 4, 'random', H.Context(None, None, None, inte
 The sorted order comes first, most important first, as the paper's code sorts. A new heuristic is a
 function (sorted_indices, num_workers) -> Partition, or (sorted_indices, num_workers, context) ->
 Partition when it needs more (scores, labels, the previous assignment, the interval, the seed: one
-Context value), plus a line in HEURISTICS and its record in catalog.HEURISTICS (whose `needs` names
-the Context fields it reads).
+Context value), registered with `@HEURISTICS.register(name)`, plus its record in catalog.HEURISTICS
+(whose `needs` names the Context fields it reads).
 `partition` checks that every example is placed exactly once and that sizes differ by at most one.
 """
 import heapq
@@ -21,6 +21,16 @@ import torch
 import catalog as C
 
 Partition = list[torch.Tensor]  # worker w trains on the example indices in partition[w]
+# What each heuristic reads beyond the order is its record's `needs` in catalog.HEURISTICS.
+HEURISTICS = C.Registry(C.HEURISTICS, "heuristic", exempt=("none",), make=lambda function, check=None: checked(function,
+                                                                                                      check))
+
+
+def checked(function, check=None):
+    """A heuristic with its up-front check against the data and the workers, (N, n, shard size) -> why
+    not, or None (dpt.py refuses the run before it starts)."""
+    function.check = check
+    return function
 
 
 @dataclass(frozen=True)
@@ -40,12 +50,14 @@ def sizes(num_examples: int, num_workers: int) -> list[int]:
     return [num_examples // num_workers + (w < num_examples % num_workers) for w in range(num_workers)]
 
 
+@HEURISTICS.register("stripes")
 def stripes(sorted_indices: torch.Tensor, num_workers: int) -> Partition:
     """The paper's Stripes ("roundrobin" in its code): sorted position p goes to worker p mod n,
     so every worker sees the same spread of importance."""
     return [sorted_indices[w::num_workers].clone() for w in range(num_workers)]
 
 
+@HEURISTICS.register("blocks")
 def blocks(sorted_indices: torch.Tensor, num_workers: int) -> Partition:
     """The paper's Blocks ("steps" in its code): contiguous runs of the sorted list.
 
@@ -60,6 +72,7 @@ def by_worker(sorted_indices: torch.Tensor, worker: torch.Tensor, num_workers: i
     return [sorted_indices[worker == w] for w in range(num_workers)]
 
 
+@HEURISTICS.register("random")
 def random_partition(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
     """A random partition that ignores importance (the control for "fixed partitions" against
     "importance"): the examples in a random order drawn from a torch.Generator seeded with
@@ -71,6 +84,7 @@ def random_partition(sorted_indices: torch.Tensor, num_workers: int, context: Co
     return blocks(examples[torch.randperm(len(examples), generator=generator)], num_workers)
 
 
+@HEURISTICS.register("snake")
 def snake(sorted_indices: torch.Tensor, num_workers: int) -> Partition:
     """Stripes in boustrophedon order: round r = p // n of sorted positions goes to workers 0..n-1
     when r is even and n-1..0 when r is odd, so no worker always gets its round's largest score.
@@ -85,6 +99,7 @@ def snake(sorted_indices: torch.Tensor, num_workers: int) -> Partition:
     return by_worker(sorted_indices, torch.where(odd_round, num_workers - 1 - slot, slot), num_workers)
 
 
+@HEURISTICS.register("balance")
 def balance(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
     """Greedy longest-processing-time assignment with equal sizes: in sorted (descending score)
     order, each example goes to the non-full worker with the smallest score sum so far (ties: the
@@ -108,6 +123,7 @@ def balance(sorted_indices: torch.Tensor, num_workers: int, context: Context) ->
     return by_worker(sorted_indices, torch.tensor(worker), num_workers)
 
 
+@HEURISTICS.register("class-stripes")
 def class_stripes(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
     """Stripes within each class: the sorted order stably re-sorted by label (classes in label order,
     importance order within each), then dealt round robin, continuing across classes. Each class is
@@ -118,6 +134,7 @@ def class_stripes(sorted_indices: torch.Tensor, num_workers: int, context: Conte
     return stripes(sorted_indices[by_label], num_workers)
 
 
+@HEURISTICS.register("blocks-rotate")
 def blocks_rotate(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
     """Blocks whose block-to-worker map rotates each interval: worker w gets block
     (w + interval) mod n. DDP keeps rank 0's BatchNorm buffers (running statistics), so under plain
@@ -127,6 +144,7 @@ def blocks_rotate(sorted_indices: torch.Tensor, num_workers: int, context: Conte
     return [parts[(w + context.interval) % num_workers] for w in range(num_workers)]
 
 
+@HEURISTICS.register("sticky-stripes")
 def sticky_stripes(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
     """Stripes' guarantee, moving as few examples as it can. Sorted positions form groups of n
     (positions gn .. gn+n-1); every worker gets exactly one example of each full group, and the last
@@ -182,10 +200,6 @@ def shard_stripes(sorted_indices: torch.Tensor, num_workers: int, scores: torch.
     return [sorted_indices[example_owner == w] for w in range(num_workers)]
 
 
-def shard_aware(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
-    return shard_stripes(sorted_indices, num_workers, context.scores, context.shard_size)
-
-
 def too_few_shards(num_examples: int, num_workers: int, shard_size: int) -> str | None:
     """Why shard-stripes cannot deal these examples (fewer whole shards than workers), or None."""
     shards = math.ceil(num_examples / shard_size)
@@ -195,16 +209,16 @@ def too_few_shards(num_examples: int, num_workers: int, shard_size: int) -> str 
             f"{num_workers} workers; pass a --shard-size of at most {num_examples // num_workers}")
 
 
-# What each heuristic reads beyond the order is its record's `needs` in catalog.HEURISTICS.
-HEURISTICS = {"stripes": stripes, "blocks": blocks, "random": random_partition, "snake": snake, "balance": balance,
-              "class-stripes": class_stripes, "blocks-rotate": blocks_rotate, "sticky-stripes": sticky_stripes,
-              "shard-stripes": shard_aware}
-# Up-front checks of a heuristic against the data and the workers: (N, n, shard size) -> why not, or None.
-CHECKS = {"shard-stripes": too_few_shards}
+@HEURISTICS.register("shard-stripes", check=too_few_shards)
+def shard_aware(sorted_indices: torch.Tensor, num_workers: int, context: Context) -> Partition:
+    return shard_stripes(sorted_indices, num_workers, context.scores, context.shard_size)
+
+
+HEURISTICS.complete()
 
 
 def refusal(heuristic: str, num_examples: int, num_workers: int, shard_size: int) -> str | None:
-    check = CHECKS.get(heuristic)
+    check = HEURISTICS[heuristic].check if heuristic in HEURISTICS else None
     return check(num_examples, num_workers, shard_size) if check else None
 
 

@@ -1,8 +1,8 @@
-"""Image classification: CIFAR-10/100 and Fashion-MNIST (data.py) with the paper's ResNets
+"""Image classification: CIFAR-10/100 and the IDX datasets (data.py) with the paper's ResNets or LeNet-5
 (models.py), its augmentation on whole batches (augment.py) and its two evaluation protocols:
 
     python -c "import flags, tasks; a = flags.parse_args(['--dataset', 'cifar10']); t = tasks.of(a.dataset); \
-print(t.head(t.build_model(a, workers=1, fused=True)))"
+print(t.build_model(a, train=None))"
 
 The example's signals are its cross-entropy against its label (tasks.per_example); the metric is
 test accuracy in percent (higher is better).
@@ -40,11 +40,6 @@ class ImageTask(tasks.Task):
                     "--test-subset")
         return None
 
-    def parameters(self, args: Namespace) -> int:
-        """torchvision's count for the model, its fc cut to the dataset's classes."""
-        return C.MODELS[args.model].parameters - 1000 * 513 + self.dataset.classes * 513 - \
-            (3 - self.dataset.shape[0]) * 64 * 49
-
     def labels(self, split) -> torch.Tensor | None:
         # on the host, where the heuristics read them (--data-on-device put the split on the GPU); a
         # streamed split keeps them in its shards
@@ -53,24 +48,14 @@ class ImageTask(tasks.Task):
     def take(self, split: data.Split, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return split.images[index], split.labels[index]
 
-    def build_model(self, args: Namespace, workers: int, fused: bool) -> nn.Module:
-        return models.build(args.model, self.dataset.classes, self.dataset.shape[0], workers=workers, fused=fused)
-
-    def to_device(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """channels_last: augmented batches arrive NHWC, and DDP's gradient buckets want the gradients'
-        layout to match the parameters'."""
-        return model.to(device, memory_format=torch.channels_last)
-
-    def head(self, model: nn.Module) -> nn.Linear:
-        return model.fc
-
     def inputs(self, raw: torch.Tensor, index: torch.Tensor, seed: int, epoch: int, stream: int) -> torch.Tensor:
         d = self.dataset
-        return augment.augment(raw, index, seed, epoch, stream, d.mean, d.std, d.crop_padding)
+        return augment.augment(raw, index, seed, epoch, stream, d.mean, d.std, d.crop_padding).contiguous(
+            memory_format=self.layout)
 
     def plain_inputs(self, raw: torch.Tensor) -> torch.Tensor:
-        """ToTensor and Normalize only, channels_last (the standard protocol's test images)."""
-        return augment.normalize(raw, self.dataset.mean, self.dataset.std).contiguous(memory_format=torch.channels_last)
+        """ToTensor and Normalize only, in the model's layout (the standard protocol's test images)."""
+        return augment.normalize(raw, self.dataset.mean, self.dataset.std).contiguous(memory_format=self.layout)
 
     def throughput(self, examples: float, seconds: float, split) -> dict:
         return {"images_per_s": examples / seconds}

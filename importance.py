@@ -11,10 +11,9 @@ print(I.rank('variance', r.merged(), None))"
 A window is one (N, E) float32 matrix per recorded channel ("loss", "correct", "el2n",
 "grad_norm": see the notes at CHANNELS, and what a scoring pass adds: SCORED); `history` holds the
 run's per-example statistics so far (`advance`), or is None. A new measure is a function (window,
-history) -> N scores
-(higher: more important, sorted first) in MEASURES plus its record in catalog.MEASURES (the
-channels it reads, its tie-break, what it means on each task, its paper); a run records exactly
-the channels its measure reads.
+history) -> N scores (higher: more important, sorted first) registered with `@MEASURES.register(name)`,
+plus its record in catalog.MEASURES (the channels it reads, its tie-break, what it means on each task,
+its paper); a run records exactly the channels its measure reads.
 """
 from collections.abc import Callable
 
@@ -80,6 +79,9 @@ class Recorder:
 
 Window = dict[str, torch.Tensor]  # channel -> (N, E) float32, one column per epoch of the window
 History = dict[str, torch.Tensor]  # the run's per-example statistics before scoring (advance): forgetting's counts
+Measure = Callable[[Window, History | None], torch.Tensor]
+# A measure's channels, tie-break, meaning per task and source are its record in catalog.MEASURES.
+MEASURES: dict[str, Measure] = C.Registry(C.MEASURES, "measure")
 
 
 def average(window: torch.Tensor) -> torch.Tensor:
@@ -98,6 +100,16 @@ def variance(window: torch.Tensor) -> torch.Tensor:
     if window.shape[1] == 1:
         return average(window)
     return torch.var_mean(window, dim=1, correction=1)[0]
+
+
+@MEASURES.register("average")
+def average_loss(window: Window, history: History | None) -> torch.Tensor:
+    return average(window["loss"])
+
+
+@MEASURES.register("variance")
+def loss_variance(window: Window, history: History | None) -> torch.Tensor:
+    return variance(window["loss"])
 
 
 def probability(window: Window) -> torch.Tensor:
@@ -126,6 +138,7 @@ def advance(history: History | None, window: Window) -> History:
             "last": correct[:, -1], "presentations": presentations + window["correct"].shape[1]}
 
 
+@MEASURES.register("forgetting")
 def forgetting(window: Window, history: History | None) -> torch.Tensor:
     """Forgetting events over the whole run so far (Toneva et al., An Empirical Study of Example
     Forgetting during Deep Neural Network Learning, ICLR 2019; their compute_forgetting_statistics and
@@ -137,12 +150,14 @@ def forgetting(window: Window, history: History | None) -> torch.Tensor:
     return torch.where(history["learned"], history["events"], history["presentations"]).float()
 
 
+@MEASURES.register("confidence")
 def confidence(window: Window, history: History | None) -> torch.Tensor:
     """1 - mean_t p_t, p = exp(-loss): low confidence in the true class ranks first. Dataset
     cartography's confidence is mean p (Swayamdipta et al., Dataset Cartography, EMNLP 2020)."""
     return 1 - probability(window).mean(dim=1)
 
 
+@MEASURES.register("variability")
 def variability(window: Window, history: History | None) -> torch.Tensor:
     """sqrt(mean_t (p_t - mean p)^2), p = exp(-loss): the population standard deviation (ddof 0, as
     their code) of dataset cartography's variability (Swayamdipta et al., EMNLP 2020). Zero for every
@@ -150,6 +165,7 @@ def variability(window: Window, history: History | None) -> torch.Tensor:
     return torch.std(probability(window), dim=1, correction=0)
 
 
+@MEASURES.register("ab-variance")
 def ab_variance(window: Window, history: History | None) -> torch.Tensor:
     """sqrt(var p + (var p)^2 / (E - 1)), var unbiased, p = exp(-loss): active bias's prediction
     variance plus its confidence term (Chang et al., Active Bias: Training More Accurate Neural
@@ -164,6 +180,7 @@ def ab_variance(window: Window, history: History | None) -> torch.Tensor:
     return torch.sqrt(var + var**2 / (epochs - 1))
 
 
+@MEASURES.register("ab-closeness")
 def ab_closeness(window: Window, history: History | None) -> torch.Tensor:
     """mean p * (1 - mean p), p = exp(-loss): active bias's threshold closeness (Chang et al.,
     NeurIPS 2017), largest for examples whose true class hovers around probability 1/2."""
@@ -171,6 +188,7 @@ def ab_closeness(window: Window, history: History | None) -> torch.Tensor:
     return mean * (1 - mean)
 
 
+@MEASURES.register("el2n")
 def el2n(window: Window, history: History | None) -> torch.Tensor:
     """mean_t ||softmax(logits_t) - onehot(label)||_2 over the window's epochs (the "el2n" channel):
     the EL2N score (Paul et al., Deep Learning on a Data Diet, NeurIPS 2021), averaged over the
@@ -178,6 +196,7 @@ def el2n(window: Window, history: History | None) -> torch.Tensor:
     return window["el2n"].mean(dim=1)
 
 
+@MEASURES.register("grad-norm")
 def grad_norm(window: Window, history: History | None) -> torch.Tensor:
     """mean_t ||p_t - y|| * sqrt(||h_t||^2 + 1) (the "grad_norm" channel): the exact norm of the
     example's loss gradient w.r.t. the last linear layer's weight and bias (z = W h + b, so
@@ -192,21 +211,19 @@ def grad_norm(window: Window, history: History | None) -> torch.Tensor:
     return window["grad_norm"].mean(dim=1)
 
 
-# A measure is (window, history) -> (N,) scores; its channels, tie-break, meaning per task and source
-# are its record in catalog.MEASURES.
-MEASURES: dict[str, Callable[[Window, History | None], torch.Tensor]] = {
-    "average": lambda window, history: average(window["loss"]),
-    "variance": lambda window, history: variance(window["loss"]),
-    "forgetting": forgetting,
-    "confidence": confidence,
-    "variability": variability,
-    "ab-variance": ab_variance,
-    "ab-closeness": ab_closeness,
-    "el2n": el2n,
-    "grad-norm": grad_norm,
-    "dd-el2n": lambda window, history: window["eval_el2n"][:, 0],
-    "dd-grand": lambda window, history: window["eval_grand"][:, 0],
-}
+@MEASURES.register("dd-el2n")
+def dd_el2n(window: Window, history: History | None) -> torch.Tensor:
+    """EL2N as Data Diet scores it: the scoring pass's one column (tasks.Task.score)."""
+    return window["eval_el2n"][:, 0]
+
+
+@MEASURES.register("dd-grand")
+def dd_grand(window: Window, history: History | None) -> torch.Tensor:
+    """GraNd as Data Diet scores it: the scoring pass's one column (tasks.Task.score)."""
+    return window["eval_grand"][:, 0]
+
+
+MEASURES.complete()
 
 
 def channels(measure: str) -> tuple[str, ...]:

@@ -19,12 +19,14 @@ Default sizes (catalog.MODELS) are small enough to train on 2 CPU cores for a qu
   defaults here); its shakespeare_char config is 6 layers, 6 heads, 384 wide, dropout 0.2.
 """
 import math
+from argparse import Namespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import catalog as C
+import models
 
 
 class LSTMLanguageModel(nn.Module):
@@ -130,20 +132,39 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-MODELS = {"lstm": LSTMLanguageModel, "gpt": GPT}
-# dpt.py's size flags -> each model's constructor arguments (the LSTM's embedding is as wide as its state)
-ARGUMENTS = {"lstm": {"layers": ["layers"], "hidden": ["embed", "hidden"], "dropout": ["dropout"]},
-             "gpt": {"layers": ["n_layer"], "hidden": ["n_embd"], "heads": ["n_head"], "dropout": ["dropout"]}}
+def gpt_activations(args: Namespace, shape: models.DataShape, batch: int) -> int:
+    """Per block and token about 20 activations of the width kept for backward, plus the attention
+    scores and probabilities (heads x L x L per chunk), and the logits."""
+    L, width = args.seq_len, args.hidden
+    return batch * args.layers * (20 * L * width + 2 * args.heads * L * L) + batch * L * shape.vocab
+
+
+def lstm_activations(args: Namespace, shape: models.DataShape, batch: int) -> int:
+    """About 10 values of the state per layer and token (the gates, the cell, the output), and the logits."""
+    return batch * args.seq_len * (10 * args.layers * args.hidden + shape.vocab)
+
+
+# dpt.py's size flags (the model's record's `defaults` names those it reads) are its constructor's arguments;
+# the LSTM's embedding is as wide as its state.
+@models.MODELS.register("lstm", activations=lstm_activations)
+def lstm(args: Namespace, shape: models.DataShape) -> nn.Module:
+    return LSTMLanguageModel(shape.vocab, embed=args.hidden, hidden=args.hidden, layers=args.layers,
+                             dropout=args.dropout)
+
+
+@models.MODELS.register("gpt", activations=gpt_activations)
+def gpt(args: Namespace, shape: models.DataShape) -> nn.Module:
+    return GPT(shape.vocab, block_size=args.seq_len, n_layer=args.layers, n_head=args.heads, n_embd=args.hidden,
+               dropout=args.dropout)
 
 
 def build(name: str, vocab: int, seq_len: int, **sizes) -> nn.Module:
-    """The model `name` for chunks of seq_len inputs, sized by dpt.py's flags (layers, hidden, heads,
+    """The model `name` for chunks of seq_len inputs, sized as dpt.py's flags would (layers, hidden, heads,
     dropout; those not given: the model's defaults in catalog.MODELS)."""
     unknown = sizes.keys() - C.MODELS[name].defaults.keys()
     assert not unknown, f"{name} has no size {sorted(unknown)}"
-    given = {**C.MODELS[name].defaults, **sizes}
-    arguments = {target: given[flag] for flag, targets in ARGUMENTS[name].items() for target in targets}
-    return LSTMLanguageModel(vocab, **arguments) if name == "lstm" else GPT(vocab, block_size=seq_len, **arguments)
+    args = Namespace(seq_len=seq_len, **{**C.MODELS[name].defaults, **sizes})
+    return models.MODELS[name].build(args, models.DataShape(vocab=vocab))
 
 
 def per_chunk_loss(model: nn.Module, chunks: torch.Tensor) -> torch.Tensor:

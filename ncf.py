@@ -10,8 +10,12 @@ cross-entropy of the score, and the classifier's per-example signals (tasks.per_
 they are. Sizes as the original (factors 8, MLP 64 -> 32 -> 16 -> 8); embeddings drawn from N(0,
 0.01), linear layers Xavier-uniform as its code.
 """
+from argparse import Namespace
+
 import torch
 from torch import nn
+
+import models
 
 
 def mlp_sizes(factors: int, width: int) -> list[int]:
@@ -50,10 +54,6 @@ class NeuMF(nn.Module):
         return torch.cat([torch.zeros_like(score), score], dim=1)
 
 
-MODELS = {"neumf": NeuMF}
-
-
-def parameters(num_users: int, num_items: int, factors: int, width: int) -> int:
-    sizes = mlp_sizes(factors, width)
-    linear = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-    return (num_users + num_items) * (factors + width // 2) + linear + factors + sizes[-1] + 1
+@models.MODELS.register("neumf")
+def neumf(args: Namespace, shape: models.DataShape) -> nn.Module:
+    return NeuMF(shape.users, shape.items, args.factors, args.mlp_width)

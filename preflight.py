@@ -7,7 +7,7 @@ processes (the launcher scripts do, before torchrun):
         --interval-epochs 1 --ignore-epochs 1
 
 Each check says what is wrong and the fix in one line (Refused); checks that belong to one kind of
-thing live beside it (a task's in its Task.check, a heuristic's in heuristics.CHECKS, the reducers'
+thing live beside it (a task's in its Task.check, a heuristic's in its registration (heuristics.refusal), the reducers'
 in reducers.refusal). Reads and probes only; it writes the run's lock and, for a result file's first
 run, the file's manifest (results.claim).
 """
@@ -29,6 +29,7 @@ import data
 import flags
 import heuristics
 import importance
+import models
 import reducers
 import results
 import tasks
@@ -108,7 +109,8 @@ def check(args: Namespace, top: Topology) -> Job:
         if why:
             raise Refused(why)
     channels = recorded_channels(args)
-    check_memory(args, len(train), len(channels), task.step_bytes(args, args.batch_size * top.emulated), top)
+    check_memory(args, len(train), len(channels),
+                 models.step_bytes(args.model, args, task.shape(train), args.batch_size * top.emulated), top)
     if csv.is_dir():
         raise Refused(f"the result file {csv} is a folder; move it away or pass another --results-dir")
     job = Job(workload, task, top, train, test, channels, shard_size, csv, results.checkpoint_path(csv, args.seed),
@@ -184,7 +186,7 @@ def checkpoint_bytes(args: Namespace, job: Job) -> int:
     """About what a checkpoint takes on disk: the model and the optimizer's state (SGD: momentum,
     AdamW: two moments), twice over while the new one is written, and the recorder's current window."""
     copies = 3 if args.optimizer == "adamw" else 2
-    parameters = job.task.parameters(args)
+    parameters = models.parameters(args.model, args, job.task.shape(job.train))
     window = importance.Recorder.nbytes(len(job.train), max(args.warmup_epochs, args.interval_epochs),
                                         len(job.channels))
     return 2 * (4 * copies * parameters + window)
@@ -228,11 +230,11 @@ def check_memory(args: Namespace, num_examples: int, channels: int, step: int, t
                       f"{need / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free on {top.device.type}; lower "
                       "--total-epochs (or --warmup-epochs / --interval-epochs) or --subset")
     if step > free // 2:
-        chunks = args.batch_size * top.emulated
-        raise Refused(f"a training step of --model {args.model} at this size (--seq-len {args.seq_len}, --hidden "
-                      f"{args.hidden}, --layers {args.layers}, {chunks} chunks a process) needs about "
-                      f"{step / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free on {top.device.type}; lower "
-                      "--seq-len, --hidden, --layers or --batch-size")
+        sizes = [o for o in C.task_of(args.dataset).options if o.type is int and getattr(args, o.dest) is not None]
+        given = "".join(f"{o.flag} {getattr(args, o.dest)}, " for o in sizes)
+        raise Refused(f"a training step of --model {args.model} at this size ({given}{args.batch_size * top.emulated} "
+                      f"examples a process) needs about {step / 2**30:.1f} GiB and {free / 2**30:.1f} GiB are free on "
+                      f"{top.device.type}; lower {', '.join(o.flag for o in sizes)} or --batch-size")
 
 
 def free_memory(top: Topology) -> int:

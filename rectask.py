@@ -16,7 +16,7 @@ from torch import nn
 
 import models
 import movielens
-import ncf
+import ncf  # noqa: F401  (registers NeuMF: its Spec record)
 import tasks
 
 K = 10  # HR@K, NDCG@K
@@ -40,17 +40,15 @@ class RecTask(tasks.Task):
     def load(self, args: Namespace, train: bool, num_workers: int = 1) -> movielens.Split:
         split = movielens.load(self.dataset.name, args.data_dir, train, args.negatives, args.test_negatives,
                                subset=args.subset, evaluate=0 if train else args.test_subset)
-        if train:  # what a batch's negatives and the model's embeddings need
-            self.num_users, self.num_items, self.negatives, self.seen = (split.num_users, split.num_items,
-                                                                         split.negatives, split.seen)
+        if train:  # what a batch's negatives need
+            self.num_items, self.negatives, self.seen = split.num_items, split.negatives, split.seen
         return split
 
     def on_device(self, args: Namespace) -> bool:
         return True
 
-    def parameters(self, args: Namespace) -> int:
-        return ncf.parameters(getattr(self, "num_users", 0), getattr(self, "num_items", 0), args.factors,
-                              args.mlp_width)
+    def shape(self, train: movielens.Split) -> models.DataShape:
+        return models.DataShape(users=train.num_users, items=train.num_items)
 
     def take(self, split: movielens.Split, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(user, positive item, example) per example, and its label: 1 for slot 0, 0 for a negative's."""
@@ -65,9 +63,6 @@ class RecTask(tasks.Task):
         drawn = movielens.draw_negatives(users, examples, self.seen, self.num_items, seed, epoch)
         positive = examples % (1 + self.negatives) == 0
         return torch.stack([users, torch.where(positive, items, drawn)], dim=1)
-
-    def build_model(self, args: Namespace, workers: int, fused: bool) -> nn.Module:
-        return ncf.NeuMF(self.num_users, self.num_items, args.factors, args.mlp_width)
 
     def signals(self, logits, targets, channels, features=None, loss=None) -> dict[str, torch.Tensor]:
         out = tasks.per_example(logits, targets, channels, features, loss)

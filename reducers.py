@@ -94,6 +94,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.distributed as dist
 
+import catalog as C
+
 DEFAULT_DENSITY = 0.01
 NUM_BLOCKS = 1024
 BLOCK_ALIGN = 32
@@ -157,6 +159,11 @@ class Reducer:
     init: Callable[["ReducerState", Bucket, int], None] | None = None
     advance: Callable[["ReducerState", Bucket, list[int]], None] | None = None
     check: Callable[["ReducerState"], None] | None = None
+
+
+# A reducer's title and source are its record in catalog.REDUCERS; "none" is DDP's own all-reduce.
+REDUCERS = C.Registry(C.REDUCERS, "reducer", make=Reducer, exempt=("none",))
+REDUCERS.add("exact", Reducer(select=None))
 
 
 class ReducerState:
@@ -349,48 +356,7 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (p < total % parts) for p in range(parts)]
 
 
-# --- selections -----------------------------------------------------------------------------------
-
-def _select_partition(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
-    """ExDyna and MiCRO: |a| >= lambda inside the worker's partition only."""
-    start, end = bucket.bounds()[bucket.partition(worker)]
-    picked = torch.nonzero(a[start:end].abs() >= bucket.threshold).view(-1)
-    if picked.numel() == 0:  # one entry, moving with the step, so every count stays positive
-        picked = torch.tensor([bucket.step % (end - start)], device=a.device)
-    return picked + start, bucket.threshold
-
-
-def _select_topk(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
-    values, picked = torch.topk(a.abs(), bucket.k, sorted=False)
-    return picked, values.min()
-
-
-def _select_leader(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
-    """CLT-k: only this step's leader selects; everyone uses its top-k."""
-    if worker == bucket.step % state.num_workers:
-        return _select_topk(state, bucket, a, worker)
-    return torch.zeros(0, dtype=torch.int64, device=a.device), None
-
-
-def _select_threshold(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
-    return torch.nonzero(a.abs() >= bucket.threshold).view(-1), bucket.threshold
-
-
-def _select_gaussian(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
-    """Gaussian-k (Shi et al.): |a| > mean + z std with z the two-sided (1 - rho) quantile of a
-    normal, halved / raised by half while the count is outside [2k/3, 4k/3]; every passing entry is
-    kept, as the reference code (which has its cut to the first k commented out: a cut in index
-    order would select the end of the vector too rarely, and its residual there would grow)."""
-    std, mean = (float(x) for x in torch.std_mean(a))
-    threshold = mean + statistics.NormalDist().inv_cdf(1 - state.density / 2) * std
-    low, high = (bucket.k * f for f in GAUSSIANK_BAND)
-    for round_ in range(GAUSSIANK_ROUNDS):
-        picked = torch.nonzero(a.abs() > threshold).view(-1)
-        if low <= picked.numel() <= high or round_ == GAUSSIANK_ROUNDS - 1:
-            break
-        threshold *= 0.5 if picked.numel() < low else 1.5
-    return picked, threshold
-
+# --- the selections' counts and state updates -------------------------------------------------
 
 def _fixed_counts(state: ReducerState, bucket: Bucket) -> list[int]:
     return [bucket.k] * state.num_workers
@@ -399,8 +365,6 @@ def _fixed_counts(state: ReducerState, bucket: Bucket) -> list[int]:
 def _leader_counts(state: ReducerState, bucket: Bucket) -> list[int]:
     return [bucket.k if w == bucket.step % state.num_workers else 0 for w in range(state.num_workers)]
 
-
-# --- ExDyna's state updates -----------------------------------------------------------------------
 
 def scaled_threshold(threshold: float, selected: int, k: int) -> float:
     """Online threshold scaling from the last step's selected count against the target k."""
@@ -475,17 +439,57 @@ def _advance_threshold(state: ReducerState, bucket: Bucket, counts: list[int]) -
     bucket.threshold = scaled_threshold(bucket.threshold, sum(counts), bucket.k)
 
 
-REDUCERS: dict[str, Reducer] = {
-    "exact": Reducer(select=None),
-    "exdyna": Reducer(_select_partition, disjoint=True, init=_init_blocks, advance=_advance_exdyna,
-                      check=_check_blocks),
-    "micro": Reducer(_select_partition, disjoint=True, init=_init_partitions, advance=_advance_threshold),
-    "topk": Reducer(_select_topk, counts=_fixed_counts),
-    "global-topk": Reducer(_select_topk, select_on_sum=True),
-    "threshold": Reducer(_select_threshold),
-    "cltk": Reducer(_select_leader, disjoint=True, counts=_leader_counts),  # a single sender
-    "gaussiank": Reducer(_select_gaussian),
-}
+# --- selections -----------------------------------------------------------------------------------
+
+@REDUCERS.register("micro", disjoint=True, init=_init_partitions, advance=_advance_threshold)
+@REDUCERS.register("exdyna", disjoint=True, init=_init_blocks, advance=_advance_exdyna, check=_check_blocks)
+def _select_partition(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
+    """ExDyna and MiCRO: |a| >= lambda inside the worker's partition only."""
+    start, end = bucket.bounds()[bucket.partition(worker)]
+    picked = torch.nonzero(a[start:end].abs() >= bucket.threshold).view(-1)
+    if picked.numel() == 0:  # one entry, moving with the step, so every count stays positive
+        picked = torch.tensor([bucket.step % (end - start)], device=a.device)
+    return picked + start, bucket.threshold
+
+
+@REDUCERS.register("global-topk", select_on_sum=True)
+@REDUCERS.register("topk", counts=_fixed_counts)
+def _select_topk(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
+    values, picked = torch.topk(a.abs(), bucket.k, sorted=False)
+    return picked, values.min()
+
+
+@REDUCERS.register("cltk", disjoint=True, counts=_leader_counts)  # a single sender
+def _select_leader(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
+    """CLT-k: only this step's leader selects; everyone uses its top-k."""
+    if worker == bucket.step % state.num_workers:
+        return _select_topk(state, bucket, a, worker)
+    return torch.zeros(0, dtype=torch.int64, device=a.device), None
+
+
+@REDUCERS.register("threshold")
+def _select_threshold(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
+    return torch.nonzero(a.abs() >= bucket.threshold).view(-1), bucket.threshold
+
+
+@REDUCERS.register("gaussiank")
+def _select_gaussian(state: ReducerState, bucket: Bucket, a: torch.Tensor, worker: int) -> Selection:
+    """Gaussian-k (Shi et al.): |a| > mean + z std with z the two-sided (1 - rho) quantile of a
+    normal, halved / raised by half while the count is outside [2k/3, 4k/3]; every passing entry is
+    kept, as the reference code (which has its cut to the first k commented out: a cut in index
+    order would select the end of the vector too rarely, and its residual there would grow)."""
+    std, mean = (float(x) for x in torch.std_mean(a))
+    threshold = mean + statistics.NormalDist().inv_cdf(1 - state.density / 2) * std
+    low, high = (bucket.k * f for f in GAUSSIANK_BAND)
+    for round_ in range(GAUSSIANK_ROUNDS):
+        picked = torch.nonzero(a.abs() > threshold).view(-1)
+        if low <= picked.numel() <= high or round_ == GAUSSIANK_ROUNDS - 1:
+            break
+        threshold *= 0.5 if picked.numel() < low else 1.5
+    return picked, threshold
+
+
+REDUCERS.complete()
 
 
 # --- the exchange: in one process, or over torch.distributed --------------------------------------

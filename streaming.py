@@ -48,6 +48,7 @@ from litdata.streaming.downloader import get_downloader
 from litdata.streaming.item_loader import PyTreeLoader
 from litdata.streaming.reader import BinaryReader
 
+import catalog as C
 import data
 import iosim
 
@@ -256,7 +257,7 @@ def build_parser():
                      formatter_class=flags.HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     w = sub.add_parser("write", help="write the training split as shards")
-    w.add_argument("--dataset", required=True, choices=list(data.LOADERS), help="an image dataset")
+    w.add_argument("--dataset", required=True, choices=C.names_of(C.DATASETS, "image"), help="an image dataset")
     w.add_argument("--data-dir", default="data", help="where the dataset is (as dpt.py's --data-dir)")
     w.add_argument("--subset", type=int, default=0, help="the first N training examples only (0: all)")
     w.add_argument("--out", required=True, help="a new or empty folder")

@@ -25,6 +25,7 @@ class Task:
 
     def __init__(self, dataset: C.Dataset):
         self.dataset, self.record = dataset, C.TASKS[dataset.task]
+        self.layout = torch.channels_last  # the model's memory layout on its device (to_device)
 
     # ---- data (before any process group: errors are data.DataError) ----
     def load(self, args: Namespace, train: bool, num_workers: int = 1):
@@ -34,16 +35,6 @@ class Task:
     def check(self, args: Namespace, train, test, num_workers: int) -> str | None:
         """Why these splits cannot be trained or evaluated as asked (the fix included), or None."""
         return None
-
-    def parameters(self, args: Namespace) -> int:
-        """How many parameters the model of `args` has (without building it)."""
-        raise NotImplementedError
-
-    def step_bytes(self, args: Namespace, batch: int) -> int:
-        """An estimate of the memory one training step of `batch` examples takes (parameters, optimizer
-        state, gradients and the activations autograd keeps), for the up-front memory check; 0 when
-        it is small whatever the flags (the image models at any batch the data allows)."""
-        return 0
 
     def on_device(self, args: Namespace) -> bool:
         """Whether the splits live on the training device (batches gathered there, no DataLoader)."""
@@ -57,16 +48,21 @@ class Task:
         """A batch's raw inputs and targets."""
         raise NotImplementedError
 
-    # ---- model and training ----
-    def build_model(self, args: Namespace, workers: int, fused: bool) -> nn.Module:
-        raise NotImplementedError
+    # ---- model and training (the model itself is its record: models.Spec) ----
+    def shape(self, train) -> models.DataShape:
+        """What the model's size depends on in the data: by default an image's classes and channels."""
+        return models.DataShape(classes=self.dataset.classes, channels=self.dataset.shape[0])
 
-    def to_device(self, model: nn.Module, device: torch.device) -> nn.Module:
-        return model.to(device)
+    def build_model(self, args: Namespace, train, workers: int = 1, fused: bool = True) -> nn.Module:
+        """--model for this data (seeded by the caller), with BatchNorm per emulated worker when `fused`."""
+        model = models.MODELS[args.model].build(args, self.shape(train))
+        return models.emulate_workers(model, workers) if workers > 1 and fused else model
 
-    def head(self, model: nn.Module) -> nn.Linear:
-        """The last linear layer, whose input the gradient-norm channel needs."""
-        return model.head
+    def to_device(self, model: nn.Module, args: Namespace, device: torch.device) -> nn.Module:
+        """The model on `device` in its memory layout there (models.Spec.channels_last); the task's
+        batches follow it."""
+        self.layout = models.MODELS[args.model].layout(device)
+        return model.to(device, memory_format=self.layout)
 
     def inputs(self, raw: torch.Tensor, index: torch.Tensor, seed: int, epoch: int, stream: int) -> torch.Tensor:
         """The model's input for a batch of examples `index` (augmentation keyed by seed, epoch, stream)."""
@@ -155,7 +151,9 @@ def grand_reference(module: nn.Module, example_loss, inputs: torch.Tensor, targe
 def of(dataset: str) -> Task:
     """The task of `dataset`, from the module its catalog record names."""
     record = C.DATASETS[dataset]
-    return importlib.import_module(C.TASKS[record.task].module).TASK(record)
+    task = importlib.import_module(C.TASKS[record.task].module).TASK(record)
+    models.MODELS.complete(C.names_of(C.MODELS, record.task))  # the task's module registered its models
+    return task
 
 
 def example_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

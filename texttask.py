@@ -2,7 +2,7 @@
 GPT (lm.py), evaluated on the held-out chunks in eval mode:
 
     python -c "import tasks, flags; a = flags.parse_args(['--dataset', 'kjv']); t = tasks.of('kjv'); \
-print(t.build_model(a, workers=1, fused=True).head)"
+print(t.build_model(a, train=None))"
 
 An example is a chunk; its signals are the means over its tokens of the per-token ones
 (tasks.per_example); the metric is held-out bits per byte (lower is better). Text is small: it
@@ -14,8 +14,7 @@ from argparse import Namespace
 import torch
 from torch import nn
 
-import catalog as C
-import lm
+import lm  # noqa: F401  (registers the text models: its Spec records)
 import models
 import tasks
 import text
@@ -29,34 +28,12 @@ class TextTask(tasks.Task):
     def on_device(self, args: Namespace) -> bool:
         return True
 
-    def step_bytes(self, args: Namespace, batch: int) -> int:
-        """float32: weights, gradients and AdamW's two moments (4 copies of the parameters); per block
-        and token about 20 activations of the width kept for backward, plus the attention scores and
-        probabilities (heads x L x L per chunk) for the GPT. Rough, but the failures it prevents are
-        orders of magnitude off (a --seq-len of 100,000, a model wider than memory)."""
-        L, C, layers = args.seq_len, args.hidden, args.layers
-        if args.model == "gpt":
-            activations = batch * layers * (20 * L * C + 2 * args.heads * L * L) + batch * L * text.VOCAB
-        else:
-            activations = batch * L * (10 * layers * C + text.VOCAB)
-        return 4 * (4 * self.parameters(args) + activations)
-
-    def parameters(self, args: Namespace) -> int:
-        """The GPT: 12 C^2 + 13 C per block (attention, MLP, two LayerNorms), the final LayerNorm and the
-        tied byte and position embeddings; the LSTM: 4 gates of (input + hidden + 2 biases) per layer,
-        the embedding and the decoder."""
-        C, layers = args.hidden, args.layers
-        if args.model == "gpt":
-            return layers * (12 * C * C + 13 * C) + 2 * C + (text.VOCAB + args.seq_len) * C
-        return 4 * layers * C * (2 * C + 2) + 2 * text.VOCAB * C + text.VOCAB
+    def shape(self, train) -> models.DataShape:
+        return models.DataShape(vocab=text.VOCAB)
 
     def take(self, split: text.Split, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         chunks = split.tokens[index].long()
         return chunks[:, :-1], chunks[:, 1:]
-
-    def build_model(self, args: Namespace, workers: int, fused: bool) -> nn.Module:
-        sizes = {flag: getattr(args, flag) for flag in C.MODELS[args.model].defaults}
-        return lm.build(args.model, text.VOCAB, args.seq_len, **sizes)
 
     def throughput(self, examples: float, seconds: float, split: text.Split) -> dict:
         return {"tokens_per_s": examples * (split.tokens.shape[1] - 1) / seconds}

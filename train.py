@@ -15,7 +15,7 @@ no per-example Python loop, no device sync per step. Everything task-specific is
 """
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +47,7 @@ class Step:
     reducer: "reducers.ReducerState | None" = None  # exchanges the workers' gradients (None: DDP's all-reduce)
     readers: list | None = None  # --data-source streaming: each local worker's streaming.WorkerReader
     progress: bool = False  # a bar of the epoch's steps (console.progress_wanted: rank 0 on a terminal)
+    head: Callable[[nn.Module], nn.Linear] = models.last_linear  # the model's (models.Spec.head)
     ctx: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)  # autocast, built once
 
     @staticmethod
@@ -186,7 +187,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Wor
     tracking = DeviceTimer(step.device)
     channels, timed = (step.channels, tracking) if recorder is not None else (("loss",), contextlib.nullcontext())
     module = model.module if isinstance(model, DDP) else model
-    features = HeadInput(step.task.head(module)) if "grad_norm" in channels else None
+    features = HeadInput(step.head(module)) if "grad_norm" in channels else None
     loss_sum = torch.zeros((), device=step.device)
     samples = 0
     start = time.perf_counter()

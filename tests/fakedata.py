@@ -10,6 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+import catalog
+
+# Debian's dataset-fashion-mnist: the real Fashion-MNIST, where the machine has it
+REAL_FASHION_MNIST = Path(catalog.DATASETS["fashionmnist"].debian_folder)
+
 
 def _images(rng: np.random.Generator, n: int, channels: int, size: int, labels: np.ndarray, classes: int) -> np.ndarray:
     """Random images whose mean brightness depends on the label, so a model can learn something."""
@@ -75,8 +80,10 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def write_fashion_mnist(folder: str | Path, n_train: int, n_test: int, seed: int = 0, gz: bool = True) -> dict:
-    """{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] flat in `folder` (Debian's layout)."""
+def write_fashion_mnist(folder: str | Path, n_train: int, n_test: int, seed: int = 0, gz: bool = True,
+                        mean: float | None = None) -> dict:
+    """{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] flat in `folder` (Debian's layout): the IDX
+    format every IDX dataset shares. `mean`: images scaled to that mean pixel (/255)."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,6 +91,8 @@ def write_fashion_mnist(folder: str | Path, n_train: int, n_test: int, seed: int
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         labels = rng.integers(0, 10, size=n)
         images = _images(rng, n, 1, 28, labels, 10)
+        if mean is not None:
+            images = np.clip(images * (mean * 255 / images.mean()), 0, 255).astype(np.uint8)
         out["train" if prefix == "train" else "test"] = (images, labels)
         for kind, array in (("images-idx3", images[:, 0]), ("labels-idx1", labels)):
             name = f"{prefix}-{kind}-ubyte"

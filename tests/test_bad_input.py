@@ -237,8 +237,8 @@ CASES = [
     # flags alone
     ("unknown dataset", ["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
     ("unknown model", ["--model", "vgg"], "invalid choice: 'vgg'"),
-    ("unknown heuristic", ["--heuristic", "median-split"], "invalid choice: 'median-split'"),
-    ("unknown measure", ["--measure", "median"], "invalid choice: 'median'"),
+    ("unknown heuristic", ["--heuristic", "no-such-heuristic"], "invalid choice: 'no-such-heuristic'"),
+    ("unknown measure", ["--measure", "no-such-measure"], "invalid choice: 'no-such-measure'"),
     ("typo in a flag", ["--warmup-epoch", "3"], "unrecognized arguments: --warmup-epoch"),
     ("not a number", ["--total-epochs", "x"], "argument --total-epochs: invalid int value: 'x'"),
     ("unknown compile mode", ["--compile", "fast"], "invalid choice: 'fast'"),

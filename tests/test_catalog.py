@@ -10,12 +10,11 @@ import pytest
 import catalog as C
 import data
 import flags
+import gendocs
 import heuristics
 import importance
-import lm
 import models
 import movielens
-import ncf
 import reducers
 import tasks
 
@@ -23,17 +22,31 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_record_has_its_implementation_and_back():
-    assert set(importance.MEASURES) == set(C.MEASURES)
+    assert list(importance.MEASURES) == list(C.MEASURES)
     assert set(heuristics.HEURISTICS) == set(C.HEURISTICS) - {"none"}
     assert set(reducers.REDUCERS) == set(C.REDUCERS) - {"none"}
-    assert set(data.LOADERS) == set(C.names_of(C.DATASETS, "image"))
+    assert {C.DATASETS[d].format for d in C.names_of(C.DATASETS, "image")} == set(data.LOADERS)
     assert set(movielens.URLS) == set(C.names_of(C.DATASETS, "rec"))
-    assert {**models.MODELS, **lm.MODELS, **ncf.MODELS}.keys() == C.MODELS.keys()
+    for dataset in C.DATASETS:
+        tasks.of(dataset)  # imports the task's module, which registers its models
+    assert set(models.MODELS) == set(C.MODELS)
     for name, task in C.TASKS.items():
         implementation = importlib.import_module(task.module).TASK
         assert issubclass(implementation, tasks.Task)
         assert all(type(tasks.of(d)) is implementation for d in C.names_of(C.DATASETS, name))
         assert task.default_model in C.names_of(C.MODELS, name)
+
+
+def test_a_registration_names_a_record_once():
+    registry = C.Registry(C.MEASURES, "measure")
+    registry.register("average")(len)
+    with pytest.raises(AssertionError, match="'no-such-measure' has no record in catalog.py"):
+        registry.register("no-such-measure")(len)
+    with pytest.raises(AssertionError, match="'average' is registered twice"):
+        registry.register("average")(len)
+    with pytest.raises(AssertionError, match="variance.*a record in catalog.py without its implementation"):
+        registry.complete()
+    registry.complete(["average"])
 
 
 def test_records_refer_to_what_exists():
@@ -68,11 +81,11 @@ def test_the_docs_tables_are_the_records():
     """Every generated block in docs/ equals what `python catalog.py docs` writes from the records."""
     seen = set()
     for path in sorted((REPO / "docs").glob("*.md")):
-        for name, body in C.generated_blocks(path.read_text()).items():
-            assert body == C.GENERATED[name]() + "\n", f"{path.name}: run `python catalog.py docs`"
+        for name, body in gendocs.generated_blocks(path.read_text()).items():
+            assert body == gendocs.GENERATED[name]() + "\n", f"{path.name}: run `python catalog.py docs`"
             seen.add(name)
-    assert seen == set(C.GENERATED)
-    measures = C.generated_blocks((REPO / "docs" / "measures.md").read_text())["measures"]
+    assert seen == set(gendocs.GENERATED)
+    measures = gendocs.generated_blocks((REPO / "docs" / "measures.md").read_text())["measures"]
     assert all(f"| `{name}` |" in measures for name in C.MEASURES)
 
 

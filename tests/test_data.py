@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import catalog
 import data
 import fakedata
 import tasks
@@ -27,18 +28,20 @@ def test_cifar100_uses_fine_labels(tmp_path):
     assert torch.equal(loaded.images, torch.from_numpy(arrays["train"][0]))
 
 
+@pytest.mark.parametrize("name", [n for n, d in catalog.DATASETS.items() if d.format == "idx"])
 @pytest.mark.parametrize("layout", ["flat-gz", "torchvision-raw"])
-def test_fashion_mnist_idx_files(tmp_path, layout):
-    folder = tmp_path if layout == "flat-gz" else tmp_path / "FashionMNIST" / "raw"
+def test_every_idx_dataset_loads_from_its_record(tmp_path, layout, name):
+    """One loader for the IDX format: a dataset's folders and download come from its record."""
+    folder = tmp_path if layout == "flat-gz" else tmp_path / catalog.DATASETS[name].torchvision / "raw"
     arrays = fakedata.write_fashion_mnist(folder, 40, 12, gz=layout == "flat-gz")
-    train = data.load("fashionmnist", tmp_path, train=True)
-    test = data.load("fashionmnist", tmp_path, train=False)
+    train = data.load(name, tmp_path, train=True)
+    test = data.load(name, tmp_path, train=False)
     assert train.images.shape == (40, 1, 28, 28) and test.images.shape == (12, 1, 28, 28)
     assert torch.equal(train.images, torch.from_numpy(arrays["train"][0]))
     assert test.labels.tolist() == arrays["test"][1].tolist()
 
 
-@pytest.mark.skipif(not (data.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+@pytest.mark.skipif(not (fakedata.REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
                     reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
 def test_real_fashion_mnist_from_debian(tmp_path):
     train = data.load("fashionmnist", tmp_path, train=True)  # empty data dir: falls back to Debian's files
@@ -46,6 +49,24 @@ def test_real_fashion_mnist_from_debian(tmp_path):
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(train.labels).tolist() == [6000] * 10  # the real set is balanced
     assert 60 < train.images.float().mean() < 90
+
+
+@pytest.mark.parametrize("given,holds", [("fashionmnist", "mnist"), ("mnist", "fashionmnist")])
+def test_another_idx_datasets_files_are_refused(tmp_path, given, holds):
+    """MNIST and Fashion-MNIST share file names: the images' mean pixel tells them apart."""
+    fakedata.write_fashion_mnist(tmp_path, 200, 20, mean=catalog.DATASETS[holds].pixel_mean)
+    with pytest.raises(data.DataError, match=f"holds {catalog.DATASETS[holds].title}'s images .* --dataset {holds}"):
+        data.load(given, tmp_path, train=True)
+    assert len(data.load(holds, tmp_path, train=True)) == 200
+
+
+@pytest.mark.skipif(not (fakedata.REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+                    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+def test_the_real_fashion_mnist_is_not_taken_for_mnist(tmp_path):
+    with pytest.raises(data.DataError, match="holds Fashion-MNIST's images"):
+        data.load("mnist", fakedata.REAL_FASHION_MNIST, train=True)
+    with pytest.raises(data.DataError, match="holds Fashion-MNIST's images"):
+        data.load("mnist", fakedata.REAL_FASHION_MNIST, train=False, subset=100)
 
 
 def test_subset_takes_the_first_examples(cifar10_dir):

@@ -13,7 +13,6 @@ from nbclient import NotebookClient
 import torch
 
 import catalog
-import data
 import fakedata
 import report
 from runs import REPO, TINY, checkpoint, inprocess, launch, only, only_log, study
@@ -46,7 +45,7 @@ def test_a_fashion_mnist_run_learns_at_density_one_percent(tmp_path):
     density falls from ~13x to ~5x the target (tests/test_reducers.py holds it to within 10% of the
     target on stationary gradients)."""
     data_dir = tmp_path / "data"
-    if not (data.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+    if not (fakedata.REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
         fakedata.write_fashion_mnist(data_dir, 1000, 300)
     inprocess(["--dataset", "fashionmnist", "--data-dir", str(data_dir), "--subset", "1000", "--test-subset", "300",
                "--heuristic", "stripes", "--total-epochs", "3", "--warmup-epochs", "2", "--interval-epochs", "1",
@@ -89,7 +88,7 @@ def exchange_study(tmp_path_factory):
     """--study exchange, CPU-sized: every reducer on a Fashion-MNIST subset, 2 epochs, 2 seeds (no baselines,
     to save time: they go through the same code as any run)."""
     root = tmp_path_factory.mktemp("exchange")
-    if not (data.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+    if not (fakedata.REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
         fakedata.write_fashion_mnist(root / "data", 200, 100)
     return study(["--study", "exchange", "--dataset", "fashionmnist", "--epochs", "2", "--warmups", "1",
                   "--intervals", "1", "--ignore", "0", "--seeds", "1", "2", "--workers", "2", "--gpus", "0",

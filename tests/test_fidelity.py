@@ -197,8 +197,12 @@ def test_initial_weights_follow_the_papers_construction_order():
 
 
 @pytest.mark.parametrize("dataset,model", [("cifar10", "resnet18"), ("fashionmnist", "resnet18"),
-                                           ("cifar100", "resnet34")])
+                                           ("cifar100", "resnet34"), ("fashionmnist", "lenet5")])
 def test_the_parameter_count_the_checks_use_is_the_models(dataset, model):
+    """Counted on the meta device: the same count as the built model, and no random draw taken."""
     args = flags.parse_args(["--dataset", dataset, "--model", model])
     task = tasks.of(dataset)
-    assert task.parameters(args) == sum(p.numel() for p in task.build_model(args, 1, True).parameters())
+    before = torch.get_rng_state()
+    counted = models.parameters(model, args, task.shape(None))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert counted == sum(p.numel() for p in task.build_model(args, None).parameters())

@@ -67,7 +67,7 @@ def test_measured_bytes_equal_the_simulators_under_torchrun(shards, tmp_path):
 @pytest.fixture(scope="module")
 def io_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("io-study")
-    if not (data.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+    if not (fakedata.REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
         fakedata.write_fashion_mnist(root / "data", 400, 100)
     return study(["--study", "io", "--dataset", "fashionmnist", "--epochs", "3", "--warmups", "2", "--intervals", "1",
                   "--ignore", "1", "--seeds", "1", "2", "--gpus", "0", "--results-dir", str(root / "results"),

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import catalog as C
 import lm
 import text
 
@@ -22,7 +23,7 @@ def random_tokens(b: int, length: int = SEQ) -> torch.Tensor:
     return torch.randint(0, 256, (b, length), generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("name", lm.MODELS)
+@pytest.mark.parametrize("name", C.names_of(C.MODELS, "text"))
 def test_logits_shape_and_head_is_the_last_layer(name):
     model = tiny(name).eval()
     seen = []
@@ -34,7 +35,7 @@ def test_logits_shape_and_head_is_the_last_layer(name):
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-@pytest.mark.parametrize("name", lm.MODELS)
+@pytest.mark.parametrize("name", C.names_of(C.MODELS, "text"))
 def test_causal_changing_token_t_leaves_earlier_logits(name):
     model = tiny(name).eval()
     tokens = random_tokens(2)
@@ -46,7 +47,7 @@ def test_causal_changing_token_t_leaves_earlier_logits(name):
     assert not torch.allclose(a[:, t:], b[:, t:], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", lm.MODELS)
+@pytest.mark.parametrize("name", C.names_of(C.MODELS, "text"))
 def test_chunks_are_independent_and_no_state_is_carried(name):
     model = tiny(name).eval()
     tokens = random_tokens(4)
@@ -104,7 +105,7 @@ def test_gpt_refuses_chunks_longer_than_its_block():
         model(random_tokens(1, SEQ + 1))
 
 
-@pytest.mark.parametrize("name", lm.MODELS)
+@pytest.mark.parametrize("name", C.names_of(C.MODELS, "text"))
 def test_untrained_loss_is_near_uniform(name):
     torch.manual_seed(0)
     model = lm.build(name, text.VOCAB, 64).eval()  # the default sizes
@@ -112,7 +113,7 @@ def test_untrained_loss_is_near_uniform(name):
     assert lm.per_chunk_loss(model, chunks).mean().item() == pytest.approx(math.log(256), abs=0.1)
 
 
-@pytest.mark.parametrize("name", lm.MODELS)
+@pytest.mark.parametrize("name", C.names_of(C.MODELS, "text"))
 def test_per_chunk_loss_matches_one_chunk_at_a_time(name):
     model = tiny(name).eval()
     chunks = random_tokens(5, SEQ + 1).to(torch.uint8)
@@ -140,11 +141,13 @@ def test_a_few_steps_on_repeated_text_drive_the_loss_down(name, sizes, lr):
                                   ["--dataset", "kjv", "--hidden", "64", "--heads", "2", "--seq-len", "32"]])
 def test_the_parameter_count_the_memory_check_uses_is_the_models(argv):
     import flags
+    import models
     import tasks
 
     args = flags.parse_args(argv)
     task = tasks.of(args.dataset)
-    assert task.parameters(args) == sum(p.numel() for p in task.build_model(args, 1, True).parameters())
+    assert models.parameters(args.model, args, task.shape(None)) == \
+        sum(p.numel() for p in task.build_model(args, None).parameters())
 
 
 def test_the_lstm_recurrence_stays_float32_under_autocast():

@@ -3,6 +3,8 @@ update, a compiled run the same losses, recorded signals and partitions to float
 training step never waits for the device (no host synchronisation per step). bench.py measures them."""
 import json
 
+from argparse import Namespace
+
 import pytest
 import torch
 
@@ -53,7 +55,8 @@ def test_a_training_epoch_never_waits_for_the_device_per_step(monkeypatch):
         torch.manual_seed(0)
         n = 2 * 4 * steps
         split = data.Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (n,)))
-        model = task.to_device(models.build("resnet18", 10, 3, workers=2, fused=True), torch.device("cpu"))
+        model = task.to_device(models.build("resnet18", 10, 3, workers=2, fused=True), Namespace(model="resnet18"),
+                               torch.device("cpu"))
         step = train.Step.build(workers=2, batch_size=4, device=torch.device("cpu"), task=task, on_device=True,
                                 channels=("loss", "correct", "el2n", "grad_norm"))
         batches = WorkerBatches(for_window(split, None, range(2), 2, shuffle=True, sampler_seed=0, seed=0), 4)

@@ -11,7 +11,6 @@ import pytest
 from nbclient import NotebookClient
 
 import catalog
-import data
 import fakedata
 import report
 import test_report
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.slow
 def studies(tmp_path_factory):
     root = tmp_path_factory.mktemp("studies")
     data_dir = root / "data"
-    if not (data.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+    if not (fakedata.REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
         fakedata.write_fashion_mnist(data_dir, 200, 100)
     out = root / "results"
     for name in ("measures", "heuristics"):

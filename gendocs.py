@@ -1,0 +1,73 @@
+"""The docs' generated tables: every block between `<!-- generated: NAME ... -->` and `<!-- end generated -->`
+in docs/*.md is written here from the records (catalog.py), the parser (flags.py) and the studies
+(workload.py, counted by sweep.py), so the docs cannot drift from the code; a test keeps them equal:
+
+    python gendocs.py      # rewrite the generated tables in docs/*.md
+
+It stands above everything it reads, so no module below imports it.
+"""
+import re
+import sys
+from pathlib import Path
+
+import catalog as C
+import flags
+import sweep
+import workload
+
+
+def flags_table() -> str:
+    """dpt.py's flags, grouped as --help groups them: flag, default, what it does (its help line)."""
+    rows = []
+    for group in flags.build_parser()._action_groups:
+        actions = [a for a in group._group_actions if a.option_strings and a.dest != "help"]
+        if not actions:
+            continue
+        rows += ["", f"**{group.title}**", "", "| flag | default | meaning |", "|---|---|---|"]
+        for a in actions:
+            default = "" if a.default in (None, False) else f"`{a.default}`"
+            choices = f" ({', '.join(a.choices)})" if a.choices and a.metavar is None else ""
+            rows.append(C.markdown_row(f"`{a.option_strings[0]}`", default, f"{a.help or ''}{choices}"))
+    return "\n".join(rows[1:])
+
+
+def studies_table() -> str:
+    """run-experiments.sh's studies with the number of runs each has by default (its own dry run)."""
+    rows = [C.markdown_row("study", "runs", "what"), "|---|---|---|",
+            C.markdown_row("`paper`", str(len(sweep.study(sweep.parse([]))[0])),
+                   "the paper's Tables 1-5 and their 3 baselines, 10 seeds")]
+    for name, s in workload.STUDIES.items():
+        rows.append(C.markdown_row(f"`{name}`", str(len(sweep.study(sweep.parse(["--study", name]))[0])),
+                           s.what + " (vanilla baselines included, 10 seeds)"))
+    return "\n".join(rows)
+
+
+GENERATED = {"measures": lambda: C.table("measures"), "studies": studies_table,
+             "heuristics": lambda: C.table("heuristics"), "reducers": lambda: C.table("reducers"),
+             "datasets": lambda: C.table("datasets"), "flags": flags_table}
+
+
+BLOCK = re.compile(r"(<!-- generated: (\S+) [^>]*-->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
+
+
+def generated_blocks(text: str) -> dict[str, str]:
+    """The generated blocks of a docs file: name -> what stands between its markers."""
+    return {m[2]: m[3] for m in BLOCK.finditer(text)}
+
+
+def write_docs(folder: str = "docs") -> list[str]:
+    """Rewrite every generated block of folder/*.md from the records; the files changed."""
+    changed = []
+    for path in sorted(Path(folder).glob("*.md")):
+        text = path.read_text()
+        new = BLOCK.sub(lambda m: m[1] + GENERATED[m[2]]() + "\n" + m[4], text)
+        if new != text:
+            path.write_text(new)
+            changed.append(str(path))
+    return changed
+
+
+if __name__ == "__main__":
+    if sys.argv[1:]:
+        sys.exit("usage: python gendocs.py   # rewrite the generated tables in docs/*.md from the records")
+    print("\n".join(write_docs()) or "docs/ is up to date")
