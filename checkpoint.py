@@ -25,7 +25,9 @@ import heuristics
 import importance
 import results
 import topology
+from runlog import LogError, RunLog
 from topology import Topology
+from train import Trainer
 
 
 class CheckpointError(ValueError):
@@ -41,7 +43,7 @@ class Run:
     recorder: importance.Recorder | None = None
     history: dict | None = None  # the run's per-example statistics before the current window (importance.advance)
     metrics: list = field(default_factory=list)  # the row's per-epoch metric
-    log: dict = field(default_factory=dict)
+    log: RunLog | None = None
     log_name: str = ""
     partitions: list = field(default_factory=list)  # --save-partitions: one entry per window
     elapsed_s: float = 0.0
@@ -50,13 +52,14 @@ class Run:
         """Everything but the recorder, which is saved as its merged columns `recorded`."""
         out = {k: getattr(self, k) for k in Run.__dataclass_fields__ if k != "recorder"}
         out["history"] = self.history and {c: v.cpu() for c, v in self.history.items()}
+        out["log"] = self.log.to_json()  # plain values: a checkpoint loads with weights_only
         return out | {"recorded": {c: v.cpu() for c, v in recorded.items()}}
 
     @staticmethod
     def from_state(state: dict, recorder: importance.Recorder, device: torch.device) -> "Run":
-        fields = {k: state[k] for k in Run.__dataclass_fields__ if k not in ("recorder", "history")}
+        fields = {k: state[k] for k in Run.__dataclass_fields__ if k not in ("recorder", "history", "log")}
         history = state["history"] and {c: v.to(device) for c, v in state["history"].items()}
-        return Run(**fields, recorder=recorder, history=history)
+        return Run(**fields, recorder=recorder, history=history, log=RunLog.from_json(state["log"]))
 
 
 KEYS = set(Run.__dataclass_fields__) - {"recorder"} | {"args", "num_workers", "launch", "model", "optimizer", "rng",
@@ -90,6 +93,11 @@ def read(path: Path) -> dict:
         missing = sorted(KEYS - set(state)) if isinstance(state, dict) else "everything"
         raise CheckpointError(f"{path} is not a checkpoint of this dpt.py (missing {missing}); delete it to start "
                               "the run afresh")
+    try:
+        RunLog.from_json(state["log"])
+    except LogError as err:
+        raise CheckpointError(f"{path} was written by another version of dpt.py (its log: {err}); resume with that "
+                              "version, or delete it to start the run afresh") from None
     return state
 
 
@@ -98,27 +106,30 @@ def rng_states() -> tuple:
     return torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_available() else None
 
 
-def save(path: Path, run: Run, window_start: int, model, optimizer, exchange, args: Namespace, top: Topology,
-         provenance: dict, data: dict) -> None:
+def save(path: Path, run: Run, window_start: int, trainer: Trainer, args: Namespace, top: Topology,
+         data: dict) -> None:
     """Every process takes part (the recorder's merge and the reducers' states are collectives); rank 0 writes."""
     recorded = run.recorder.merged(run.epoch - window_start)
     # one per rank: the reducers' residuals, the random generators and what each recorded differ
-    exchanges = topology.gather_to_first(exchange.state_dict()) if exchange else None
+    exchanges = topology.gather_to_first(trainer.exchange.state_dict()) if trainer.exchange else None
     rngs = topology.gather_to_first(rng_states())
     if top.master:
         write(path, {**run.state(recorded), "args": vars(args), "num_workers": top.workers,
-                     "launch": "torchrun" if top.launched else "emulated", "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "rng": rngs, "exchange": exchanges, "provenance": provenance,
-                     "data": data})
+                     "launch": "torchrun" if top.launched else "emulated", "model": trainer.model.state_dict(),
+                     "optimizer": trainer.optimizer.state_dict(), "rng": rngs, "exchange": exchanges,
+                     "provenance": run.log.provenance, "data": data})
     topology.barrier()  # the others wait for the file: a rank failing right after must not take it with it
 
 
-def epoch_of(path: Path) -> int | str:
-    """The epoch a checkpoint file was saved after (for a stopped run's last line)."""
+def kept(path: Path) -> str:
+    """What a stopped run keeps of checkpoint `path`, and how to go on (its last line)."""
+    if not path.is_file():
+        return "no checkpoint was saved (pass --checkpoint-every K to keep one every K epochs); a rerun starts afresh"
     try:
-        return read(path)["epoch"]
+        saved = read(path)["epoch"]
     except (OSError, CheckpointError):  # a damaged file: say so rather than fail while stopping
-        return "?"
+        saved = "?"
+    return f"its checkpoint after epoch {saved} is {path}; rerun with --resume to go on"
 
 
 def load(path: Path, args: Namespace, top: Topology, data: dict) -> dict | None:
@@ -152,25 +163,25 @@ def load(path: Path, args: Namespace, top: Topology, data: dict) -> dict | None:
     return state
 
 
-def restore(state: dict, model, optimizer, exchange, top: Topology, num_examples: int, window_length: int,
+def restore(state: dict, trainer: Trainer, top: Topology, num_examples: int, window_length: int,
             provenance: dict) -> Run:
     """The run where its checkpoint left it, the current window's signals so far included (merged
     values: rank 0 restores them, the others start empty, so the next merge sums to the same), and
     this rank's reducer state (residuals, thresholds, blocks). The number of processes may have
     changed (same workers, other hosts): its random generators then keep their fresh per-rank seeds."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
     if len(state["rng"]) == top.world:
         cpu, cuda = state["rng"][top.rank]
         torch.set_rng_state(cpu)
         if cuda is not None and top.device.type == "cuda":
             torch.cuda.set_rng_state(cuda, top.device)
-    if exchange:  # a reducer run resumes on the same processes (load)
-        exchange.load_state_dict(state["exchange"][top.rank], top.device, rebuilding=top.launched)
+    if trainer.exchange:  # a reducer run resumes on the same processes (load)
+        trainer.exchange.load_state_dict(state["exchange"][top.rank], top.device, rebuilding=top.launched)
     recorder = importance.Recorder(num_examples, window_length, tuple(state["recorded"]), top.device)
     if top.master:
         recorder.restore(state["recorded"])
     run = Run.from_state(state, recorder, top.device)
-    run.log["resumed_at_epoch"].append(run.epoch + 1)
-    run.log.setdefault("resume_provenance", []).append(provenance)  # the code may have changed since
+    run.log.resumed_at_epoch.append(run.epoch + 1)
+    run.log.resume_provenance.append(provenance)  # the code may have changed since
     return run

@@ -36,6 +36,17 @@ def io_figures(rows: list[dict]) -> str:
     return f"fetched {sum(r['bytes'] for r in rows) / 2**20:.3g} MiB  hits {hits / max(requests, 1):.1%}"
 
 
+def first_line(name: str, top, args, job, resuming_after: int | None) -> str:
+    """The run's first line: its workers and batches, its data, its device, its checkpoints and results."""
+    saving = (f"a checkpoint every {args.checkpoint_every} epochs to {job.checkpoint_path}" if args.checkpoint_every
+              else "no checkpoints (--checkpoint-every 0)")
+    processes = f"{top.world} process{'' if top.world == 1 else 'es'}"
+    return (f"{name}: {plural(top.workers, 'worker')} ({processes} x {args.emulate_workers}) x batch "
+            f"{args.batch_size}, {len(job.train)} train / {len(job.test)} test examples (train: {job.train.source}; "
+            f"test: {job.test.source}), {top.device}, {saving}; results -> {job.csv}"
+            + (f"; resuming after epoch {resuming_after}" if resuming_after is not None else ""))
+
+
 def epoch_line(epoch: int, total: int, phase: str, stats: dict, held_out: str, seconds: list[float]) -> str:
     """The epoch's line: loss, the task's held-out figures and speed, each feature's figures, then
     this epoch's seconds and the time left at the mean pace so far (`seconds`: every epoch's)."""

@@ -10,7 +10,8 @@ Vanilla DPT for E_warmup epochs (a DistributedSampler per worker) while every ex
 signals are recorded; then intervals of E_interval epochs on fixed partitions (a ConstantSampler
 per worker), each chosen by a heuristic from the importance of the examples over the window before
 (the warmup minus its first E_ignore epochs, then the previous interval). Test metric every epoch;
-one CSV row per run in the paper's schema and a JSON log beside it (results.py).
+one CSV row per run in the paper's schema and a JSON log beside it (results.py, runlog.py). The
+schedule and the repartition themselves are schedule.py's.
 
 Plain `python dpt.py` is world size 1. Under torchrun, the process group comes from RANK,
 WORLD_SIZE and LOCAL_RANK (topology.py; NCCL with CUDA, gloo without; --backend overrides). Only
@@ -30,7 +31,6 @@ import flags
 if __name__ == "__main__":
     flags.parse_args(sys.argv[1:])  # a typo fails here, in a fraction of a second, before the torch import below
 
-import math
 import time
 from argparse import Namespace
 
@@ -40,124 +40,61 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import checkpoint
 import console
 import data
-import heuristics
 import importance
 import models
 import preflight
 import reducers
 import results
-import samplers
+import runlog
+import schedule
 import topology
 import train
 from checkpoint import Run
 from flags import die
 from preflight import Job
 from samplers import WorkerBatches
+from schedule import Policy, Window
+from train import Trainer
 
 
-# ---- the schedule ------------------------------------------------------------------------------
+# ---- the windows ---------------------------------------------------------------------------------
 
-def windows(total: int, warmup: int, interval: int) -> list[tuple[int, int]]:
-    """(first epoch, number of epochs) of the warmup and of each interval, as the paper's code:
-    floor((T - W) / I) intervals after warmup, the last running I + (T - W) mod I epochs."""
-    plan = [(0, warmup)]
-    if warmup < total:
-        count = (total - warmup) // interval
-        plan += [(warmup + k * interval, interval) for k in range(count)]
-        plan[-1] = (plan[-1][0], plan[-1][1] + (total - warmup) % interval)
-    assert sum(n for _, n in plan) == total and all(n >= 1 for _, n in plan)
-    return plan
-
-
-def phase(args: Namespace, index: int) -> str:
-    return "vanilla" if args.heuristic == "none" else "warmup" if index == 0 else f"interval {index}"
-
-
-# ---- importance and partitions -------------------------------------------------------------------
-
-def worker_samplers(dataset, partition: heuristics.Partition | None, workers: range, num_workers: int,
-                    args: Namespace) -> list:
-    """The samplers of `workers`: random slices every epoch in warmup (vanilla DPT), then their fixed
-    partitions, shuffled from the run's seed as the paper's code did."""
-    return samplers.for_window(dataset, partition, workers, num_workers, shuffle=args.shuffle == "yes",
-                               sampler_seed=args.sampler_seed, seed=args.seed, batch_size=args.batch_size)
-
-
-def movement(before: torch.Tensor, after: heuristics.Partition) -> dict:
-    """Per worker, how many examples left its partition and how many joined, against `before` (the
-    worker that trained each example in the last epoch)."""
-    now = torch.empty_like(before)
-    for w, part in enumerate(after):
-        now[part] = w
-    left, joined = samplers.movement(before, now, len(after))
-    return {"left": left.sum(dim=1).tolist(), "joined": joined.sum(dim=1).tolist(), "moved": int(joined.sum())}
-
-
-def repartition(recorder: importance.Recorder, window_index: int, history: dict | None, args: Namespace,
-                num_workers: int, labels: torch.Tensor | None = None, before: torch.Tensor | None = None,
-                shard_size: int | None = None, scored: dict | None = None
-                ) -> tuple[torch.Tensor, heuristics.Partition, dict | None, float]:
-    """Merge the window before `window_index` across processes, score, sort and partition: identical
-    on every process, since all hold the same merged signals and the sorts are stable. The first
-    E_ignore columns are dropped only when scoring the warmup (window_index 1), as the paper's code
-    did; later intervals are scored whole. `history`: the run's per-example statistics before the
-    window (forgetting counts over the whole run), advanced by the whole window; `scored`: what a
-    scoring pass found, one column per signal; `labels` and `before` (who trained each example last)
-    for the heuristics that read them. Returns the scores, the partition, the advanced history and the
-    seconds taken."""
-    start = time.perf_counter()
-    ignore = args.ignore_epochs if window_index == 1 else 0
-    merged = recorder.merged()
-    history = importance.advance(history, merged)
-    window = {c: m[:, ignore:] for c, m in merged.items()} | {c: v[:, None] for c, v in (scored or {}).items()}
-    scores, order = importance.rank(args.measure, window, history)
-    context = heuristics.Context(scores.cpu(), labels, before, window_index, args.seed, shard_size)
-    parts = heuristics.partition(order.cpu(), num_workers, args.heuristic, context)
-    return scores, parts, history, time.perf_counter() - start
-
-
-def begin_window(run: Run, index: int, plan: list, args: Namespace, job: Job, score=None) -> None:
-    """Start window `index`: after warmup, repartition from the window before (with what `score()`, a
-    scoring pass, finds when the measure needs one; logging how many examples each worker lost and
-    gained); then an empty recorder."""
-    first_epoch, length = plan[index]
+def close_window(run: Run, ended: Window, window: Window, job: Job, policy: Policy, args: Namespace,
+                 score=None) -> None:
+    """Between the window that `ended` and `window` (an interval): its partition, from what `ended`
+    recorded and what `score()`, a scoring pass, finds when the measure needs one; its record in the
+    log (how many examples each worker lost and gained), and its partition with --save-partitions."""
     n = job.top.workers
-    if index > 0:
-        before = samplers.assignment(worker_samplers(job.train, run.partition, range(n), n, args), first_epoch - 1)
-        if args.save_partitions:
-            run.partitions[-1]["trained"] = trained_in(plan[index - 1], run.partition, args, job)
-        scoring = time.perf_counter()
-        scored = score() if score else None
-        scoring = time.perf_counter() - scoring
-        scores, run.partition, run.history, seconds = repartition(run.recorder, index, run.history, args, n,
-                                                                   job.task.labels(job.train), before, job.shard_size,
-                                                                   scored)
-        moved = movement(before, run.partition)
-        run.log["intervals"].append({"start_epoch": first_epoch + 1, "epochs": length, "heuristic_s": seconds,
-                                     **({"scoring_s": scoring} if score else {}),
-                                     "partition_sizes": [len(p) for p in run.partition], "movement": moved})
-        if args.save_partitions:
-            run.partitions.append({"start_epoch": first_epoch + 1, "epochs": length, "partition": run.partition,
-                                   "importance": scores.cpu(), "movement": moved})
-    elif args.save_partitions:
-        run.partitions.append({"start_epoch": 1, "epochs": length, "partition": None})
-    run.window, run.recorder = index, importance.Recorder(len(job.train), length, job.channels, job.top.device)
-    pin_shards(run, job)
+    before = schedule.assignment(job.train, run.partition, n, policy, ended.end - 1)
+    if args.save_partitions:
+        run.partitions[-1]["trained"] = trained_in(ended, run.partition, policy, job)
+    scoring = time.perf_counter()
+    scored = score() if score else None
+    scoring = time.perf_counter() - scoring
+    new = schedule.repartition(run.recorder, window, run.history, policy, n, job.task.labels(job.train), before,
+                               job.shard_size, scored)
+    run.partition, run.history = new.partition, new.history
+    moved = schedule.movement(before, new.partition)
+    run.log.intervals.append(runlog.Interval(window.first_epoch + 1, window.epochs, new.seconds,
+                                             [len(p) for p in new.partition], moved, scoring if score else None))
+    if args.save_partitions:
+        run.partitions.append({"start_epoch": window.first_epoch + 1, "epochs": window.epochs,
+                               "partition": new.partition, "importance": new.scores.cpu(), "movement": vars(moved)})
 
 
-def pin_shards(run: Run, job: Job) -> None:
-    """The streaming caches pin the window's partition's shards."""
+def open_window(run: Run, window: Window | None, job: Job) -> None:
+    """An empty recorder for `window` (None: the restored one goes on); the streaming caches pin its
+    partition's shards."""
+    if window:
+        run.window = window.index
+        run.recorder = importance.Recorder(len(job.train), window.epochs, job.channels, job.top.device)
     for w, reader in zip(job.top.mine, job.readers):
         reader.set_window(None if run.partition is None else run.partition[w])
 
 
-def trained_in(window: tuple[int, int], partition: heuristics.Partition | None, args: Namespace,
-               job: Job) -> list[torch.Tensor]:
-    """What each process's workers trained on in `window` (for --save-partitions), in rank order on
-    every process: replayed from their samplers, which alone decide it."""
-    first, length = window
-    mine = worker_samplers(job.train, partition, job.top.mine, job.top.workers, args)
-    return topology.gather_objects(samplers.trained(mine, range(first, first + length)))
+def trained_in(window: Window, partition, policy: Policy, job: Job) -> list[torch.Tensor]:
+    """What each process's workers trained on in `window` (--save-partitions), in rank order everywhere."""
+    return topology.gather_objects(schedule.trained(job.train, window, partition, job.top, policy))
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -185,15 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         preflight.release(job)
 
 
-def kept(job: Job) -> str:
-    """What a stopped run keeps, and how to go on."""
-    if job.checkpoint_path.is_file():
-        saved = checkpoint.epoch_of(job.checkpoint_path)
-        return f"its checkpoint after epoch {saved} is {job.checkpoint_path}; rerun with --resume to go on"
-    return "no checkpoint was saved (pass --checkpoint-every K to keep one every K epochs); a rerun starts afresh"
-
-
-def build(args: Namespace, job: Job) -> tuple:
+def build(args: Namespace, job: Job) -> Trainer:
     """The process group, the model (DDP under torchrun), the gradient exchange, the step and the
     optimizer, seeded as the paper's code: every process builds the same model from --seed."""
     top = job.top
@@ -205,18 +134,17 @@ def build(args: Namespace, job: Job) -> tuple:
     torch.manual_seed(args.seed)
     if job.task.on_device(args):
         job.train, job.test = job.train.to(top.device), job.test.to(top.device)
-    model = job.task.to_device(job.task.build_model(args, job.train, args.emulate_workers, args.emulation == "fused"),
-                               args, top.device)
+    model = job.task.build_model(args, job.train, args.emulate_workers, args.emulation == "fused")
+    model = job.task.to_device(model, args, top.device)
     if args.compile != "none":  # in place: DDP, the checkpoints and evaluation keep the same module
         model.compile(mode=None if args.compile == "default" else args.compile)
-    train_model = DDP(model, device_ids=[top.local_rank] if top.device.type == "cuda" else None) if top.launched \
-        else model
+    ddp = DDP(model, device_ids=[top.local_rank] if top.device.type == "cuda" else None) if top.launched else model
     exchange = None
     if args.reducer != "none":  # this rank's worker under torchrun (a DDP hook), or every emulated worker
         exchange = reducers.make_state(args.reducer, args.density, top.workers,  # emulated: sparse from step 0
                                        workers=[top.rank] if top.launched else None)
         if top.launched:
-            train_model.register_comm_hook(exchange, reducers.hook)
+            ddp.register_comm_hook(exchange, reducers.hook)
     # From here each rank draws its own dropout masks, as an emulation's workers do; rank 0 keeps --seed's.
     if top.rank:
         torch.manual_seed(args.seed + (top.rank << 32))
@@ -227,69 +155,74 @@ def build(args: Namespace, job: Job) -> tuple:
                             reducer=None if top.launched else exchange, readers=job.readers or None,
                             progress=console.progress_wanted(top.master), head=models.MODELS[args.model].head)
     optimizer = models.optimizer(model, args.lr, args.momentum, args.weight_decay, args.optimizer, args.optimizer_impl)
-    return model, train_model, exchange, step, optimizer
+    return Trainer(model, ddp, exchange, step, optimizer)
 
 
-def start(args: Namespace, job: Job, model, optimizer, exchange, plan: list, provenance: dict) -> Run:
+def start(args: Namespace, job: Job, trainer: Trainer, plan: list[Window], provenance: dict) -> Run:
     """The run restored from its checkpoint, or a new one with its log's header."""
     if job.checkpoint:
-        run = checkpoint.restore(job.checkpoint, model, optimizer, exchange, job.top, len(job.train),
-                                 plan[job.checkpoint["window"]][1], provenance)
-        pin_shards(run, job)
+        run = checkpoint.restore(job.checkpoint, trainer, job.top, len(job.train),
+                                 plan[job.checkpoint["window"]].epochs, provenance)
+        open_window(run, None, job)
     else:
         name = results.run_name(job.csv, args.seed)
         run = Run(log_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
-        run.log = {"workload": vars(job.workload), "provenance": provenance, "world_size": job.top.world,
-                   "workers": job.top.workers, "examples": len(job.train), "device": str(job.top.device),
-                   "data": job.train.source, "test_data": job.test.source, "csv": str(job.csv), "epochs": [],
-                   "intervals": [], "resumed_at_epoch": [], "shard_size": job.shard_size}
-    run.log["args"] = vars(args)
+        run.log = runlog.RunLog(vars(job.workload), provenance, job.top.world, job.top.workers, len(job.train),
+                                str(job.top.device), str(job.task.layout).removeprefix("torch."), job.train.source,
+                                job.test.source, str(job.csv), job.shard_size, vars(args))
+    run.log.args = vars(args)
     return run
 
 
 def train_run(args: Namespace, job: Job) -> None:
-    top, provenance = job.top, results.provenance()
-    model, train_model, exchange, step, optimizer = build(args, job)
-    plan = windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
-    run = start(args, job, model, optimizer, exchange, plan, provenance)
+    top, provenance, policy = job.top, results.provenance(), Policy.of(args)
+    trainer = build(args, job)
+    plan = schedule.windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
+    run = start(args, job, trainer, plan, provenance)
     wandb_run = announce(args, job, run)
     wanted = importance.scored(args.measure) if args.heuristic != "none" else ()
-    score = (lambda: job.task.score(model, job.train, wanted, step)) if wanted else None  # the Data Diet protocol
+    score = (lambda: job.task.score(trainer.model, job.train, wanted, trainer.step)) if wanted else None
     started = time.perf_counter() - run.elapsed_s
     with stops.Stops() as stop:
         try:
-            for index in range(run.window, len(plan)):
-                first_epoch, length = plan[index]
-                if run.epoch == first_epoch:  # a new window (a resumed run may be in the middle of one)
-                    begin_window(run, index, plan, args, job, score)
-                batches = WorkerBatches(worker_samplers(job.train, run.partition, top.mine, top.workers, args),
-                                        args.batch_size)
-                for epoch in range(run.epoch, first_epoch + length):
+            for window in plan[run.window:]:
+                if run.epoch == window.first_epoch:  # a new window (a resumed run may be in the middle of one)
+                    if window.index > 0:
+                        close_window(run, plan[window.index - 1], window, job, policy, args, score)
+                    elif args.save_partitions:
+                        run.partitions.append({"start_epoch": 1, "epochs": window.epochs, "partition": None})
+                    open_window(run, window, job)
+                batches = WorkerBatches(schedule.worker_samplers(job.train, run.partition, top.mine, top.workers,
+                                                                 policy), args.batch_size)
+                for epoch in range(run.epoch, window.end):
                     began = time.perf_counter()
                     for reader in job.readers:
                         reader.set_epoch(epoch)
-                    stats = train.train_epoch(train_model, optimizer, batches, job.train, step, epoch, run.recorder,
-                                              epoch - first_epoch)
-                    stats = epoch_figures(stats, epoch, exchange, job.readers)
+                    stats = train.train_epoch(trainer.ddp, trainer.optimizer, batches, job.train, trainer.step, epoch,
+                                              run.recorder, epoch - window.first_epoch)
+                    stats = train.epoch_figures(stats, epoch, trainer.exchange, job.readers)
                     run.epoch = epoch + 1
                     if top.master:
-                        stats |= job.task.evaluate(model, job.test, step, epoch)
+                        stats |= job.task.evaluate(trainer.model, job.test, trainer.step, epoch)
                         stats["epoch_s"] = time.perf_counter() - began
-                        log_epoch(run, epoch, phase(args, index), stats, args, job, wandb_run)
+                        log_epoch(run, epoch, window.phase(args.heuristic), stats, args, job, wandb_run)
                     asked = stop.agreed(top.device)
                     if asked or (args.checkpoint_every and run.epoch % args.checkpoint_every == 0):
                         run.elapsed_s = time.perf_counter() - started
-                        checkpoint.save(job.checkpoint_path, run, first_epoch, model, optimizer, exchange, args, top,
-                                        provenance, job.data)
+                        checkpoint.save(job.checkpoint_path, run, window.first_epoch, trainer, args, top, job.data)
                     if asked and run.epoch < args.total_epochs:
-                        die(f"stopped by {stop.asked or 'another rank'} after epoch {run.epoch}; {kept(job)}",
-                            status=stops.TEMPFAIL)
+                        die(f"stopped by {stop.asked or 'another rank'} after epoch {run.epoch}; "
+                            f"{checkpoint.kept(job.checkpoint_path)}", status=stops.TEMPFAIL)
         except stops.Stopped as signal:  # SIGTERM, or a second Ctrl-C: now, keeping the last checkpoint
-            die(f"stopped by {signal} in epoch {run.epoch + 1}; {kept(job)}", status=128 + signal.signum)
+            die(f"stopped by {signal} in epoch {run.epoch + 1}; {checkpoint.kept(job.checkpoint_path)}",
+                status=128 + signal.signum)
+        except train.Diverged as err:  # on every rank alike: the training loss is all-reduced
+            die(str(err), status=1)
         except data.DataError as err:  # data that went bad while the run read it (a truncated shard)
-            die(f"{err} (in epoch {run.epoch + 1}; no row was written; {kept(job)})", status=1)
+            die(f"{err} (in epoch {run.epoch + 1}; no row was written; {checkpoint.kept(job.checkpoint_path)})",
+                status=1)
     if args.save_partitions:
-        run.partitions[-1]["trained"] = trained_in(plan[-1], run.partition, args, job)
+        run.partitions[-1]["trained"] = trained_in(plan[-1], run.partition, policy, job)
     if top.master:
         finish(run, args, job, time.perf_counter() - started, wandb_run)
     topology.stop()
@@ -299,14 +232,8 @@ def announce(args: Namespace, job: Job, run: Run):
     """The run's first line (rank 0), and its W&B run if asked for."""
     if not job.top.master:
         return None
-    top, name = job.top, results.run_name(job.csv, args.seed)
-    saving = (f"a checkpoint every {args.checkpoint_every} epochs to {job.checkpoint_path}" if args.checkpoint_every
-              else "no checkpoints (--checkpoint-every 0)")
-    processes = f"{top.world} process{'' if top.world == 1 else 'es'}"
-    print(f"{name}: {console.plural(top.workers, 'worker')} ({processes} x {args.emulate_workers}) x batch "
-          f"{args.batch_size}, {len(job.train)} train / {len(job.test)} test examples (train: {job.train.source}; "
-          f"test: {job.test.source}), {top.device}, {saving}; results -> {job.csv}"
-          + (f"; resuming after epoch {run.epoch}" if job.checkpoint else ""), flush=True)
+    name = results.run_name(job.csv, args.seed)
+    print(console.first_line(name, job.top, args, job, run.epoch if job.checkpoint else None), flush=True)
     if not args.wandb:
         return None
     import wandb
@@ -314,25 +241,13 @@ def announce(args: Namespace, job: Job, run: Run):
                       config=vars(args), notes=args.description or None)
 
 
-def epoch_figures(stats: dict, epoch: int, exchange, readers: list) -> dict:
-    """The epoch's training figures, with this rank's gradient exchange (bytes it sent, its selection
-    time) and what every worker's streaming cache fetched, as the filesystem counted it. A diverged
-    run stops here, on every rank alike (the training loss is all-reduced)."""
-    if not math.isfinite(stats["train_loss"]):
-        die(f"training diverged in epoch {epoch + 1} (training loss {stats['train_loss']}); "
-            "no row was written; lower --lr (or use --amp none)", status=1)
-    if exchange:
-        stats["exchange"] = exchange.take_stats()
-    if readers:
-        stats["io"] = [row for rows in topology.gather_objects([r.stats().iloc[-1].to_dict() for r in readers])
-                       for row in rows]
-    return stats
-
-
 def log_epoch(run: Run, epoch: int, phase: str, stats: dict, args: Namespace, job: Job, wandb_run) -> None:
     run.metrics.append(stats[job.task.record.epoch_key])
-    run.log["epochs"].append({"epoch": epoch + 1, "phase": phase, **stats})
-    seconds = [e["epoch_s"] for e in run.log["epochs"] if "epoch_s" in e]
+    own = {"train_loss", "train_s", "tracking_s", "epoch_s", "exchange", "io"}
+    run.log.epochs.append(runlog.Epoch(epoch + 1, phase, stats["train_loss"], stats["train_s"], stats["tracking_s"],
+                                       stats["epoch_s"], {k: v for k, v in stats.items() if k not in own},
+                                       stats.get("exchange"), stats.get("io")))
+    seconds = [e.epoch_s for e in run.log.epochs]
     print(console.epoch_line(epoch, args.total_epochs, phase, stats, job.task.describe(stats), seconds), flush=True)
     if wandb_run:
         wandb_run.log({"epoch": epoch + 1, **stats})
@@ -344,13 +259,13 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, wandb_run) -> No
     goes unless --keep-checkpoint."""
     values = results.row(args.seed, run.metrics, job.workload)
     task = job.task.record
-    best = {task.column: values[task.column], "best_epoch": values["best_epoch"]}
-    run.log.update(best, total_training_s=total_s,
-                   tracking_s_per_epoch=sum(e["tracking_s"] for e in run.log["epochs"]) / len(run.log["epochs"]))
+    run.log.best = {task.column: values[task.column], "best_epoch": values["best_epoch"]}
+    run.log.total_training_s = total_s
+    run.log.tracking_s_per_epoch = sum(e.tracking_s for e in run.log.epochs) / len(run.log.epochs)
     log_path = job.csv.parent / "logs" / run.log_name  # beside the results given, wherever the checkpoint was made
     saved = log_path.with_suffix(".partitions.pt")
     try:
-        results.write_json(log_path, run.log)
+        results.write_json(log_path, run.log.to_json())
         if args.save_partitions:
             results.save_torch(saved, {"args": vars(args), "windows": run.partitions})
         try:
@@ -367,7 +282,7 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, wandb_run) -> No
     print(f"best {task.metric_name} {values[task.column]:.{task.decimals}f}{task.unit} at epoch "
           f"{values['best_epoch']}, {total_s:.1f}s; row appended to {job.csv}, log {log_path}")
     if wandb_run:
-        wandb_run.summary.update(best)
+        wandb_run.summary.update(run.log.best)
         wandb_run.finish()
 
 

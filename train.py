@@ -14,6 +14,7 @@ no per-example Python loop, no device sync per step. Everything task-specific is
 (tasks.py): how a batch is taken and augmented, the loss, the throughput's unit.
 """
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import importance
 import models
 import reducers
 import tasks
+import topology
 from samplers import WorkerBatches
 
 
@@ -55,6 +57,17 @@ class Step:
         device = fields["device"]
         ctx = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
         return Step(ctx=ctx, **fields)
+
+
+@dataclass
+class Trainer:
+    """What trains: the model (`model`; `ddp` is what the steps call: DDP under torchrun, else the same
+    module), the gradient exchange (a reducer's state, or None), the step's inputs and the optimizer."""
+    model: nn.Module
+    ddp: nn.Module
+    exchange: "reducers.ReducerState | None"
+    step: Step
+    optimizer: torch.optim.Optimizer
 
 
 class DeviceTimer:
@@ -221,3 +234,22 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Wor
     loss_total, examples = totals.tolist()
     rate = step.task.throughput(examples, seconds, split)
     return {"train_loss": loss_total / examples, **rate, "train_s": seconds, "tracking_s": tracking.seconds()}
+
+
+class Diverged(ArithmeticError):
+    """The training loss is no longer finite: the run stops (dpt.py says so in one line, no row written)."""
+
+
+def epoch_figures(stats: dict, epoch: int, exchange: "reducers.ReducerState | None", readers: list) -> dict:
+    """The epoch's training figures, with this rank's gradient exchange (bytes it sent, its selection
+    time) and what every worker's streaming cache fetched, as the filesystem counted it; Diverged when
+    the loss is not finite (on every rank alike: the training loss is all-reduced)."""
+    if not math.isfinite(stats["train_loss"]):
+        raise Diverged(f"training diverged in epoch {epoch + 1} (training loss {stats['train_loss']}); no row was "
+                       "written; lower --lr (or use --amp none)")
+    if exchange:
+        stats["exchange"] = exchange.take_stats()
+    if readers:
+        stats["io"] = [row for rows in topology.gather_objects([r.stats().iloc[-1].to_dict() for r in readers])
+                       for row in rows]
+    return stats

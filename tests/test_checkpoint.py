@@ -66,7 +66,7 @@ def uninterrupted(tmp_path_factory):
             15,
             False,
         ),  # mid-epoch 4 (4 steps an epoch): mid-interval, after epoch 3's checkpoint
-        ("dpt.repartition", 1, False),  # at the repartition after warmup
+        ("schedule.repartition", 1, False),  # at the repartition after warmup
         ("results.write_bytes", 3, True),  # halfway through writing epoch 3's checkpoint
     ],
     ids=["during an epoch", "at a repartition", "during a checkpoint write"],

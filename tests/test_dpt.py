@@ -14,6 +14,7 @@ import torch
 import dpt
 import flags
 import results
+import schedule
 import workload
 from runs import ENV, REPO, TINY, inprocess, launch, only_log, partitions
 
@@ -29,7 +30,7 @@ from runs import ENV, REPO, TINY, inprocess, launch, only_log, partitions
     (5, 5, 0, [(0, 5)]),  # vanilla: warmup is the whole run
 ])
 def test_windows_follow_the_papers_code(T, W, I, expected):
-    plan = dpt.windows(T, W, I)
+    plan = [(w.first_epoch, w.epochs) for w in schedule.windows(T, W, I)]
     assert plan == expected
     repartition_epochs = [start + 1 for start, _ in plan[1:]]  # 1-based epochs that start with a new partition
     assert (
@@ -40,7 +41,8 @@ def test_windows_follow_the_papers_code(T, W, I, expected):
 def test_once_mode_is_one_interval_after_warmup():
     args = flags.parse_args(["--warmup-epochs", "30", "--repartition", "once"])
     assert args.interval_epochs == 70
-    assert dpt.windows(args.total_epochs, args.warmup_epochs, args.interval_epochs) == [(0, 30), (30, 70)]
+    assert schedule.windows(args.total_epochs, args.warmup_epochs, args.interval_epochs) == \
+        [schedule.Window(0, 0, 30), schedule.Window(1, 30, 70)]
 
 
 def test_defaults_are_the_papers_settings():

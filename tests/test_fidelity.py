@@ -12,10 +12,10 @@ from torch import nn
 import augment
 import catalog
 import data
-import dpt
 import flags
 import importance
 import models
+import schedule
 import tasks
 import train
 from samplers import ConstantSampler
@@ -49,8 +49,9 @@ def test_ignore_epochs_apply_to_the_first_repartition_only(measure):
     window[:, :2] += torch.linspace(50, 0, 40)[:, None] * torch.rand(40, 2, generator=g)  # the ignored columns dominate
     args = flags.parse_args(["--measure", measure, "--ignore-epochs", "2", "--warmup-epochs", "6"])
     score = importance.average if measure == "average" else importance.variance
-    first, _, _, _ = dpt.repartition(FixedRecorder(window), 1, None, args, 4)
-    later, _, _, _ = dpt.repartition(FixedRecorder(window), 2, None, args, 4)
+    policy = schedule.Policy.of(args)
+    first = schedule.repartition(FixedRecorder(window), schedule.Window(1, 6, 5), None, policy, 4).scores
+    later = schedule.repartition(FixedRecorder(window), schedule.Window(2, 11, 5), None, policy, 4).scores
     assert torch.equal(first, score(window[:, 2:]))
     assert torch.equal(later, score(window))
     assert not torch.equal(importance.order(first), importance.order(later))
@@ -109,8 +110,8 @@ def test_paper_protocol_evaluates_augmented_images_with_batch_statistics():
 def test_fixed_partitions_are_shuffled_from_the_runs_seed_as_the_papers_code():
     parts = [torch.arange(0, 100, 2), torch.arange(1, 100, 2)]
     args = flags.parse_args(["--seed", "74606", "--sampler-seed", "3"])
-    warmup = dpt.worker_samplers(range(100), None, range(2), 2, args)
-    after = dpt.worker_samplers(range(100), parts, range(2), 2, args)
+    warmup = schedule.worker_samplers(range(100), None, range(2), 2, schedule.Policy.of(args))
+    after = schedule.worker_samplers(range(100), parts, range(2), 2, schedule.Policy.of(args))
     assert all(type(s) is torch.utils.data.DistributedSampler and s.seed == 3 for s in warmup)
     for w, s in enumerate(after):
         assert isinstance(s, ConstantSampler)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import data  # noqa: E402
 import fakedata  # noqa: E402
+import runlog  # noqa: E402
 import streaming  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,7 +97,9 @@ def run(name: str, root: Path, separate: bool = True) -> dict:
     with open(path, newline="") as f:
         (row,) = list(csv.DictReader(f))
     (log,) = [p for p in out.rglob("logs/*.json")]
-    losses = [e["train_loss"] for e in json.loads(log.read_text())["epochs"]]
+    written = json.loads(log.read_text())
+    assert runlog.RunLog.read(log).to_json() == written  # the log is what runlog.RunLog declares, whole
+    losses = [e["train_loss"] for e in written["epochs"]]
     return {"file": str(path.relative_to(out)), "row": row, "train_loss": losses}
 
 
