@@ -195,11 +195,10 @@ TASKS = {
     "text": Task("text", "language modelling", "texttask", "bits_per_byte", "bits_per_byte",
                  "best held-out bits per byte", "held-out", " bits per byte", False, 4, "gpt", ("standard",),
                  has_labels=False, streams=False, options=_text_options(),
-                 flag_group="language modelling (--dataset kjv or text); an example is a chunk of --seq-len + 1 bytes"),
+                 flag_group="an example is a chunk of --seq-len + 1 bytes"),
     "rec": Task("rec", "recommendation", "rectask", "hr10", "hr10", "best HR@10 (%)", "HR@10", "%", True, 2, "neumf",
                 ("standard",), has_labels=False, streams=False, options=_rec_options(),
-                flag_group="recommendation (--dataset movielens-1m or movielens-20m); an example is an interaction "
-                           "or one of its --negatives sampled negatives"),
+                flag_group="an example is an interaction or one of its --negatives sampled negatives"),
 }
 
 # ---- datasets ------------------------------------------------------------------------------------
@@ -223,10 +222,16 @@ DATASETS = {d.name: d for d in (
             pixel_mean=0.1307),
     Dataset("kjv", "KJV", "King James Bible", "kjv", "text", "Debian's bible-kjv"),
     Dataset("text", "Text", "text file", "text", "text", "the UTF-8 file given by --text-file"),
-    Dataset("movielens-1m", "ML1M", "MovieLens 1M", "ml1m", "rec", "GroupLens (ml-1m.zip; movielens.generate for "
-            "generated data in its layout)", train_files=("ml-1m/ratings.dat",)),
+    Dataset("movielens-100k", "ML100K", "MovieLens 100K", "ml100k", "rec", "GroupLens (ml-100k.zip's u.data), or "
+            "the same ratings in RecBole's atomic file (setup.sh takes it from RecBole's wheel on PyPI)",
+            train_files=("ml-100k/u.data", "ml-100k/ml-100k.inter")),
+    Dataset("movielens-1m", "ML1M", "MovieLens 1M", "ml1m", "rec", "GroupLens (ml-1m.zip)",
+            train_files=("ml-1m/ratings.dat",)),
     Dataset("movielens-20m", "ML20M", "MovieLens 20M", "ml20m", "rec", "GroupLens (ml-20m.zip)",
             train_files=("ml-20m/ratings.csv",)),
+    Dataset("generated-ratings", "Generated", "generated ratings (not MovieLens)", "generated", "rec",
+            "movielens.generate: a seeded generator in MovieLens-1M's layout, for a machine without MovieLens",
+            train_files=("generated-ratings/ratings.dat",)),
 )}
 
 # ---- models --------------------------------------------------------------------------------------

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--test-subset", type=int, default=0, help="evaluate on the first N test examples only (0: all)")
     for task in C.TASKS.values():
         if task.options:
-            group = p.add_argument_group(task.flag_group)
+            group = p.add_argument_group(f"{task.title} (--dataset {' or '.join(C.names_of(C.DATASETS, task.name))}); "
+                                         f"{task.flag_group}")
             for option in task.options:
                 group.add_argument(option.flag, type=option.type, default=option.default,
                                    help=option.help + _model_defaults(option))

@@ -2,6 +2,8 @@
 
 dpt.py loads the splits through `load` before any process group starts; by hand:
 
+    python -c "import movielens; print(movielens.load('movielens-100k', 'data', train=True, negatives=4, \
+test_negatives=100).num_users)"
     python -c "import movielens; print(movielens.generate('/tmp/movielens-example', users=50, items=80))"
 
 Every rating is an interaction (a positive, whatever its stars). Each user's last interaction by
@@ -13,11 +15,16 @@ never one of the user's training positives. The held-out split is one row per us
 item and --test-negatives items it never interacted with (seeded once; 100, as NVIDIA's and
 ExDyna's NCF benchmarks; He et al. used 99), ranked by the model (HR@10, NDCG@10).
 
-Files, in --data-dir (downloaded there when missing and the network is reachable):
+Files, in --data-dir (downloaded there when missing and the network is reachable; the record's
+train_files lists the layouts read, the first found is used):
+- movielens-100k: ml-100k/u.data (GroupLens's ml-100k.zip), lines `user<TAB>item<TAB>rating<TAB>timestamp`,
+  no header; or ml-100k/ml-100k.inter, the same ratings in RecBole's atomic format (a header
+  `user_id:token<TAB>item_id:token<TAB>rating:float<TAB>timestamp:float`), which setup.sh extracts
+  from RecBole's wheel on PyPI, so the real data is there offline.
 - movielens-1m: ml-1m/ratings.dat, lines `UserID::MovieID::Rating::Timestamp`, no header.
 - movielens-20m: ml-20m/ratings.csv, header `userId,movieId,rating,timestamp`.
-`generate` writes a small ratings.dat in the ml-1m layout, from a seeded generator (for a machine
-without the real files: its numbers say nothing about MovieLens).
+- generated-ratings: generated-ratings/ratings.dat in the ml-1m layout, written by `generate` from a
+  seeded generator (its numbers say nothing about MovieLens; its rows and titles say "generated").
 """
 import io
 import os
@@ -32,8 +39,15 @@ import augment
 import catalog as C
 from data import DataError, _fetch, checked_folder
 
-URLS = {"movielens-1m": "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-        "movielens-20m": "https://files.grouplens.org/datasets/movielens/ml-20m.zip"}
+GROUPLENS = "https://files.grouplens.org/datasets/movielens"
+URLS = {"movielens-100k": f"{GROUPLENS}/ml-100k.zip", "movielens-1m": f"{GROUPLENS}/ml-1m.zip",
+        "movielens-20m": f"{GROUPLENS}/ml-20m.zip", "generated-ratings": None}  # None: written by generate()
+# Each layout: (separator, header line or None, what its lines look like); columns user, item, rating, timestamp.
+LAYOUTS = {".dat": ("::", None, "lines UserID::MovieID::Rating::Timestamp"),
+           ".csv": (",", "userId,movieId,rating,timestamp", "a header userId,movieId,rating,timestamp"),
+           ".data": ("\t", None, "tab-separated lines user item rating timestamp"),
+           ".inter": ("\t", "user_id:token\titem_id:token\trating:float\ttimestamp:float",
+                      "RecBole's header user_id:token item_id:token rating:float timestamp:float, tab-separated")}
 TEST_SEED = 0  # the held-out negatives are drawn once, the same for every run
 MAX_DRAWS = 64  # rejection rounds for a training negative (a user's positives are a small share of the items)
 DRAW_KEYS = [augment.hash32_int(d) for d in range(MAX_DRAWS)]
@@ -58,24 +72,35 @@ class Split:
                      self.seen.to(device), self.candidates.to(device), self.source)
 
 
+def ratings_file(name: str, root: Path) -> Path:
+    """The first of the record's layouts present in `root`; downloaded when none is and it has a URL."""
+    spec = C.DATASETS[name]
+    found = [root / f for f in spec.train_files if (root / f).is_file()]
+    if found:
+        return found[0]
+    if URLS[name] is None:
+        raise DataError(f"{root / spec.train_files[0]} not found; write it with: python -c \"import movielens; "
+                        f"movielens.generate('{root}')\" (generated ratings), or pass the --data-dir that holds it")
+    import torchvision.datasets.utils as tv
+
+    _fetch(name, root, lambda: tv.download_and_extract_archive(URLS[name], str(root)))
+    return root / spec.train_files[0]
+
+
 def read_ratings(name: str, root: Path) -> pd.DataFrame:
     """(user, item, timestamp) of every rating, in file order; DataError naming the fix otherwise."""
-    spec = C.DATASETS[name]
-    path = root / spec.train_files[0]
-    if not path.is_file():
-        import torchvision.datasets.utils as tv
-
-        _fetch(name, root, lambda: tv.download_and_extract_archive(URLS[name], str(root)))
+    path = ratings_file(name, root)
+    separator, header, expected = LAYOUTS[path.suffix]
     try:
-        if path.suffix == ".dat":
-            raw = path.read_bytes().replace(b"::", b",")
-            frame = pd.read_csv(io.BytesIO(raw), header=None, names=["user", "item", "rating", "timestamp"])
-        else:
-            frame = pd.read_csv(path).rename(columns={"userId": "user", "movieId": "item"})
+        raw = path.read_bytes()
+        if header is not None and raw.split(b"\n", 1)[0].decode().strip() != header:
+            raise ValueError(f"its first line is not the header {header!r}")
+        if separator == "::":
+            raw, separator = raw.replace(b"::", b","), ","
+        frame = pd.read_csv(io.BytesIO(raw), sep=separator, header=0 if header else None,
+                            names=["user", "item", "rating", "timestamp"], usecols=[0, 1, 2, 3])
         frame = frame[["user", "item", "timestamp"]].astype("int64")
     except (ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        expected = ("lines UserID::MovieID::Rating::Timestamp" if path.suffix == ".dat" else
-                    "a header userId,movieId,rating,timestamp")
         raise DataError(f"{path} is not a MovieLens ratings file ({type(err).__name__}: {str(err)[:120]}); expected "
                         f"{expected}; delete it so that it is downloaded again") from None
     if len(frame) < 2:
@@ -139,7 +164,7 @@ def load(name: str, data_dir: str | os.PathLike, train: bool, negatives: int, te
         raise DataError(f"a user of {name} has {counts.max()} of the {num_items} items as positives: too few are "
                         "left to sample negatives from; drop such users from the ratings")
     seen = torch.from_numpy(np.unique(train_users * num_items + train_items))
-    source = str(root / C.DATASETS[name].train_files[0]) + (f", the first {subset} users" if subset else "")
+    source = str(ratings_file(name, root)) + (f", the first {subset} users" if subset else "")
     if train:
         return Split(torch.from_numpy(train_users), torch.from_numpy(train_items), num_users, num_items, negatives,
                      seen, torch.empty(0, 0, dtype=torch.int64), source)
@@ -169,10 +194,11 @@ def draw_negatives(users: torch.Tensor, examples: torch.Tensor, seen: torch.Tens
 
 
 def generate(folder: str | os.PathLike, users: int = 300, items: int = 400, per_user: int = 30,
-             seed: int = 0) -> Path:
-    """A ratings.dat in the ml-1m layout (<folder>/ml-1m/ratings.dat) from a seeded generator: each
+             seed: int = 0, name: str = "generated-ratings") -> Path:
+    """A ratings.dat in the ml-1m layout from a seeded generator, where dataset `name` reads it
+    (<folder>/generated-ratings/ratings.dat: pass --dataset generated-ratings --data-dir folder): each
     user rates `per_user` items drawn by popularity (Zipf) within one of a few taste groups, at
-    increasing timestamps. GENERATED data, for a machine without MovieLens; pass --data-dir folder."""
+    increasing timestamps. GENERATED data, for a machine without MovieLens."""
     rng = np.random.default_rng(seed)
     groups = 5
     popularity = 1.0 / np.arange(1, items + 1) ** 0.8
@@ -183,7 +209,8 @@ def generate(folder: str | os.PathLike, users: int = 300, items: int = 400, per_
         chosen = rng.choice(items, size=min(per_user, items), replace=False, p=weights / weights.sum())
         stamps = 978_300_000 + np.sort(rng.integers(0, 10**7, size=len(chosen)))
         lines += [f"{u}::{i + 1}::{rng.integers(1, 6)}::{t}" for i, t in zip(chosen, stamps)]
-    path = Path(folder) / "ml-1m" / "ratings.dat"
+    path = Path(folder) / C.DATASETS[name].train_files[0]
+    assert path.suffix == ".dat", "generate writes the ml-1m layout"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -65,8 +65,9 @@ def selected_tables(opts: argparse.Namespace) -> list[Workload]:
     else:
         tables = names.STUDIES[opts.study].tables()
     change = {k: getattr(opts, k) for k in ("dataset", "model") if getattr(opts, k)}
-    return [replace(t, total_epochs=opts.epochs, ignore_epochs=opts.ignore, workers=opts.workers, **change)
-            for t in tables]
+    sized = [replace(t, dataset=opts.sized.dataset, model=opts.sized.model) if opts.sized else t for t in tables]
+    return list(dict.fromkeys(replace(t, total_epochs=opts.epochs, ignore_epochs=opts.ignore, workers=opts.workers,
+                                      **change) for t in sized))
 
 
 def grid(opts: argparse.Namespace) -> tuple[list[Workload], int]:
@@ -124,7 +125,8 @@ def study(opts: argparse.Namespace) -> tuple[list[Run], int]:
     (so a flag after -- that the runs would refuse stops the sweep before its first run), and the
     impossible settings left out."""
     chosen, impossible = grid(opts)
-    study_flags = names.STUDIES[opts.study].flags if opts.study in names.STUDIES else ()
+    study_flags = (*(opts.sized.flags if opts.sized else ()),
+                   *(names.STUDIES[opts.study].flags if opts.study in names.STUDIES else ()))
     passed = absolute(opts.dpt_flags, Path.cwd())
     data_dir = [] if "--data-dir" in passed else ["--data-dir", str(REPO / "data")]
     common = ["--results-dir", str(opts.results_dir), "--checkpoint-every", str(opts.checkpoint_every), "--resume",
@@ -287,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                       names.STUDIES.items()) + " (docs/studies.md)")
     p.add_argument("--table", type=int, action="append", choices=sorted(names.PAPER_TABLES),
                    help="with --study paper: a paper table's workload (repeatable; default: all five)")
+    p.add_argument("--size", choices=["full", *names.SIZES], default="full", metavar="SIZE",
+                   help="full: the study's own datasets, models and schedule (the paper's for the image studies); "
+                        + "; ".join(f"{n}: on each task a size that learns in minutes a run on 2 CPU cores ("
+                                    + ", ".join(f"{t}: {z.what}" for t, z in sizes.items()) + ")"
+                                    for n, sizes in names.SIZES.items()))
     p.add_argument("--dataset", choices=list(C.DATASETS), metavar="NAME",
                    help=f"run the study on this dataset instead: {', '.join(C.DATASETS)}")
     p.add_argument("--model", choices=list(C.MODELS), metavar="NAME",
@@ -311,12 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="GPUs on this node (default: as many as nvidia-smi lists; 0: run on CPUs)",
     )
-    p.add_argument(
-        "--per-gpu",
-        type=int,
-        default=1,
-        help="runs at once per GPU (per group of --workers GPUs under torchrun; per node on CPUs)",
-    )
+    p.add_argument("--per-gpu", type=int, default=None,
+                   help="runs at once per GPU (1 unless given; per group of --workers GPUs under torchrun), or on a "
+                        "node without GPUs (there: one per core unless given, each on one thread)")
     p.add_argument("--results-dir", type=Path, help="default: results/<study>")
     p.add_argument("--checkpoint-every", type=int, default=10, help="epochs between a run's checkpoints")
     p.add_argument(
@@ -349,15 +353,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     opts = p.parse_args(argv)
     opts.dpt_flags = dpt_args
     study = names.STUDIES.get(opts.study)
-    opts.warmups = opts.warmups or list(study.warmups if study else names.PAPER_WARMUPS)
-    opts.intervals = opts.intervals or list(study.intervals if study else names.PAPER_INTERVALS)
-    opts.results_dir = (opts.results_dir or Path("results", opts.study)).resolve()
     base = study.base if study else names.PAPER_TABLES[1]
-    opts.epochs = opts.epochs if opts.epochs is not None else base.total_epochs
-    opts.ignore = opts.ignore if opts.ignore is not None else base.ignore_epochs
+    opts.sized = names.SIZES[opts.size][base.task] if opts.size != "full" else None
+    grid_from = opts.sized or study
+    opts.warmups = opts.warmups or list(grid_from.warmups if grid_from else names.PAPER_WARMUPS)
+    opts.intervals = opts.intervals or list(grid_from.intervals if grid_from else names.PAPER_INTERVALS)
+    opts.results_dir = (opts.results_dir or Path("results", opts.study if opts.size == "full" else
+                                                 f"{opts.study}-{opts.size}")).resolve()
+    opts.epochs = opts.epochs if opts.epochs is not None else (opts.sized or base).total_epochs
+    opts.ignore = opts.ignore if opts.ignore is not None else (opts.sized or base).ignore_epochs
     if opts.table and study:
         die(f"--table selects among the paper's tables; --study {opts.study} has its own workloads (drop --table)")
     opts.gpus = gpu_count() if opts.gpus is None else opts.gpus
+    opts.per_gpu = opts.per_gpu or (1 if opts.gpus or opts.slurm or opts.status else os.cpu_count() or 1)
     study_set = {f for f in (study.flags if study else ()) if f.startswith("--")}
     clash = sorted({a.split("=")[0] for a in dpt_args} & (set(SET_BY_SWEEP) | study_set))
     if clash:

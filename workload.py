@@ -118,6 +118,40 @@ PAPER_SEEDS = (17611, 74606, 8271, 33432, 15455, 64937, 99740, 58915, 61898, 854
 
 
 @dataclass(frozen=True)
+class Size:
+    """A size a study runs at on one task: the dataset and model that stand in for its own, the schedule
+    and W x I grid, and the dpt.py flags every run gets (run-experiments.sh --size NAME)."""
+    dataset: str
+    model: str
+    total_epochs: int
+    ignore_epochs: int
+    warmups: tuple[int, ...]
+    intervals: tuple[int, ...]
+    flags: tuple[str, ...]
+    what: str  # for the docs
+
+
+# Where a run learns in minutes on 2 CPU cores (1 thread a run, 2 at once; docs/performance.md). Image:
+# LeNet-5 on the first 10,000 Fashion-MNIST training images (the full test set), 4 workers x 32, the
+# paper's optimizer, evaluated in eval mode; T 20, best epochs late (accuracy still rising at 20), so
+# W {4, 8} ends warmup well before them; I {2, 6} as the paper's I 5 and 30 of T 100 (I 1 would score
+# one-column windows: the average). Text: a 2-block GPT of width 128 on 4,000 chunks of 64 bytes.
+# Recommendation: NeuMF on the real MovieLens-100K (943 users), its original sizes.
+SIZES = {"cpu": {
+    "image": Size("fashionmnist", "lenet5", 20, 1, (4, 8), (2, 6),
+                  ("--subset", "10000", "--batch-size", "32", "--eval-protocol", "standard"),
+                  "LeNet-5 on 10,000 Fashion-MNIST images, 4 workers x 32, T 20, W {4, 8} x I {2, 6}"),
+    "text": Size("kjv", "gpt", 16, 1, (3, 6), (2, 5),
+                 ("--subset", "4000", "--test-subset", "500", "--seq-len", "64", "--layers", "2", "--hidden", "128",
+                  "--heads", "4", "--batch-size", "16"),
+                 "a 2-block GPT (width 128) on 4,000 KJV chunks of 64 bytes, 4 workers x 16, T 16, "
+                 "W {3, 6} x I {2, 5}"),
+    "rec": Size("movielens-100k", "neumf", 20, 1, (3, 6), (2, 5), ("--batch-size", "256"),
+                "NeuMF on MovieLens-100K, 4 workers x 256, T 20, W {3, 6} x I {2, 5}"),
+}}
+
+
+@dataclass(frozen=True)
 class Study:
     """A follow-up study: variants of one workload (another measure, another heuristic, ...) on a small
     W x I grid, each against the vanilla baseline. run-experiments.sh --study NAME runs it; report.py
@@ -142,39 +176,44 @@ STUDY_WARMUPS, STUDY_INTERVALS = (20, 40), (5, 30)
 # Language modelling on the King James Bible with the small GPT: 30 epochs (held-out bits per byte
 # flattens by then at this size), E_ignore 1 (one epoch of random-init losses), W 5 and 10 x I 2 and
 # 5 (repartitions every few epochs, as the image grid's I 5 is 5% of T), AdamW at 3e-3 (SGD at the
-# paper's lr diverges or stalls on a GPT). Variants: vanilla and Stripes-variance, the p-based and
-# gradient measures with Stripes, and the random control and the movement-saving heuristics with variance.
+# paper's lr diverges or stalls on a GPT). Variants: Stripes over the paper's two measures, and the control.
 LM_BASE = Workload("kjv", "gpt", "stripes", "variance", total_epochs=30, ignore_epochs=1)
 # Recommendation (ExDyna's third benchmark): NeuMF on MovieLens-1M, 20 epochs (HR@10 settles by then
 # at the original's sizes), E_ignore 1, W 3 and 6 x I 2 and 5, Adam at 1e-3 and batch 256 as He et al.
 # Variants: Stripes-variance, the random control, and the mean loss and forgetting with Stripes.
 NCF_BASE = Workload("movielens-1m", "neumf", "stripes", "variance", total_epochs=20, ignore_epochs=1)
+CONTROL = {"heuristic": "random"}  # fixed partitions without importance: in every study beside vanilla
 STUDIES = {
-    "measures": Study(PAPER_TABLES[1], tuple({"measure": m} for m, r in C.MEASURES.items() if r.studies),
+    # The paper's question off its setting: its three workloads (Tables 1-3) against vanilla and the control.
+    "partitions": Study(PAPER_TABLES[1], ({}, {"measure": "average"}, {"heuristic": "blocks"}, CONTROL),
+                        STUDY_WARMUPS, STUDY_INTERVALS,
+                        what="the paper's Stripes-variance, Stripes-average and Blocks-variance against the random "
+                             "control, W {20, 40} x I {5, 30}"),
+    "measures": Study(PAPER_TABLES[1], tuple({"measure": m} for m, r in C.MEASURES.items() if r.studies) + (CONTROL,),
                       STUDY_WARMUPS, STUDY_INTERVALS,
-                      what="every measure of the studies with Stripes on Table 1's workload, W {20, 40} x I {5, 30}"),
+                      what="every measure of the studies with Stripes on Table 1's workload, and the control, "
+                           "W {20, 40} x I {5, 30}"),
     "heuristics": Study(PAPER_TABLES[1], tuple({"heuristic": h} for h, r in C.HEURISTICS.items() if r.studies),
                         STUDY_WARMUPS, STUDY_INTERVALS, what="every heuristic with loss variance, the same grid"),
-    "lm": Study(LM_BASE, ({}, {"measure": "average"}, {"measure": "confidence"}, {"measure": "el2n"},
-                          {"measure": "grad-norm"}, {"heuristic": "random"}, {"heuristic": "snake"},
-                          {"heuristic": "sticky-stripes"}),
-                (5, 10), (2, 5), ("--optimizer", "adamw", "--lr", "0.003", "--weight-decay", "0.1"),
-                what="the King James Bible with the small GPT: Stripes-variance, 4 other measures and 3 other "
-                     "heuristics, T 30, E_ignore 1, W {5, 10} x I {2, 5}, AdamW at 3e-3"),
-    # Gradient sparsification: every reducer at density 0.01 (exact: dense) under Stripes-variance at
-    # W20-INT5, each against vanilla DPT with the same reducer: accuracy against the bytes sent.
-    "exchange": Study(PAPER_TABLES[1], tuple({"reducer": r, "density": 1.0 if r == "exact" else C.DEFAULT_DENSITY}
-                                             for r, record in C.REDUCERS.items() if record.studies), (20,), (5,),
-                      what="every gradient reducer at density 0.01 under Stripes-variance at W20-INT5, each against "
-                           "vanilla DPT with the same reducer"),
+    "lm": Study(LM_BASE, ({}, {"measure": "average"}, CONTROL), (5, 10), (2, 5),
+                ("--optimizer", "adamw", "--lr", "0.003", "--weight-decay", "0.1"),
+                what="the King James Bible with the small GPT: Stripes-variance, Stripes-average and the control, "
+                     "T 30, E_ignore 1, W {5, 10} x I {2, 5}, AdamW at 3e-3"),
+    # Gradient sparsification: ExDyna and top-k at densities 0.01 and 0.001 under Stripes-variance and the
+    # control at W20-INT5, each against vanilla DPT with the same reducer (dense: the partitions study's
+    # runs, DDP's own all-reduce): accuracy against the bytes sent.
+    "exchange": Study(PAPER_TABLES[1], tuple({"reducer": r, "density": d, **arm} for r in ("exdyna", "topk")
+                                             for d in (0.01, 0.001) for arm in ({}, CONTROL)), (20,), (5,),
+                      what="ExDyna and top-k at densities 0.01 and 0.001 under Stripes-variance and the control at "
+                           "W20-INT5, each against vanilla DPT with the same reducer"),
     # Disk and network I/O: fixed partitions (random, the paper's two, the movement-saving sticky
     # Stripes, whole shards) against vanilla DPT, each run saving its partitions so that report.py --io
     # simulates what it would fetch under any storage setting (shards of 1 to 1000, caches of 1/n, 2/n).
-    "io": Study(PAPER_TABLES[1], ({"heuristic": "random"}, {}, {"heuristic": "blocks"}, {"heuristic": "sticky-stripes"},
+    "io": Study(PAPER_TABLES[1], (CONTROL, {}, {"heuristic": "blocks"}, {"heuristic": "sticky-stripes"},
                                   {"heuristic": "shard-stripes"}), (20,), (5,), ("--save-partitions",),
                 what="random, Stripes, Blocks, sticky Stripes and shard Stripes at W20-INT5, partitions saved for "
                      "report.py --io"),
-    "ncf": Study(NCF_BASE, ({}, {"heuristic": "random"}, {"measure": "average"}, {"measure": "forgetting"}),
+    "ncf": Study(NCF_BASE, ({}, CONTROL, {"measure": "average"}, {"measure": "forgetting"}),
                  (3, 6), (2, 5), ("--optimizer", "adamw", "--lr", "0.001", "--weight-decay", "0"),
                  what="NeuMF on MovieLens-1M (HR@10): Stripes-variance, the random control, average and forgetting, "
                       "T 20, E_ignore 1, W {3, 6} x I {2, 5}, Adam at 1e-3"),

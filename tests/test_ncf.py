@@ -3,6 +3,8 @@ by timestamp, negatives that never hold a user's positives, HR@10 and NDCG@10 by
 signals against autograd, and runs: emulated and 2-rank torchrun rows, a reducer on NeuMF's
 gradients, and a killed run resumed to the same row."""
 import csv
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,14 +51,46 @@ def test_leave_one_out_holds_out_each_users_last_interaction_by_timestamp(tmp_pa
     assert train == [(1, 10), (1, 12), (2, 10), (2, 13), (3, 14)]
 
 
-def test_both_layouts_load_the_same_split(tmp_path):
+def write_100k(folder, rows=RATINGS, recbole=False):
+    """GroupLens's ml-100k/u.data (tab-separated, no header), or RecBole's ml-100k/ml-100k.inter (its header)."""
+    path = folder / "ml-100k" / ("ml-100k.inter" if recbole else "u.data")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" if recbole else ""
+    path.write_text(header + "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
+    return path
+
+
+def test_every_layout_loads_the_same_split(tmp_path):
     write_dat(tmp_path / "a")
     write_csv(tmp_path / "b")
+    write_100k(tmp_path / "c")
+    write_100k(tmp_path / "d", recbole=True)
     for train in (True, False):
         a = movielens.load("movielens-1m", tmp_path / "a", train, 2, 1)
-        b = movielens.load("movielens-20m", tmp_path / "b", train, 2, 1)
-        assert all(torch.equal(x, y) for x, y in ((a.users, b.users), (a.items, b.items), (a.seen, b.seen),
-                                                   (a.candidates, b.candidates)))
+        for name, folder in (("movielens-20m", "b"), ("movielens-100k", "c"), ("movielens-100k", "d")):
+            b = movielens.load(name, tmp_path / folder, train, 2, 1)
+            assert all(torch.equal(x, y) for x, y in ((a.users, b.users), (a.items, b.items), (a.seen, b.seen),
+                                                       (a.candidates, b.candidates))), (name, folder)
+
+
+def test_a_recbole_file_without_its_header_is_refused(tmp_path):
+    path = write_100k(tmp_path, recbole=True)
+    path.write_text(path.read_text().split("\n", 1)[1])
+    with pytest.raises(DataError, match="is not a MovieLens ratings file .* expected RecBole's header"):
+        movielens.load("movielens-100k", tmp_path, True, 4, 1)
+
+
+REAL_100K = Path(__file__).resolve().parent.parent / "data" / "ml-100k" / "ml-100k.inter"
+
+
+@pytest.mark.skipif(not REAL_100K.is_file() and os.environ.get("CI") != "true",
+                    reason="setup.sh puts MovieLens-100K in data/ml-100k (from RecBole's wheel on PyPI)")
+def test_the_real_movielens_100k_is_what_grouplens_describes():
+    """943 users, 1,682 items, 100,000 ratings, every user with at least 20 (GroupLens's README); CI must have it."""
+    train = movielens.load("movielens-100k", REAL_100K.parent.parent, True, 4, 100)
+    test = movielens.load("movielens-100k", REAL_100K.parent.parent, False, 4, 100)
+    assert (train.num_users, train.num_items, len(train.users), len(test.users)) == (943, 1682, 100_000 - 943, 943)
+    assert torch.bincount(train.users).min() >= 19 and test.candidates.shape == (943, 100)
 
 
 def test_missing_or_broken_files_are_one_line_naming_the_fix(tmp_path, monkeypatch):
@@ -94,8 +128,8 @@ def test_negatives_never_hold_a_users_positives_and_are_the_same_on_every_worker
 
 def test_held_out_negatives_are_distinct_unseen_and_seeded(tmp_path):
     movielens.generate(tmp_path, users=40, items=60, per_user=12)
-    a = movielens.load("movielens-1m", tmp_path, False, 4, 20)
-    b = movielens.load("movielens-1m", tmp_path, False, 4, 20)
+    a = movielens.load("generated-ratings", tmp_path, False, 4, 20)
+    b = movielens.load("generated-ratings", tmp_path, False, 4, 20)
     assert torch.equal(a.candidates, b.candidates) and a.candidates.shape == (40, 20)
     seen = set(a.seen.tolist())
     for u, (held, row) in enumerate(zip(a.items.tolist(), a.candidates.tolist())):
@@ -143,7 +177,7 @@ def test_the_signals_of_an_interaction_against_autograd():
 
 def generated(tmp_path):
     movielens.generate(tmp_path / "data", users=60, items=80, per_user=15)
-    return ["--dataset", "movielens-1m", "--data-dir", str(tmp_path / "data"), "--total-epochs", "4",
+    return ["--dataset", "generated-ratings", "--data-dir", str(tmp_path / "data"), "--total-epochs", "4",
             "--warmup-epochs", "2", "--interval-epochs", "1", "--ignore-epochs", "0", "--batch-size", "64",
             "--optimizer", "adamw", "--lr", "0.003", "--weight-decay", "0", "--test-negatives", "20"]
 
@@ -159,7 +193,7 @@ def test_emulated_and_torchrun_runs_write_the_same_row(tmp_path):
     inprocess([*argv, "--emulate-workers", "2", "--results-dir", str(tmp_path / "emulated")])
     launch([*argv, "--results-dir", str(tmp_path / "ranks")], nproc=2)
     mine, theirs = row(tmp_path / "emulated"), row(tmp_path / "ranks")
-    assert mine == theirs and 0 < mine["best_hr10"] <= 100 and mine["dataset"] == "movielens-1m"
+    assert mine == theirs and 0 < mine["best_hr10"] <= 100 and mine["dataset"] == "generated-ratings"
     log = only_log(tmp_path / "ranks")
     assert all(0 <= e["ndcg10"] <= e["hr10"] for e in log["epochs"]) and log["epochs"][0]["test_users"] == 60
 
