@@ -36,6 +36,47 @@ import sys
 import time
 from queue import Empty
 
+import flags
+
+PARTS = ("paths", "text", "partition", "reducers", "iosim", "scoring", "speed")  # the order they run in
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = flags.Parser(prog="bench.py", description=__doc__.split("\n\n")[0], formatter_class=flags.HelpFormatter)
+    p.add_argument("--workers", type=int, default=4, help="emulated workers (the paper: 4)")
+    p.add_argument("--batch-size", type=int, default=256, help="per worker (images)")
+    p.add_argument("--text-batch", type=int, default=64, help="chunks per worker (text)")
+    p.add_argument("--seq-len", type=int, default=128, help="bytes a text chunk predicts")
+    p.add_argument("--steps", type=int, default=20, help="steps per timed epoch (each worker's batches)")
+    p.add_argument("--amp", choices=["none", "bf16"], metavar="AMP", default=None,
+                   help="for our rows (default: bf16 on a GPU, none on a CPU)")
+    p.add_argument("--densities", type=float, nargs="+", default=[0.001, 0.01], help="the reducers' densities")
+    p.add_argument("--reducer-steps", type=int, default=5, help="steps before a reducer's selection is timed")
+    p.add_argument("--partition-examples", type=int, default=50_000,
+                   help="examples scored and partitioned in the overhead row (CIFAR's 50,000)")
+    p.add_argument("--sim-examples", type=int, default=50_000, help="examples in the I/O simulator's row")
+    p.add_argument("--score-examples", type=int, default=2048,
+                   help="examples the scoring pass (dd-el2n, dd-grand) is timed on, against an epoch of them")
+    p.add_argument("--sim-epochs", type=int, default=100, help="epochs in the I/O simulator's row (the paper's T)")
+    p.add_argument("--concurrent", type=int, nargs="+", metavar="K",
+                   help="instead of the table: K copies at once for each K (a sweep's runs per GPU), "
+                        "aggregate images/s")
+    p.add_argument("--compile-modes", nargs="*", metavar="MODE", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile modes timed in the speed-options table, of default, reduce-overhead and "
+                        "max-autotune (if not given: the first two on a GPU, none on a CPU, where compiling ResNet-18 "
+                        "takes minutes)")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), metavar="PART",
+                   help=f"what to measure, of {', '.join(PARTS)}, run in that order (default: all; gpu-check.sh "
+                        "times speed, whose compilations take minutes, last and apart)")
+    p.add_argument("--out", default="results/bench.json",
+                   help="where the figures go, as JSON (rewritten after each part)")
+    return p
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and a typo answered in a fraction of a second, before torch's import
+
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
@@ -46,7 +87,6 @@ from torchvision import transforms as T
 
 import catalog as C
 import data
-import flags
 import heuristics
 import importance
 import iosim
@@ -375,42 +415,6 @@ def iosim_row(args) -> dict:
     epochs, _ = iosim.simulate(windows, 4, st)
     return {"examples": args.sim_examples, "epochs": sum(n for _, n in plan), "workers": 4,
             "seconds": time.perf_counter() - start, "requests": int(epochs.requests.sum())}
-
-
-PARTS = ("paths", "text", "partition", "reducers", "iosim", "scoring", "speed")  # the order they run in
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = flags.Parser(prog="bench.py", description=__doc__.split("\n\n")[0], formatter_class=flags.HelpFormatter)
-    p.add_argument("--workers", type=int, default=4, help="emulated workers (the paper: 4)")
-    p.add_argument("--batch-size", type=int, default=256, help="per worker (images)")
-    p.add_argument("--text-batch", type=int, default=64, help="chunks per worker (text)")
-    p.add_argument("--seq-len", type=int, default=128, help="bytes a text chunk predicts")
-    p.add_argument("--steps", type=int, default=20, help="steps per timed epoch (each worker's batches)")
-    p.add_argument("--amp", choices=["none", "bf16"], metavar="AMP", default=None,
-                   help="for our rows (default: bf16 on a GPU, none on a CPU)")
-    p.add_argument("--densities", type=float, nargs="+", default=[0.001, 0.01], help="the reducers' densities")
-    p.add_argument("--reducer-steps", type=int, default=5, help="steps before a reducer's selection is timed")
-    p.add_argument("--partition-examples", type=int, default=50_000,
-                   help="examples scored and partitioned in the overhead row (CIFAR's 50,000)")
-    p.add_argument("--sim-examples", type=int, default=50_000, help="examples in the I/O simulator's row")
-    p.add_argument("--score-examples", type=int, default=2048,
-                   help="examples the scoring pass (dd-el2n, dd-grand) is timed on, against an epoch of them")
-    p.add_argument("--sim-epochs", type=int, default=100, help="epochs in the I/O simulator's row (the paper's T)")
-    p.add_argument("--concurrent", type=int, nargs="+", metavar="K",
-                   help="instead of the table: K copies at once for each K (a sweep's runs per GPU), "
-                        "aggregate images/s")
-    p.add_argument("--compile-modes", nargs="*", metavar="MODE", default=None,
-                   choices=["default", "reduce-overhead", "max-autotune"],
-                   help="torch.compile modes timed in the speed-options table, of default, reduce-overhead and "
-                        "max-autotune (if not given: the first two on a GPU, none on a CPU, where compiling ResNet-18 "
-                        "takes minutes)")
-    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), metavar="PART",
-                   help=f"what to measure, of {', '.join(PARTS)}, run in that order (default: all; gpu-check.sh "
-                        "times speed, whose compilations take minutes, last and apart)")
-    p.add_argument("--out", default="results/bench.json",
-                   help="where the figures go, as JSON (rewritten after each part)")
-    return p
 
 
 def main() -> None:

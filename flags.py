@@ -12,6 +12,7 @@ import argparse
 import math
 import os
 import sys
+import textwrap
 
 import catalog as C
 import workload as names
@@ -46,7 +47,16 @@ class Parser(argparse.ArgumentParser):
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Each option's default once: appended unless its help already says it, or there is none."""
+    """Each option's default once: appended unless its help already says it, or there is none; and lines
+    broken between words only, never inside a name at its hyphen (grad-norm, shard-stripes)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(textwrap.fill(" ".join(part.split()), width, initial_indent=indent,
+                                          subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+                            for part in text.split("\n\n"))
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""

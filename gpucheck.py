@@ -22,7 +22,7 @@ import pandas as pd
 import results
 import workload
 
-# What issue 21 asks of one H100 (bf16, tracking on), and the paper's figures they replace.
+# The targets on one H100 (bf16, tracking on), and the paper's figures they replace.
 TARGETS = {"images_per_s": 45_000, "tracking_percent": 2.0, "partition_s": 0.1, "topk_over_select": 10.0}
 REFERENCE = (90.7, 91.3)  # Fashion-MNIST, torchvision's ResNet-18 on an H100, 30 epochs: best test accuracy (%)
 FIRST_SEED = workload.PAPER_SEEDS[0]  # dpt.py's default: the named runs' seed, and the study's first
@@ -129,7 +129,7 @@ def device_rows(bench: dict) -> list[dict]:
     return [r for r in bench.get("rows", []) if r["path"].startswith("device, fused") and r["tracking"]]
 
 
-MOST_AT_ONCE = 16  # the most runs the concurrent bench times at once (and the lent machine's cores)
+MOST_AT_ONCE = 16  # the most runs the concurrent bench times at once (and an H100 machine's cores)
 CONTEXT_MB = 1024  # what a process holds on the GPU beyond its tensors (its CUDA context)
 
 
@@ -175,7 +175,7 @@ def compute_mode() -> str | None:
 
 def start(folder: Path, budget: int, smoke: bool) -> dict:
     """The check's plan.json, before any step: what it runs on and with which budget. Imports what
-    the steps import (a package missing on the lent machine fails here, in seconds) and refuses a
+    the steps import (a package missing on the GPU machine fails here, in seconds) and refuses a
     full run where torch sees no GPU."""
     import torch
 

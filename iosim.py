@@ -11,7 +11,12 @@ lambda order, scores: heuristics.shard_stripes(order, 4, scores, 100)); \
 e, m = iosim.simulate(w, 4, st); print(e.groupby('worker')[['requests', 'hits', 'misses', 'bytes']].sum())"
 
 A run's own partitions: `windows, settings = iosim.windows_from_file('<log>.partitions.pt')` (a run
-with --save-partitions), then `iosim.simulate(windows, num_workers, st, **settings)`.
+with --save-partitions), then `iosim.simulate(windows, num_workers, st, **settings)`. At any scale,
+without training (random scores drawn anew each interval, partitioned as dpt.py would), every
+heuristic against vanilla DPT, per epoch after warmup:
+
+    python iosim.py --examples 1281167 --example-bytes 110000 --shard-size 600 --cache 1 \
+        --epochs 10 --warmup 2 --interval 2 --heuristics none stripes blocks random sticky-stripes shard-stripes
 
 The storage model (streaming.py's real data path implements the same, and is tested against it):
 - Shard k holds examples k*S .. (k+1)*S - 1 (S = shard_size; the last shard may be shorter) and
@@ -39,13 +44,50 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import argparse
+
+import catalog as C
+import flags
+
+POLICIES = ("lru", "partition")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = flags.Parser(prog="iosim.py", description="What each worker would fetch from shard storage, vanilla DPT "
+                     "against fixed partitions, at any scale and without training.",
+                     formatter_class=flags.HelpFormatter)
+    p.add_argument("--examples", type=int, default=50_000, help="examples in the dataset (CIFAR-10: 50,000)")
+    p.add_argument("--example-bytes", type=int, default=3072, help="bytes an example takes in its shard")
+    p.add_argument("--shard-size", type=int, nargs="+", default=[100], help="examples per shard (several: each)")
+    p.add_argument("--cache", type=float, nargs="+", default=[1.0],
+                   help="each worker's cache, in n-ths of the dataset's bytes (plus one shard); several: each")
+    p.add_argument("--policy", choices=POLICIES, default="partition", metavar="POLICY",
+                   help="lru: whole shards, least recently used out; partition: the worker's partition's shards "
+                        "pinned for the interval (dpt.py's --cache-policy)")
+    p.add_argument("--workers", type=int, default=4, help="n")
+    p.add_argument("--epochs", type=int, default=10, help="T")
+    p.add_argument("--warmup", type=int, default=2, help="E_warmup: vanilla epochs before the first partition")
+    p.add_argument("--interval", type=int, default=2, help="E_interval")
+    p.add_argument("--heuristics", nargs="+", default=["none", "stripes", "blocks", "random", "sticky-stripes",
+                                                       "shard-stripes"], metavar="NAME",
+                   help="none (vanilla DPT) and the heuristics to compare, of: " + ", ".join(
+                       h for h, r in C.HEURISTICS.items() if "labels" not in r.needs))
+    p.add_argument("--seed", type=int, default=0, help="the scores' and the samplers' seed")
+    p.add_argument("--out", help="also write every (setting, heuristic, epoch, worker) row here, as CSV")
+    return p
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and a typo answered at once, before torch's import
+
 import numpy as np
 import pandas as pd
 import torch
 
+import heuristics
 import samplers
+import schedule
 
-POLICIES = ("lru", "partition")
 Window = tuple[int, int, list[torch.Tensor] | None]  # (first epoch, 0-based; epochs; partition, None in warmup)
 
 
@@ -320,3 +362,64 @@ def scored_windows(plan: list[tuple[int, int]], num_examples: int,
         order = torch.sort(row, descending=True, stable=True).indices
         windows.append((first, length, heuristic(order, row)))
     return windows
+
+
+def scale_windows(num_examples: int, num_workers: int, plan: list, heuristic: str, shard_size: int,
+                  seed: int) -> list[Window]:
+    """A run's windows without training: vanilla DPT (heuristic "none": warmup all along), or after the
+    plan's warmup a partition per interval by `heuristic` over uniform random scores drawn anew each
+    interval (a trained model's scores change between intervals too), with the context dpt.py would
+    give it (the previous assignment only where the heuristic reads it)."""
+    if heuristic == "none":
+        return [(0, sum(w.epochs for w in plan), None)]
+    generator = torch.Generator().manual_seed(seed)
+    policy = schedule.Policy("average", heuristic, 0, seed)
+    windows, partition = [(0, plan[0].epochs, None)], None
+    for window in plan[1:]:
+        scores = torch.rand(num_examples, generator=generator, dtype=torch.float64)
+        before = schedule.assignment(range(num_examples), partition, num_workers, policy, window.first_epoch - 1) \
+            if "previous" in C.HEURISTICS[heuristic].needs else None
+        order = torch.sort(scores, descending=True, stable=True).indices
+        context = heuristics.Context(scores, None, before, window.index, seed, shard_size)
+        partition = heuristics.partition(order, num_workers, heuristic, context)
+        windows.append((window.first_epoch, window.epochs, partition))
+    return windows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    unknown = [h for h in args.heuristics if h not in C.HEURISTICS or "labels" in C.HEURISTICS[h].needs]
+    if unknown:
+        flags.die(f"--heuristics {' '.join(unknown)}: not a heuristic the simulator can deal (no labels here); pass "
+                  "none or a heuristic of --help's list", "iosim.py")
+    if not 0 < args.warmup < args.epochs or not 0 < args.interval <= args.epochs - args.warmup:
+        flags.die("the schedule needs 0 < --warmup < --epochs and 0 < --interval <= --epochs - --warmup", "iosim.py")
+    plan = schedule.windows(args.epochs, args.warmup, args.interval)
+    rows = []
+    for shard_size in args.shard_size:
+        for cache in args.cache:
+            total = args.examples * args.example_bytes
+            cache_bytes = int(cache * total / args.workers) + shard_size * args.example_bytes
+            try:
+                st = storage(args.examples, shard_size, args.example_bytes, cache_bytes, args.policy)
+            except ValueError as err:
+                flags.die(str(err), "iosim.py")
+            for heuristic in args.heuristics:
+                windows = scale_windows(args.examples, args.workers, plan, heuristic, shard_size, args.seed)
+                epochs, _ = simulate(windows, args.workers, st, seed=args.seed)
+                rows.append(epochs.assign(shard_size=shard_size, cache=cache, heuristic=heuristic))
+    frame = pd.concat(rows)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+    after = frame[frame.epoch >= args.warmup]  # the epochs on fixed partitions (vanilla: the same epochs)
+    table = after.groupby(["shard_size", "cache", "heuristic", "epoch"], sort=False)[
+        ["requests", "hits", "misses", "bytes"]].sum().groupby(level=[0, 1, 2], sort=False).mean()
+    table = table.assign(MiB_per_epoch=table.bytes / 2**20, shard_reads_per_epoch=table.misses,
+                         hit_rate=table.hits / table.requests)
+    print(f"{args.examples} examples of {args.example_bytes} bytes, {args.workers} workers, {args.policy} caches; "
+          f"per epoch after the {args.warmup} warmup epochs, summed over the workers:")
+    print(table[["MiB_per_epoch", "shard_reads_per_epoch", "hit_rate"]].round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -31,17 +31,14 @@ Under a DDP hook the first start_step steps (default MIN_START_STEP = 2) are ave
 PyTorch's PowerSGD hook does, because DDP rebuilds its buckets after the first step; the
 emulation has no buckets to rebuild and is sparse from the first step, as the authors' code.
 
-The baselines share the exchange: `exact` (dense all-reduce), `topk` (union of the workers' top-k),
-`global-topk` (the k largest of the summed a: a dense all-reduce, then selection; an oracle),
-`threshold` (fixed hard threshold), `micro` (MiCRO: ExDyna's partitions without blocks or
-rebalancing), `cltk` (a leader, rotating every step, selects its top-k for everyone),
-`gaussiank` (a threshold from the mean and std of a, refined a few times). All use error feedback.
+The baselines share the exchange, each one record in catalog.REDUCERS (docs/measures.md's reducer
+table, generated from them, says what each sends and where it comes from); all use error feedback.
 
 Constants (the authors' code is kljp/exdyna, ncf/gradient_reducers.py, and cnn-lstm/run.py):
 
 | here                 | value      | authors' code                                                     |
 |----------------------|------------|-------------------------------------------------------------------|
-| DEFAULT_DENSITY      | 0.01       | run.py --comp_ratio default (their run.sh passes 0.001)           |
+| C.DEFAULT_DENSITY    | 0.01       | run.py --comp_ratio default (their run.sh passes 0.001)           |
 | error feedback       | on         | run.py: memory on unless --no_memory                              |
 | k                    | int(rho*d) | int(compression * sz_grad); here at least 1 (at k = 0 theirs divides |
 |                      |            | by 0 in ExDyna, MiCRO and threshold, whose 1/(2 sqrt k) needs k > 0)|
@@ -96,7 +93,6 @@ import torch.distributed as dist
 
 import catalog as C
 
-DEFAULT_DENSITY = 0.01
 NUM_BLOCKS = 1024
 BLOCK_ALIGN = 32
 MIN_BLOCKS_DIVISOR = 4

@@ -20,12 +20,30 @@ import math
 import sys
 from pathlib import Path
 
+import flags
+
+
+def build_parser() -> flags.Parser:
+    p = flags.Parser(prog="report.py", description=__doc__.split("\n\n")[0], formatter_class=flags.HelpFormatter)
+    p.add_argument("folder", help="a folder of result CSVs in the paper's schema (searched recursively)")
+    p.add_argument("--paper", default=str(Path(__file__).parent / "PaperCSVs" / "paper-reported.csv"),
+                   help="the paper's reported cells, for the comparison ('' to leave it out)")
+    p.add_argument("--format", choices=["markdown", "latex"], metavar="FORMAT", default="markdown",
+                   help="markdown (tables for a terminal or a README) or latex (tables for a paper)")
+    p.add_argument("--out", help="write here instead of printing")
+    p.add_argument("--io", action="store_true",
+                   help="also simulate each run's I/O from its saved partitions (the I/O study; takes seconds per run)")
+    return p
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and a typo answered at once, before pandas' and scipy's imports
+
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 import catalog as C
-import flags
 import results
 import workload as names
 from workload import Workload
@@ -735,19 +753,6 @@ def render(folder: str | Path, paper_csv: str | Path | None, form: str, io: bool
         shown = base.assign(mean=base["mean"].map(lambda v: f"{v:.3f}"), std=base["std"].map(lambda v: f"{v:.3f}"))
         emit(parts, form, shown.set_index("dataset"), "dataset", "Baselines (vanilla DPT)")
     return "\n".join(parts).rstrip("\n") + "\n", problems
-
-
-def build_parser() -> flags.Parser:
-    p = flags.Parser(prog="report.py", description=__doc__.split("\n\n")[0], formatter_class=flags.HelpFormatter)
-    p.add_argument("folder", help="a folder of result CSVs in the paper's schema (searched recursively)")
-    p.add_argument("--paper", default=str(Path(__file__).parent / "PaperCSVs" / "paper-reported.csv"),
-                   help="the paper's reported cells, for the comparison ('' to leave it out)")
-    p.add_argument("--format", choices=["markdown", "latex"], metavar="FORMAT", default="markdown",
-                   help="markdown (tables for a terminal or a README) or latex (tables for a paper)")
-    p.add_argument("--out", help="write here instead of printing")
-    p.add_argument("--io", action="store_true",
-                   help="also simulate each run's I/O from its saved partitions (the I/O study; takes seconds per run)")
-    return p
 
 
 def main(argv: list[str] | None = None) -> None:

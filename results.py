@@ -21,6 +21,7 @@ holds the settings all its runs share.
 """
 import csv
 import fcntl
+import hashlib
 import importlib.metadata
 import io
 import json
@@ -272,17 +273,18 @@ def save_torch(path: Path, obj) -> None:
 
 
 def provenance() -> dict:
-    """Where a result came from: the code's git commit (and whether the tree had uncommitted
-    changes; outside git, DPT_GIT_COMMIT if set, for a copy of the tree that travelled without its
-    .git, else "unknown"), Python and the packages that change numbers."""
+    """Where a result came from: the code's git commit (and whether the tree had uncommitted changes,
+    with the SHA-256 of those changes, `git diff HEAD`, so that two results of one dirty commit say
+    whether they ran the same code; outside git, DPT_GIT_COMMIT if set, for a copy of the tree that
+    travelled without its .git, else "unknown"), Python and the packages that change numbers."""
     repo = Path(__file__).resolve().parent
-    commit, dirty = "unknown", "unknown"
+    commit, dirty, diff = "unknown", "unknown", None
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10)
-        if head.returncode == 0 and status.returncode == 0:
-            commit, dirty = head.stdout.strip(), bool(status.stdout.strip())
+        changes = subprocess.run(["git", "-C", str(repo), "diff", "HEAD", "--binary"], capture_output=True, timeout=30)
+        if head.returncode == 0 and changes.returncode == 0:
+            commit, dirty = head.stdout.strip(), bool(changes.stdout)
+            diff = hashlib.sha256(changes.stdout).hexdigest() if dirty else None
     except (OSError, subprocess.SubprocessError):
         pass
     if commit == "unknown":
@@ -293,7 +295,8 @@ def provenance() -> dict:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    return {"git_commit": commit, "git_dirty": dirty, "python": platform.python_version(), "packages": packages}
+    return {"git_commit": commit, "git_dirty": dirty, **({"git_diff_sha256": diff} if diff else {}),
+            "python": platform.python_version(), "packages": packages}
 
 
 def read_csvs(folder: str | os.PathLike) -> tuple[pd.DataFrame, list[str]]:

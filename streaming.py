@@ -39,6 +39,26 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import catalog as C
+import flags
+
+
+def build_parser():
+    p = flags.Parser(prog="streaming.py", description="Write a dataset's training split as litdata shards.",
+                     formatter_class=flags.HelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("write", help="write the training split as shards")
+    w.add_argument("--dataset", required=True, choices=C.names_of(C.DATASETS, "image"), help="an image dataset")
+    w.add_argument("--data-dir", default="data", help="where the dataset is (as dpt.py's --data-dir)")
+    w.add_argument("--subset", type=int, default=0, help="the first N training examples only (0: all)")
+    w.add_argument("--out", required=True, help="a new or empty folder")
+    w.add_argument("--shard-size", type=int, required=True, help="examples per shard")
+    return p
+
+
+if __name__ == "__main__":
+    build_parser().parse_args()  # --help and a typo answered at once, before litdata's and torch's imports
+
 import numpy as np
 import pandas as pd
 import torch
@@ -48,7 +68,6 @@ from litdata.streaming.downloader import get_downloader
 from litdata.streaming.item_loader import PyTreeLoader
 from litdata.streaming.reader import BinaryReader
 
-import catalog as C
 import data
 import iosim
 
@@ -250,25 +269,8 @@ def _brief(err: Exception) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
-def build_parser():
-    import flags
-
-    p = flags.Parser(prog="streaming.py", description="Write a dataset's training split as litdata shards.",
-                     formatter_class=flags.HelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("write", help="write the training split as shards")
-    w.add_argument("--dataset", required=True, choices=C.names_of(C.DATASETS, "image"), help="an image dataset")
-    w.add_argument("--data-dir", default="data", help="where the dataset is (as dpt.py's --data-dir)")
-    w.add_argument("--subset", type=int, default=0, help="the first N training examples only (0: all)")
-    w.add_argument("--out", required=True, help="a new or empty folder")
-    w.add_argument("--shard-size", type=int, required=True, help="examples per shard")
-    return p
-
-
 def main(argv: list[str] | None = None) -> None:
     """python streaming.py write: a dataset's training split (image datasets: data.load) as shards."""
-    import flags
-
     args = build_parser().parse_args(argv)
     try:
         split = data.load(args.dataset, args.data_dir, train=True, subset=args.subset)

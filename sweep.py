@@ -282,8 +282,18 @@ def gpu_count() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = flags.Parser(prog="run-experiments.sh", description=__doc__.split("\n\n")[0],
-                     formatter_class=flags.HelpFormatter)
+    p = flags.Parser(prog="run-experiments.sh", formatter_class=flags.HelpFormatter,
+                     usage="%(prog)s [OPTIONS] [-- DPT.PY FLAGS ...]",
+                     description="The paper's study (Tables 1-5 and their baselines), or a follow-up study (--study), "
+                                 "as dpt.py runs on this node (--gpus, --per-gpu) or as a Slurm job array (--slurm). "
+                                 "Resumable: a run whose row is already in its CSV is skipped, and a stopped run "
+                                 "resumes from its checkpoint, so the same command goes on where it stopped.",
+                     epilog="Flags after -- go to every dpt.py command, which is how a study is shrunk or changed "
+                            "(those the sweep sets itself, such as --seed or --results-dir, are refused there): "
+                            "./run-experiments.sh --study heuristics --size cpu --seeds 17611 74606 -- --subset 5000. "
+                            "--dry-run prints the commands (also written to <results-dir>/commands.txt); "
+                            "report.py <results-dir> prints the study's tables and tests. docs/reproduce.md and "
+                            "docs/studies.md say more.")
     p.add_argument("--study", choices=["paper", *names.STUDIES], default="paper", metavar="NAME",
                    help="paper (the paper's Tables 1-5), " + ", ".join(f"{n} ({s.what})" for n, s in
                                                                       names.STUDIES.items()) + " (docs/studies.md)")
@@ -365,7 +375,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if opts.table and study:
         die(f"--table selects among the paper's tables; --study {opts.study} has its own workloads (drop --table)")
     opts.gpus = gpu_count() if opts.gpus is None else opts.gpus
-    opts.per_gpu = opts.per_gpu or (1 if opts.gpus or opts.slurm or opts.status else os.cpu_count() or 1)
+    if opts.per_gpu is None:
+        opts.per_gpu = 1 if opts.gpus or opts.slurm or opts.status else os.cpu_count() or 1
     study_set = {f for f in (study.flags if study else ()) if f.startswith("--")}
     clash = sorted({a.split("=")[0] for a in dpt_args} & (set(SET_BY_SWEEP) | study_set))
     if clash:

@@ -1,4 +1,4 @@
-"""gpu-check.sh --smoke: the one command a lent GPU runs, end to end on the CPU, so that it cannot rot
+"""gpu-check.sh --smoke: the one command a GPU machine runs, end to end on the CPU, so that it cannot rot
 (its full run is for a GPU: docs/performance.md); and bench.py's rows as that run wrote them (CPU-sized:
 timings are printed, never asserted; what is asserted is that each row measured what it names)."""
 import json

@@ -46,6 +46,7 @@ def test_an_earlier_check_is_never_overwritten(tmp_path):
         "bench 0 70 150\n"
 
 
+@pytest.mark.slow
 def test_no_time_for_the_preflight_stops_the_check_at_once(tmp_path):
     out = tmp_path / "out"
     proc = check("--smoke", out, "--data-dir", FMNIST, "--export", tmp_path / "back", env={"GPU_CHECK_BUDGET_S": "0"})
@@ -55,6 +56,7 @@ def test_no_time_for_the_preflight_stops_the_check_at_once(tmp_path):
                                                                                   "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_relative_folders_are_the_callers(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "gpu-check.sh"), "--smoke", "out", "--export", "back", "--data-dir",
                            FMNIST], cwd=tmp_path, capture_output=True, text=True, timeout=120,
@@ -131,6 +133,7 @@ def _exits(code: int) -> None:
     raise SystemExit(code)
 
 
+@pytest.mark.slow
 def test_a_concurrent_copy_that_dies_stops_the_others(tmp_path):
     context = mp.get_context("spawn")
     queue = context.Queue()
@@ -141,6 +144,7 @@ def test_a_concurrent_copy_that_dies_stops_the_others(tmp_path):
         bench.gather(copies, queue, 2)
 
 
+@pytest.mark.slow
 def test_bench_writes_the_parts_asked_for_and_nothing_else(tmp_path):
     out = tmp_path / "b.json"
     proc = subprocess.run([sys.executable, "bench.py", "--parts", "iosim", "partition", "--partition-examples",

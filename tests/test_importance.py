@@ -163,8 +163,9 @@ def test_forgetting_counts_correct_to_wrong_transitions():
 
 
 def test_forgetting_counts_across_windows_and_remembers_what_was_learned():
-    """The issue's case: learned at epochs 0-1, wrong through a 4-epoch window: one event over the run
-    (a window-only count would say "never learned" and rank it above every forgotten example)."""
+    """The case that motivated whole-run counts: learned at epochs 0-1, wrong through a 4-epoch window:
+    one event over the run (a window-only count would say "never learned" and rank it above every
+    forgotten example)."""
     assert forgetting_of([[1, 1], [0, 0]], [[0, 0, 0, 0], [0, 0, 0, 0]]) == [1, 6]
     # a transition at the boundary between two windows counts once
     assert forgetting_of([[1, 1], [0, 1]], [[0, 1, 1], [1, 1, 1]]) == [1, 0]

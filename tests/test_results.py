@@ -151,8 +151,35 @@ def test_provenance_names_the_commit_and_packages():
     assert here["packages"]["torch"] == torch.__version__.split("+")[0]
 
 
+def test_a_dirty_tree_is_named_by_the_hash_of_its_changes(tmp_path):
+    """Two results of one commit with different uncommitted changes say so (airbench keeps the source
+    with every result; here its diff's SHA-256): results.py in a repository of its own."""
+    import hashlib
+    import importlib.util
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "results.py").write_text((REPO / "results.py").read_text())
+    (tmp_path / "train.py").write_text("lr = 0.1\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    spec = importlib.util.spec_from_file_location("results_elsewhere", tmp_path / "results.py")
+    elsewhere = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(elsewhere)
+    clean = elsewhere.provenance()
+    assert clean["git_dirty"] is False and "git_diff_sha256" not in clean
+    hashes = []
+    for lr in ("0.2", "0.3"):
+        (tmp_path / "train.py").write_text(f"lr = {lr}\n")
+        diff = subprocess.run([*git, "diff", "HEAD", "--binary"], capture_output=True, check=True).stdout
+        here = elsewhere.provenance()
+        assert here["git_dirty"] is True and here["git_diff_sha256"] == hashlib.sha256(diff).hexdigest()
+        hashes.append(here["git_diff_sha256"])
+    assert hashes[0] != hashes[1] and here["git_commit"] == clean["git_commit"]
+
+
 def test_a_tree_without_git_takes_its_commit_from_the_environment(monkeypatch):
-    """A lent machine gets a copy of the working tree without .git: DPT_GIT_COMMIT names the commit,
+    """A machine given a copy of the working tree without .git: DPT_GIT_COMMIT names the commit,
     and only where git cannot."""
     monkeypatch.setenv("DPT_GIT_COMMIT", "0123abc")
     assert results.provenance()["git_commit"] != "0123abc"  # inside git, git's answer

@@ -3,9 +3,9 @@ streaming run) write the same CSV row and the same per-epoch training losses as 
 tests/recorded_rows.json (recorded as subprocesses under OMP_NUM_THREADS=1; the test runs them in
 its own process on one thread, which computes the same bits). The bits depend on the machine too
 (MKL and oneDNN pick kernels by CPU), so the recording is kept per machine: this machine's if it has
-one, else the first recording's ("reference", made before issue 16's refactor on the machine CI ran
-on then). Record again only for a deliberate change of behaviour, or to add a machine, and say which
-in the commit:
+one, else the first recording's ("reference", made before the run's code was split into preflight,
+checkpoint and tasks, on another machine). Record again only for a deliberate change of behaviour,
+or to add a machine, and say which in the commit:
 
     .venv/bin/python tests/test_same_rows.py record
 """

@@ -19,9 +19,6 @@ import workload
 from runs import ENV, REPO
 from workload import Workload
 
-pytestmark = pytest.mark.slow
-
-
 def sweep(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         ["bash", "run-experiments.sh", *argv], cwd=REPO, capture_output=True, text=True, timeout=1200, env=ENV
@@ -35,8 +32,28 @@ def commands(proc) -> list[list[str]]:
     return [shlex.split(line) for line in proc.stdout.strip().splitlines()[1:]]
 
 
+def dry(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`run-experiments.sh --dry-run ARGV` in this process (sweep.main, no interpreter to start): its exit
+    status, standard output and standard error, as `sweep` returns them."""
+    import contextlib
+    import io
+
+    import sweep as runner
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runner.main(["--dry-run", *argv])
+        except SystemExit as stop:
+            code = stop.code or 0
+    proc = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    if check:
+        assert code == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def test_dry_run_lists_the_papers_study(tmp_path):
-    proc = sweep("--dry-run", "--results-dir", str(tmp_path))
+    proc = dry("--results-dir", str(tmp_path))
     lines = proc.stdout.strip().splitlines()[1:]
     assert len(lines) == 1830  # 183 workloads x 10 seeds
     assert (tmp_path / "commands.txt").read_text().splitlines() == lines
@@ -55,11 +72,9 @@ def test_dry_run_lists_the_papers_study(tmp_path):
         )
         == 10
     )
-    assert len(commands(sweep("--dry-run", "--table", "1", "--results-dir", str(tmp_path)))) == 370
-    assert len(commands(sweep("--dry-run", "--baselines-only", "--results-dir", str(tmp_path)))) == 30
-    first = commands(
-        sweep("--dry-run", "--table", "4", "--launch", "torchrun", "--gpus", "4", "--results-dir", str(tmp_path))
-    )[0]
+    assert len(commands(dry("--table", "1", "--results-dir", str(tmp_path)))) == 370
+    assert len(commands(dry("--baselines-only", "--results-dir", str(tmp_path)))) == 30
+    first = commands(dry("--table", "4", "--launch", "torchrun", "--gpus", "4", "--results-dir", str(tmp_path)))[0]
     assert first[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", str(REPO / "dpt.py")]
     assert first[6:10] == ["--dataset", "cifar10", "--model", "resnet34"]
 
@@ -80,7 +95,7 @@ def test_dry_run_lists_the_papers_study(tmp_path):
 def test_bad_selections_are_refused_in_one_line(tmp_path, argv, expected):
     if "--results-dir" not in " ".join(argv):
         argv = ["--results-dir", str(tmp_path), *argv] if "--" not in argv else ["--results-dir", str(tmp_path), *argv]
-    proc = sweep("--dry-run", *argv, check=False)
+    proc = dry(*argv, check=False)
     lines = proc.stderr.strip().splitlines()
     assert (
         proc.returncode == 2
@@ -92,15 +107,41 @@ def test_bad_selections_are_refused_in_one_line(tmp_path, argv, expected):
 
 def test_a_results_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
-    proc = sweep("--dry-run", "--results-dir", str(tmp_path / "file"), check=False)
+    proc = dry("--results-dir", str(tmp_path / "file"), check=False)
     assert proc.returncode == 2 and "is a file; pass a folder" in proc.stderr
 
 
 def test_impossible_settings_are_counted(tmp_path):
-    out = sweep("--dry-run", "--table", "1", "--epochs", "30", "--results-dir", str(tmp_path)).stdout
+    out = dry("--table", "1", "--epochs", "30", "--results-dir", str(tmp_path)).stdout
     assert out.startswith("150 runs") and "22 (W, I) settings left out" in out
 
 
+@pytest.mark.parametrize("study", ["partitions", "heuristics", "lm", "ncf", "exchange"])
+def test_the_cpu_size_is_each_tasks_record_and_flags_after_the_dashes_override_it(tmp_path, study):
+    size = workload.SIZES["cpu"][workload.STUDIES[study].base.task]
+    listed = commands(dry("--study", study, "--size", "cpu", "--seeds", "1", "--results-dir", str(tmp_path)))
+    assert listed and all(c[c.index("--dataset") + 1] == size.dataset and c[c.index("--model") + 1] == size.model
+                          and c[c.index("--total-epochs") + 1] == str(size.total_epochs) for c in listed)
+    aware = [c for c in listed if c[c.index("--heuristic") + 1] != "none"]
+    assert {(c[c.index("--warmup-epochs") + 1], c[c.index("--interval-epochs") + 1]) for c in aware} == \
+        {(str(w), str(i)) for w in size.warmups for i in size.intervals}
+    assert all(" ".join(size.flags) in " ".join(c) for c in listed)
+    mine = commands(dry("--study", study, "--size", "cpu", "--seeds", "1", "--results-dir", str(tmp_path), "--",
+                        "--batch-size", "8"))
+    assert all(c[len(c) - 1 - c[::-1].index("--batch-size") + 1] == "8" for c in mine)  # the last one given wins
+
+
+def test_a_node_without_gpus_runs_one_run_per_core_on_one_thread_each(tmp_path):
+    import os
+
+    import sweep as runner
+
+    opts = runner.parse(["--gpus", "0", "--results-dir", str(tmp_path)])
+    assert runner.slots(opts) == [None] * os.cpu_count()
+    assert runner.slots(runner.parse(["--gpus", "1", "--results-dir", str(tmp_path)])) == ["0"]
+
+
+@pytest.mark.slow
 def test_without_a_venv_it_says_to_run_setup(tmp_path):
     (tmp_path / "run-experiments.sh").write_text((REPO / "run-experiments.sh").read_text())
     proc = subprocess.run(["bash", str(tmp_path / "run-experiments.sh"), "--dry-run"], capture_output=True, text=True)
@@ -146,6 +187,7 @@ def tiny_sweep(tmp_path_factory):
     return out, argv, proc
 
 
+@pytest.mark.slow
 def test_tiny_sweep_writes_every_row_and_resumes_by_skipping(tiny_sweep, tmp_path):
     out, argv, proc = tiny_sweep
     assert (
@@ -169,6 +211,7 @@ def test_tiny_sweep_writes_every_row_and_resumes_by_skipping(tiny_sweep, tmp_pat
     assert proc.returncode == 0 and "finished already" in proc.stdout
 
 
+@pytest.mark.slow
 def test_tiny_sweep_tables_equal_the_csv_rows(tiny_sweep):
     out, _, _ = tiny_sweep
     cells = report.cells(report.load_runs(out)[0]).set_index(["warmup_epochs", "interval_epochs"])
@@ -185,6 +228,7 @@ def test_tiny_sweep_tables_equal_the_csv_rows(tiny_sweep):
         assert f"{direct.mean():.3f} ± {direct.std(ddof=1):.3f}" in text
 
 
+@pytest.mark.slow
 def test_notebook_draws_the_figures_headless(tiny_sweep, tmp_path, monkeypatch):
     out, _, _ = tiny_sweep
     monkeypatch.setenv("DPT_RESULTS", str(out))
@@ -201,6 +245,7 @@ def test_notebook_draws_the_figures_headless(tiny_sweep, tmp_path, monkeypatch):
     assert "6 runs, 1 importance-aware tables" in printed
 
 
+@pytest.mark.slow
 def test_a_mistyped_results_folder_stops_the_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("DPT_RESULTS", str(tmp_path / "typo"))
     monkeypatch.setenv("DPT_FIGURES", str(tmp_path / "figures"))
@@ -211,6 +256,7 @@ def test_a_mistyped_results_folder_stops_the_notebook(tmp_path, monkeypatch):
         ).execute()
 
 
+@pytest.mark.slow
 def test_commands_run_from_any_directory_and_a_dry_run_keeps_another_selections(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -231,6 +277,7 @@ def test_commands_run_from_any_directory_and_a_dry_run_keeps_another_selections(
     assert table1.read_text() == kept and "holds another selection's commands" in again.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("passed,expected", [
     (["--study", "exchange", "--", "--emulation", "fused"], "exchanges each worker's own gradient"),
     (["--", "--data-source", "streaming"], "reads shards from --stream-remote"),
@@ -241,6 +288,7 @@ def test_flags_after_the_dashes_that_every_run_refuses_stop_the_sweep(tmp_path, 
     assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
 
 
+@pytest.mark.slow
 def test_data_that_cannot_be_read_stops_the_sweep_before_its_first_run(tmp_path):
     """Checked once (dpt.py --preflight), not 1830 times in 1830 logs."""
     (tmp_path / "empty").mkdir()
@@ -252,6 +300,7 @@ def test_data_that_cannot_be_read_stops_the_sweep_before_its_first_run(tmp_path)
     assert not (tmp_path / "out" / "sweep-logs").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_logged_and_the_sweep_goes_on(tmp_path):
     fakedata.write_cifar10(tmp_path / "data", n_train=67, n_test=20)
     out = tmp_path / "results"
@@ -291,6 +340,7 @@ def test_a_failing_run_is_logged_and_the_sweep_goes_on(tmp_path):
     assert "is not a checkpoint of dpt.py" in log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_sweep_stops_its_runs_and_a_rerun_adds_one_row_per_seed(tmp_path, sig):
     """SIGTERM: the sweep stops its runs itself; SIGKILL: it cannot, and each run gets SIGTERM from
