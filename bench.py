@@ -10,8 +10,9 @@ gradient reducers' selection time against torch.topk, and the I/O simulator's sp
 
 Parts (--parts; the first three rows are "paths"):
   paper-style  one worker as each of the paper's GPUs ran it: PIL images through torchvision's
-               transforms in a DataLoader (num_workers 0), per-example losses written into a CPU
-               matrix by a Python loop with .item() (the paper's Table 6 overhead)
+               transforms in a DataLoader (num_workers 0), DDP, per-example losses written into a
+               matrix on the device by a Python loop with .item() (the paper's Table 6 overhead,
+               timed as its code timed it), and the test set evaluated every epoch
   dataloader   ours: DataLoader of uint8 tensors, augmentation on the device, the workers emulated
                in one process, losses recorded by one scatter
   device       ours: the same with the dataset resident on the device (--data-on-device), loss only
@@ -25,7 +26,9 @@ Parts (--parts; the first three rows are "paths"):
   scoring      the Data Diet scoring pass (dd-el2n, dd-grand) against a training epoch of the same examples
   speed        the device row with each speed option (optimizer kernels, layout, torch.compile modes)
 Tracking share: the time importance tracking adds (the signals beyond the training loss, and the
-scatter) as a share of the epoch, timed with CUDA events on a GPU (no sync per step).
+scatter) as a share of the epoch, timed with CUDA events on a GPU (no sync per step). Every path's
+images/s is an epoch as a run spends it: training, tracking and the per-epoch evaluation of a test
+set a fifth of the training set's size (the paper's protocol), so "x paper" compares whole epochs.
 """
 import argparse
 import json
@@ -106,6 +109,12 @@ def synthetic(n: int, seed: int = 0) -> data.Split:
                       torch.randint(0, 10, (n,), generator=g))
 
 
+def test_split(split: data.Split, args) -> data.Split:
+    """The test set an epoch evaluates: a fifth of the training set, as CIFAR's, in whole batches (the
+    paper's protocol runs BatchNorm in training mode, which cannot take a batch of one)."""
+    return synthetic(args.batch_size * max(1, len(split) // 5 // args.batch_size), seed=1)
+
+
 class PaperStyleDataset(torch.utils.data.Dataset):
     """What the paper's code fed its DataLoader: PIL images through torchvision's transforms."""
 
@@ -124,38 +133,64 @@ class PaperStyleDataset(torch.utils.data.Dataset):
 
 
 def paper_style(split: data.Split, args, device: torch.device, track: bool) -> dict:
-    """One worker's epoch (1/workers of the data), twice: the first warms up, the second is timed."""
+    """One worker's epoch (1/workers of the data) as the paper's code ran one on each GPU: PIL images
+    through torchvision's transforms in a DataLoader, the model in DDP (here a process group of one),
+    and with `track` its loss matrix on the device written example by example: the example's index and
+    loss each read with .item(), the element set from Python, and the index compared with 1 (its
+    debugging print), timed as its overhead timer was (from after the forward pass through that
+    loop); then rank 0's evaluation of the test set (a fifth of the training set's size, as CIFAR's),
+    with the training transforms and the model in train mode. Twice: the first warms up, the second
+    is timed; its images/s count the training images over the whole epoch, evaluation included."""
+    import torch.distributed as dist
+
     torch.manual_seed(0)
-    model = models.build("resnet18", 10, 3).to(device)
-    optimizer = models.optimizer(model, 0.1, 0.9, 5e-4)
-    sampler = DistributedSampler(range(len(split)), num_replicas=args.workers, rank=0, shuffle=True, seed=0)
-    loader = DataLoader(PaperStyleDataset(split), batch_size=args.batch_size, sampler=sampler, num_workers=0,
-                        pin_memory=device.type == "cuda")
-    matrix = [[0.0, 0.0] for _ in range(len(split))]
-    for epoch in range(2):
-        sampler.set_epoch(epoch)
-        tracking = 0.0
-        start = time.perf_counter()
-        for images, labels, indices in loader:
-            images, labels = images.to(device), labels.to(device)
-            outputs = model(images)
-            loss = F.cross_entropy(outputs, labels)
-            per_example = F.cross_entropy(outputs, labels, reduction="none")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if track:
-                if device.type == "cuda":  # the step's kernels are not tracking's, though .item() would wait for them
-                    torch.cuda.synchronize()
-                tick = time.perf_counter()
-                for i, index in enumerate(indices.tolist()):
-                    matrix[index][epoch] = per_example[i].item()
-                tracking += time.perf_counter() - tick
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    return {"images_per_s": len(sampler) / seconds, "step_ms": 1000 * seconds / len(loader),
-            "tracking_percent": 100 * tracking / seconds}
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0,
+                            world_size=1)
+    try:
+        model = models.build("resnet18", 10, 3).to(device)
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index or 0]
+                                                        if device.type == "cuda" else None)
+        optimizer = models.optimizer(model, 0.1, 0.9, 5e-4)
+        sampler = DistributedSampler(range(len(split)), num_replicas=args.workers, rank=0, shuffle=True, seed=0)
+        loader = DataLoader(PaperStyleDataset(split), batch_size=args.batch_size, sampler=sampler, num_workers=0,
+                            pin_memory=device.type == "cuda")
+        tests = DataLoader(PaperStyleDataset(test_split(split, args)), batch_size=args.batch_size, num_workers=0,
+                           pin_memory=device.type == "cuda")
+        matrix = torch.zeros(len(split), 2, device=device)
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            tracking = 0.0
+            start = time.perf_counter()
+            for images, labels, indices in loader:
+                images, labels, indices = (t.to(device, non_blocking=True) for t in (images, labels, indices))
+                outputs = ddp(images)
+                if track:
+                    if device.type == "cuda":  # the forward's kernels are not tracking's, though .item() waits for them
+                        torch.cuda.synchronize()
+                    tick = time.perf_counter()
+                    per_example = F.cross_entropy(outputs, labels, reduction="none")
+                    for i in range(len(images)):
+                        matrix[indices[i].item()][epoch] = per_example[i].item()
+                        if indices[i] == 1:  # the paper's code prints this example's row here
+                            pass
+                    tracking += time.perf_counter() - tick
+                loss = F.cross_entropy(outputs, labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            trained = time.perf_counter()
+            with torch.no_grad():
+                correct = 0
+                for images, labels, _ in tests:
+                    images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                    correct += (ddp(images).argmax(dim=1) == labels).sum().item()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+    finally:
+        dist.destroy_process_group()
+    return {"images_per_s": len(sampler) / seconds, "step_ms": 1000 * (trained - start) / len(loader),
+            "tracking_percent": 100 * tracking / seconds, "eval_s": seconds - (trained - start)}
 
 
 def ours(split: data.Split, args, device: torch.device, on_device: bool, track: bool, emulation: str,
@@ -172,6 +207,7 @@ def ours(split: data.Split, args, device: torch.device, on_device: bool, track: 
     if compile_mode != "none":
         model.compile(mode=None if compile_mode == "default" else compile_mode)
     optimizer = models.optimizer(model, 0.1, 0.9, 5e-4, impl=impl)
+    test = test_split(split, args).to(device)
     split = split.to(device) if on_device else split
     step = train.Step.build(
         amp=args.amp == "bf16",
@@ -182,6 +218,7 @@ def ours(split: data.Split, args, device: torch.device, on_device: bool, track: 
         sequential=emulation == "sequential",
         on_device=on_device,
         channels=record,
+        eval_protocol="paper",
     )
     batches = WorkerBatches(
         for_window(split, None, range(args.workers), args.workers, shuffle=True, sampler_seed=0, seed=0),
@@ -197,8 +234,12 @@ def ours(split: data.Split, args, device: torch.device, on_device: bool, track: 
         barrier.wait()
     began = time.time()
     stats = train.train_epoch(model, optimizer, batches, split, step, 1, recorder, 1)
-    return {"images_per_s": stats["images_per_s"], "step_ms": 1000 * stats["train_s"] / len(batches),
-            "tracking_percent": 100 * stats["tracking_s"] / stats["train_s"], "first_epoch_s": first,
+    evaluated = time.perf_counter()
+    step.task.evaluate(model, test, step, 1)  # the paper's protocol, as the paper-style row's (it syncs: .item())
+    evaluated = time.perf_counter() - evaluated
+    seconds = stats["train_s"] + evaluated
+    return {"images_per_s": len(split) / seconds, "step_ms": 1000 * stats["train_s"] / len(batches),
+            "tracking_percent": 100 * stats["tracking_s"] / seconds, "eval_s": evaluated, "first_epoch_s": first,
             "images": len(split), "window": [began, time.time()],
             # the row's peak on the GPU: how many such runs one GPU holds (gpucheck.py plans by it)
             "memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
@@ -366,7 +407,7 @@ def reducer_rows(args, device: torch.device) -> list[dict]:
             topk_s = timed(lambda: torch.topk(grads[0].abs(), k, sorted=False), device)
             sample = grads[0].abs()[torch.randint(0, d, (min(d, 2**20),), device=device, generator=g)]
             settled = torch.quantile(sample.float(), 1 - density).item()  # the lambda that selects k of d
-            for name in ("exdyna", "micro", "threshold", "topk", "gaussiank"):
+            for name in [n for n, r in reducers.REDUCERS.items() if r.select and not r.select_on_sum]:
                 # a stationary gradient, no error feedback, lambda at its settled value: selection at rho
                 state = reducers.make_state(name, density, args.workers, start_step=0, error_feedback=False,
                                             threshold=settled)

@@ -53,6 +53,7 @@ class Task:
     streams: bool  # --data-source streaming serves it
     options: tuple[Option, ...] = ()
     flag_group: str = ""
+    chance: Callable[["Dataset"], float] = lambda dataset: 0.0  # the metric of a model that learned nothing
 
     @property
     def column(self) -> str:
@@ -191,14 +192,17 @@ def _rec_options() -> tuple[Option, ...]:
 
 TASKS = {
     "image": Task("image", "image classification", "imagetask", "accuracy", "test_accuracy", "best test accuracy (%)",
-                  "test accuracy", "%", True, 2, "resnet18", ("paper", "standard"), has_labels=True, streams=True),
+                  "test accuracy", "%", True, 2, "resnet18", ("paper", "standard"), has_labels=True, streams=True,
+                  chance=lambda dataset: 100 / dataset.classes),
     "text": Task("text", "language modelling", "texttask", "bits_per_byte", "bits_per_byte",
                  "best held-out bits per byte", "held-out", " bits per byte", False, 4, "gpt", ("standard",),
                  has_labels=False, streams=False, options=_text_options(),
-                 flag_group="an example is a chunk of --seq-len + 1 bytes"),
+                 flag_group="an example is a chunk of --seq-len + 1 bytes",
+                 chance=lambda dataset: 8.0),  # a uniform guess over the 256 bytes
     "rec": Task("rec", "recommendation", "rectask", "hr10", "hr10", "best HR@10 (%)", "HR@10", "%", True, 2, "neumf",
                 ("standard",), has_labels=False, streams=False, options=_rec_options(),
-                flag_group="an example is an interaction or one of its --negatives sampled negatives"),
+                flag_group="an example is an interaction or one of its --negatives sampled negatives",
+                chance=lambda dataset: 100 * 10 / 101),  # a random rank among the default 100 negatives
 }
 
 # ---- datasets ------------------------------------------------------------------------------------

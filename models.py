@@ -26,10 +26,12 @@ import catalog as C
 
 @dataclass(frozen=True)
 class DataShape:
-    """What a model's size depends on in the data (tasks.Task.shape): an image's classes and channels,
-    a vocabulary, the users and items of a recommendation dataset."""
+    """What a model's size depends on in the data (tasks.Task.shape): an image's classes, channels,
+    height and width, a vocabulary, the users and items of a recommendation dataset."""
     classes: int = 0
     channels: int = 0
+    height: int = 0
+    width: int = 0
     vocab: int = 0
     users: int = 0
     items: int = 0
@@ -80,10 +82,11 @@ def step_bytes(name: str, args: Namespace, shape: DataShape, batch: int) -> int:
     return 4 * (4 * parameters(name, args, shape) + MODELS[name].activations(args, shape, batch))
 
 
-def build(name: str, num_classes: int, channels: int, workers: int = 1, fused: bool = True) -> nn.Module:
-    """An image model `name` for `num_classes` classes of `channels`-channel images; with `workers` > 1
-    and `fused`, BatchNorm per emulated worker."""
-    model = MODELS[name].build(Namespace(), DataShape(classes=num_classes, channels=channels))
+def build(name: str, num_classes: int, channels: int, workers: int = 1, fused: bool = True,
+          size: tuple[int, int] = (32, 32)) -> nn.Module:
+    """An image model `name` for `num_classes` classes of `channels`-channel images of `size` (height,
+    width); with `workers` > 1 and `fused`, BatchNorm per emulated worker."""
+    model = MODELS[name].build(Namespace(), DataShape(num_classes, channels, *size))
     return emulate_workers(model, workers) if workers > 1 and fused else model
 
 
@@ -117,13 +120,14 @@ class LeNet5(nn.Module):
     each convolution (per emulated worker, as the ResNets). 28x28 inputs: 469,144 parameters for 10
     classes of 1-channel images."""
 
-    def __init__(self, classes: int, channels: int, size: int = 28):
+    def __init__(self, classes: int, channels: int, height: int = 28, width: int = 28):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(channels, 20, 5), nn.BatchNorm2d(20), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(20, 50, 5), nn.BatchNorm2d(50), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
-        side = ((size - 4) // 2 - 4) // 2
-        self.hidden = nn.Sequential(nn.Linear(50 * side * side, 500), nn.ReLU(), nn.Linear(500, 84), nn.ReLU())
+        side = [((n - 4) // 2 - 4) // 2 for n in (height, width)]  # after two 5x5 convolutions and 2x2 pools
+        assert min(side) >= 1, f"LeNet-5 needs images of at least 16x16, not {height}x{width}"
+        self.hidden = nn.Sequential(nn.Linear(50 * side[0] * side[1], 500), nn.ReLU(), nn.Linear(500, 84), nn.ReLU())
         self.head = nn.Linear(84, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +136,7 @@ class LeNet5(nn.Module):
 
 @MODELS.register("lenet5", channels_last=frozenset({"cpu", "cuda"}))
 def lenet5(args: Namespace, shape: DataShape) -> nn.Module:
-    return LeNet5(shape.classes, shape.channels)
+    return LeNet5(shape.classes, shape.channels, shape.height, shape.width)
 
 
 def optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,

@@ -1,8 +1,9 @@
 # What the three quick starts (run-small-experiment.sh, run-small-text-experiment.sh,
 # run-small-ncf-experiment.sh) share, sourced by each: the venv check, the launch of 2 workers and the
-# closing lines with the exact paths and the next commands.
+# closing lines with the exact paths and the next commands, the comparison among them.
 #
 #     source quickstart.sh; need_venv run-small-experiment.sh; launch_small RESULTS "NOTE" DPT_FLAGS...
+#     compare STUDY "DPT_FLAGS" "TIME"
 
 need_venv() {  # need_venv SCRIPT: setup.sh's venv, or one line naming it
   if [ ! -x .venv/bin/torchrun ]; then
@@ -37,4 +38,19 @@ launch_small() {
   echo "  .venv/bin/python report.py $shown      # $note"
   echo "  DPT_RESULTS=$shown DPT_FIGURES=$shown/figures .venv/bin/jupyter nbconvert --to notebook --execute \\"
   echo "      plots.ipynb --output-dir $shown/figures      # the figures, listed when it ends"
+}
+
+# compare STUDY PASSED TIME: the closing command that answers "does it beat vanilla and the random
+# control?": the study's arms at its CPU size (run-experiments.sh --size cpu) in one (W, I) cell of
+# its grid, 3 seeds, then report.py's answer; PASSED: dpt.py flags for every run (a smaller size).
+compare() {
+  local study=$1 passed=$2 time=$3 folder
+  folder=results/compare-$study
+  echo
+  echo "Does it beat vanilla DPT and a random fixed partition? Its arms, the baseline and the control over 3 seeds"
+  echo "($time on 2 CPU cores, one run per core; resumable), then the report's answer:"
+  echo "  ./run-experiments.sh --study $study --size cpu --seeds 17611 74606 8271 --warmups \\"
+  echo "      $(.venv/bin/python -c "import sweep; o = sweep.parse(['--study', '$study', '--size', 'cpu']); \
+print(o.warmups[0], '--intervals', o.intervals[0], end='')") --results-dir $folder${passed:+ -- $passed} \\"
+  echo "      && .venv/bin/python report.py $folder"
 }

@@ -44,6 +44,7 @@ import pandas as pd
 from scipy import stats
 
 import catalog as C
+import console
 import results
 import workload as names
 from workload import Workload
@@ -622,6 +623,69 @@ def coverage(cell_table: pd.DataFrame, base: pd.DataFrame) -> list[str]:
     return problems
 
 
+NEAR_CHANCE = 0.1  # a cell this share of the way from chance to a perfect metric or less learned nothing
+FEW_SEEDS = 3  # fewer runs in a cell: no spread to speak of (the figures draw points, not a box)
+FIX = "train longer (--total-epochs, --epochs in a study) or at a larger size (a larger --subset, --size cpu)"
+
+
+def warnings(runs: pd.DataFrame) -> list[str]:
+    """What makes a study say nothing, named cell by cell with the fix, for the report's top: runs whose
+    best epoch falls inside their warmup (the importance-aware part never improved on it), arms whose
+    rows are identical seed for seed, cells near chance level, cells of fewer than FEW_SEEDS runs."""
+    out = []
+    aware = runs[runs.heuristic != "none"]
+    early = aware[aware.best_epoch <= aware.warmup_epochs]
+    if len(early):
+        counts = early.groupby(CELL, sort=False).size()
+        totals = aware.groupby(CELL, sort=False).size()
+        named = [f"{label_cell(k)} ({counts[k]} of {totals[k]})" for k in counts.index]
+        out.append(f"{len(early)} of {len(aware)} importance-aware runs peaked inside their warmup, so the "
+                   f"partitions never improved on it: {shortened(named)}; {FIX}")
+    epochs = [c for c in runs.columns if c.startswith("epoch_")]
+    setting = ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "workers", "warmup_epochs",
+               "interval_epochs"]
+    for key, group in aware.groupby(setting, sort=False):
+        rows = {arm: frame.sort_values("id")[["id", *epochs]].astype(str).values.tolist()
+                for arm, frame in group.groupby(["heuristic", "measure"], sort=False)}
+        arms = list(rows)
+        same = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1:] if rows[a] == rows[b]]
+        for a, b in same:
+            out.append(f"{arm_label(*a)} and {arm_label(*b)} at W{key[6]}-INT{key[7]} ({key[0]}, {key[1]}) wrote the "
+                       f"same row for every seed ({len(rows[a])}): one experiment twice, not a comparison; {FIX}")
+    every = runs.groupby(CELL, sort=False).agg(n=("value", "size"), mean=("value", "mean"),
+                                               higher_is_better=("higher_is_better", "first")).reset_index()
+    near = []
+    for r in every.itertuples():
+        chance = C.task_of(r.dataset).chance(C.DATASETS[r.dataset])
+        perfect = 100.0 if r.higher_is_better else 0.0
+        if abs(r.mean - chance) <= NEAR_CHANCE * abs(perfect - chance):
+            near.append(f"{label_cell(r)} ({r.mean:.2f} against chance {chance:.2f})")
+    if near:
+        out.append(f"{console.plural(len(near), 'cell')} near chance level (within {NEAR_CHANCE:.0%} of the way from "
+                   f"chance to perfect): {shortened(near)}; the model learned next to nothing there; {FIX}")
+    few = [f"{label_cell(r)} (n = {r.n})" for r in every.itertuples() if r.n < FEW_SEEDS]
+    if few:
+        out.append(f"{console.plural(len(few), 'cell')} with fewer than {FEW_SEEDS} runs: {shortened(few)}; their "
+                   "spread and tests say little (the figures draw their points, not a box); add seeds (--seeds)")
+    return out
+
+
+def label_cell(cell) -> str:
+    """'Stripes-variance W4-INT2' for a cell (a CELL key tuple, or a row with those fields)."""
+    r = cell._asdict() if hasattr(cell, "_asdict") else dict(zip(CELL, cell))
+    where = "" if r["heuristic"] == "none" else f" W{r['warmup_epochs']}-INT{r['interval_epochs']}"
+    return f"{arm_label(r['heuristic'], r['measure'])}{where}"
+
+
+def arm_label(heuristic: str, measure: str) -> str:
+    """'Stripes-variance', 'vanilla'."""
+    return "vanilla" if heuristic == "none" else f"{C.HEURISTICS[heuristic].title}-{measure}"
+
+
+def shortened(items: list[str], most: int = 6) -> str:
+    return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
 def reported(reported_csv: Path, form: str) -> str:
     """The paper's Tables 1-5 as it reports them (PaperCSVs/paper-reported.csv): mean ± std per cell."""
     frame = paper_cells(reported_csv)
@@ -648,6 +712,15 @@ def emit(parts: list[str], form: str, frame: pd.DataFrame, index_name: str, capt
         parts += [f"### {caption}", "", markdown_table(frame, index_name), ""]
         for note in notes:
             parts += [note, ""]
+
+
+def warning_section(found: list[str], form: str) -> list[str]:
+    """The warnings, first: a markdown list, or LaTeX comments (they are not a table of the paper)."""
+    if not found:
+        return []
+    if form == "latex":
+        return [f"% warning: {w}" for w in found] + [""]
+    return ["## Warnings: what this folder cannot tell", "", *[f"- {w}" for w in found], ""]
 
 
 def table6_grid(six: pd.DataFrame) -> pd.DataFrame:
@@ -724,7 +797,8 @@ def render(folder: str | Path, paper_csv: str | Path | None, form: str, io: bool
     cell_table = cells(runs)
     base = baselines(runs)
     problems += coverage(cell_table, base)
-    parts = study_answers(cell_table, form)
+    parts = warning_section(warnings(runs), form)
+    parts += study_answers(cell_table, form)
     for table in tables(cell_table):
         parts += workload_section(cell_table, base, table, paper_csv, form)
     if io:

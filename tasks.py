@@ -50,8 +50,8 @@ class Task:
 
     # ---- model and training (the model itself is its record: models.Spec) ----
     def shape(self, train) -> models.DataShape:
-        """What the model's size depends on in the data: by default an image's classes and channels."""
-        return models.DataShape(classes=self.dataset.classes, channels=self.dataset.shape[0])
+        """What the model's size depends on in the data: by default an image's classes and (C, H, W) shape."""
+        return models.DataShape(self.dataset.classes, *self.dataset.shape)
 
     def build_model(self, args: Namespace, train, workers: int = 1, fused: bool = True) -> nn.Module:
         """--model for this data (seeded by the caller), with BatchNorm per emulated worker when `fused`."""

@@ -12,8 +12,7 @@ import workload
 from samplers import WorkerBatches
 
 
-NEW = ["forgetting", "confidence", "variability", "ab-variance", "ab-closeness", "el2n", "grad-norm", "dd-el2n",
-       "dd-grand"]
+NEW = [m for m in catalog.MEASURES if m not in ("average", "variance")]  # beyond the paper's two
 
 
 def random_window(rng: np.random.Generator, n: int, epochs: int) -> dict[str, np.ndarray]:
@@ -44,30 +43,35 @@ def toneva_counts(presentations: np.ndarray) -> np.ndarray:
     return out
 
 
+def ab_variance(p: np.ndarray) -> np.ndarray:
+    if p.shape[1] == 1:
+        return np.zeros(len(p))
+    var = p.var(axis=1, ddof=1)
+    return np.sqrt(var + var**2 / (p.shape[1] - 1))
+
+
+# Each measure's formula from its paper, in float64, over a window of float64 channels (and p = exp(-loss)).
+REFERENCES = {
+    "average": lambda w, p: w["loss"].mean(axis=1),
+    "variance": lambda w, p: w["loss"].var(axis=1, ddof=1) if w["loss"].shape[1] > 1 else w["loss"].mean(axis=1),
+    "forgetting": lambda w, p: toneva_counts(w["correct"]),  # the run began with this window (history None)
+    "confidence": lambda w, p: 1 - p.mean(axis=1),
+    "variability": lambda w, p: p.std(axis=1, ddof=0),
+    "ab-variance": lambda w, p: ab_variance(p),
+    "ab-closeness": lambda w, p: p.mean(axis=1) * (1 - p.mean(axis=1)),
+    "el2n": lambda w, p: w["el2n"].mean(axis=1),
+    "grad-norm": lambda w, p: w["grad_norm"].mean(axis=1),
+    "dd-el2n": lambda w, p: w["eval_el2n"][:, 0],
+    "dd-grand": lambda w, p: w["eval_grand"][:, 0],
+}
+
+
 def numpy_scores(name: str, w: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None) -> np.ndarray:
-    """The formulas of the papers, in float64."""
-    loss, epochs = w["loss"], w["loss"].shape[1]
-    p = np.exp(-loss)
-    if name == "average":
-        return loss.mean(axis=1)
-    if name == "variance":
-        return loss.var(axis=1, ddof=1) if epochs > 1 else loss.mean(axis=1)
-    if name == "forgetting":
-        return toneva_counts(w["correct"])  # the run began with this window (history None)
-    if name == "confidence":
-        return 1 - p.mean(axis=1)
-    if name == "variability":
-        return p.std(axis=1, ddof=0)
-    if name == "ab-variance":
-        if epochs == 1:
-            return np.zeros(len(p))
-        var = p.var(axis=1, ddof=1)
-        return np.sqrt(var + var**2 / (epochs - 1))
-    if name == "ab-closeness":
-        return p.mean(axis=1) * (1 - p.mean(axis=1))
-    if name in ("dd-el2n", "dd-grand"):
-        return w[{"dd-el2n": "eval_el2n", "dd-grand": "eval_grand"}[name]][:, 0]
-    return w[{"el2n": "el2n", "grad-norm": "grad_norm"}[name]].mean(axis=1)
+    """Measure `name`'s reference scores; a measure without one fails, naming where it goes."""
+    if name not in REFERENCES:
+        pytest.fail(f"add a numpy float64 reference for measure {name!r} to REFERENCES in tests/test_importance.py "
+                    "(its paper's formula: every measure is tested against one)")
+    return REFERENCES[name](w, np.exp(-w["loss"]))
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 5, 15])

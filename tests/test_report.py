@@ -387,7 +387,9 @@ def test_a_study_without_seeds_enough_says_no_test_was_possible(tmp_path):
             wl = Workload("cifar10", "resnet18", heuristic, measure, 3, w, i, 0 if heuristic == "none" else 1)
             results.append_row(results.csv_path(tmp_path, wl), results.row(0, [70.0, 71.0, 69.0], wl))
     text, _ = report.render(tmp_path, None, "markdown")
-    assert text.startswith("### Across measures") and "No test was possible" in text.split("### ")[1]
+    warned, answer = text.split("### ")[:2]
+    assert "with fewer than 3 runs" in warned and "wrote the same row for every seed (1)" in warned
+    assert answer.startswith("Across measures") and "No test was possible" in answer
     assert "+nan" not in text and "no test possible (a cell or the baseline has fewer than 2 runs)" in text
 
 
@@ -414,3 +416,47 @@ def test_table6_is_one_row_per_workload(tmp_path):
     assert list(six.columns) == ["runs", "tracking s/epoch", "training s"]
     assert six.loc["CIFAR10-ResNet18-Stripes-Variance", "tracking s/epoch"] == "0.020 [0.010, 0.030]"
     assert six.loc["Baselines", "runs"] == 1
+
+
+def small_study(folder: Path, arms: dict, seeds: int = 3, warmup: int = 4, total: int = 8) -> None:
+    """Rows of a small image study: `arms` maps (heuristic, measure) to a function (seed) -> the epochs'
+    accuracies; vanilla's key is ("none", "variance")."""
+    for (heuristic, measure), curve in arms.items():
+        w = Workload("fashionmnist", "lenet5", heuristic, measure, total, ignore_epochs=1)
+        w = w.at(total, 0) if heuristic == "none" else w.at(warmup, 2)
+        for seed in range(seeds):
+            epochs = curve(seed)
+            best = max(epochs)
+            results.append_row(results.csv_path(folder, w), {
+                "id": seed, **{f"epoch_{e + 1}": a for e, a in enumerate(epochs)}, "best_accuracy": best,
+                "best_epoch": epochs.index(best) + 1, "warmup_epochs": w.warmup_epochs,
+                "interval_epochs": w.interval_epochs, "measure": measure,
+                "heuristic": catalog.HEURISTICS[heuristic].paper, "model": w.model, "dataset": w.dataset})
+
+
+def test_a_study_that_learned_nothing_is_said_first(tmp_path):
+    """Runs that peaked in warmup, two arms with the same rows, a cell near chance and a cell of two
+    runs: each named, with its fix, before any table."""
+    peaked = lambda seed: [50.0 + seed, 60.0, 70.0, 80.0 + seed, 75.0, 74.0, 73.0, 72.0]  # best at epoch 4 = W
+    small_study(tmp_path, {("none", "variance"): lambda seed: [50.0 + seed + e for e in range(8)],
+                           ("stripes", "variance"): peaked, ("blocks", "variance"): peaked,
+                           ("random", "variance"): lambda seed: [10.0 + 0.1 * seed] * 7 + [11.0]})
+    small_study(tmp_path / "more", {("stripes", "average"): lambda seed: [60.0 + seed + e for e in range(8)]}, seeds=2)
+    text, _ = report.render(tmp_path, None, "markdown")
+    head = text.split("\n###")[0]
+    assert head.startswith("## Warnings")
+    assert "6 of 11 importance-aware runs peaked inside their warmup" in head
+    assert "Stripes-variance W4-INT2 (3 of 3)" in head and "Blocks-variance W4-INT2 (3 of 3)" in head
+    assert "Blocks-variance and Stripes-variance at W4-INT2 (fashionmnist, lenet5) wrote the same row for every " \
+           "seed (3)" in head
+    assert "1 cell near chance level" in head and "random-variance W4-INT2 (11.00 against chance 10.00)" in head
+    assert "1 cell with fewer than 3 runs: Stripes-average W4-INT2 (n = 2)" in head
+    assert all("--total-epochs" in line or "--seeds" in line for line in head.splitlines() if line.startswith("- "))
+
+
+def test_a_study_that_learned_says_no_warning(tmp_path):
+    small_study(tmp_path, {("none", "variance"): lambda seed: [50.0 + seed + e for e in range(8)],
+                           ("stripes", "variance"): lambda seed: [50.0 + seed + e + 0.5 * (e > 4) for e in range(8)]})
+    text, _ = report.render(tmp_path, None, "markdown")
+    assert "Warnings" not in text and text.startswith("###")
+    assert report.warning_section(["x"], "latex") == ["% warning: x", ""]
