@@ -2,29 +2,30 @@
 
     python dpt.py --dataset fashionmnist --subset 2000 --total-epochs 6 --warmup-epochs 3 \
         --interval-epochs 1 --ignore-epochs 1
-    torchrun --nproc_per_node=4 dpt.py --dataset cifar10 --model resnet18 \
-        --heuristic stripes --measure variance --warmup-epochs 20 \
-        --interval-epochs 5 --ignore-epochs 5 --total-epochs 100 --seed 17611
+    torchrun --nproc_per_node=4 dpt.py --dataset cifar10 --model resnet18 --heuristic stripes --measure variance \
+        --warmup-epochs 20 --interval-epochs 5 --ignore-epochs 5 --total-epochs 100 --seed 17611
 
 Vanilla DPT for E_warmup epochs (a DistributedSampler per worker) while every example's training
 signals are recorded; then intervals of E_interval epochs on fixed partitions (a ConstantSampler
 per worker), each chosen by a heuristic from the importance of the examples over the window before
 (the warmup minus its first E_ignore epochs, then the previous interval). Test metric every epoch;
-one CSV row per run in the paper's schema and a JSON log beside it (results.py, runlog.py). The
-schedule and the repartition themselves are schedule.py's.
+one CSV row per run in the paper's schema and a JSON log beside it (results.py, runlog.py); the
+schedule and the repartition are schedule.py's.
 
 Plain `python dpt.py` is world size 1. Under torchrun, the process group comes from RANK,
 WORLD_SIZE and LOCAL_RANK (topology.py; NCCL with CUDA, gloo without; --backend overrides). Only
-rank 0 evaluates, prints and writes results. Every flag is in flags.py, every up-front check in
-preflight.py, the run's state and its checkpoints in checkpoint.py, the task (images, text) in tasks.py.
+rank 0 evaluates, prints and writes results. Flags: flags.py; up-front checks: preflight.py; state and
+checkpoints: checkpoint.py; the task: tasks.py; signals: stops.py.
 """
 import os
 import sys
 
 import stops
 
-if __name__ == "__main__" and "TORCHELASTIC_RUN_ID" in os.environ:
-    stops.die_with_parent()  # first: torchrun's agent killed by SIGKILL must not leave its ranks training
+if __name__ == "__main__":
+    stops.at_import("dpt.py")  # a signal while torch imports: one line, not a traceback
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        stops.die_with_parent()  # first: torchrun's agent killed by SIGKILL must not leave its ranks training
 
 import flags
 
@@ -101,25 +102,30 @@ def trained_in(window: Window, partition, policy: Policy, job: Job) -> list[torc
 
 def main(argv: list[str] | None = None) -> None:
     args = flags.parse_args(argv)
-    try:
-        top = topology.of(args, world=args.preflight)
-        job = preflight.check(args, top)
-        if job.top.master and not job.finished and args.preflight is None:
-            job.lock = preflight.acquire(job.checkpoint_path.with_suffix(".lock"))  # last: no check can leave it held
-    except (topology.LaunchError, preflight.Refused) as err:
-        die(str(err))
-    try:
-        if args.preflight is not None:
-            print(preflight.planned(job, args) if not job.finished else
-                  f"{results.run_name(job.csv, args.seed)} finished already: its row is in {job.csv}")
-        elif job.finished:
-            if top.master:
-                print(f"{results.run_name(job.csv, args.seed)} finished already: its row is in {job.csv}; "
-                      "nothing to do")
-        else:
-            train_run(args, job)
-    finally:
-        preflight.release(job)
+    with stops.Stops() as stop:  # from here every stop signal ends in one line (stops.py)
+        job = None
+        try:
+            top = topology.of(args, world=args.preflight)
+            job = preflight.check(args, top)
+            if job.top.master and not job.finished and args.preflight is None:
+                job.lock = preflight.acquire(job.checkpoint_path.with_suffix(".lock"))  # last: no check leaves it held
+            if args.preflight is not None:
+                print(preflight.planned(job, args) if not job.finished else
+                      f"{results.run_name(job.csv, args.seed)} finished already: its row is in {job.csv}")
+            elif job.finished:
+                if top.master:
+                    print(f"{results.run_name(job.csv, args.seed)} finished already: its row is in {job.csv}; "
+                          "nothing to do")
+            else:
+                train_run(args, job, stop)
+        except (topology.LaunchError, preflight.Refused) as err:
+            die(str(err))
+        except stops.Stopped as signal:  # during start-up: nothing trained yet
+            kept = checkpoint.kept(job.checkpoint_path) if job and job.checkpoint else "nothing was trained"
+            die(f"stopped by {signal} during start-up; {kept}", status=stops.status(signal.signum))
+        finally:
+            if job:
+                preflight.release(job)
 
 
 def build(args: Namespace, job: Job) -> Trainer:
@@ -174,7 +180,7 @@ def start(args: Namespace, job: Job, trainer: Trainer, plan: list[Window], prove
     return run
 
 
-def train_run(args: Namespace, job: Job) -> None:
+def train_run(args: Namespace, job: Job, stop: stops.Stops) -> None:
     top, provenance, policy = job.top, results.provenance(), Policy.of(args)
     trainer = build(args, job)
     plan = schedule.windows(args.total_epochs, args.warmup_epochs, args.interval_epochs)
@@ -183,48 +189,52 @@ def train_run(args: Namespace, job: Job) -> None:
     wanted = importance.scored(args.measure) if args.heuristic != "none" else ()
     score = (lambda: job.task.score(trainer.model, job.train, wanted, trainer.step)) if wanted else None
     started = time.perf_counter() - run.elapsed_s
-    with stops.Stops() as stop:
-        try:
-            for window in plan[run.window:]:
-                if run.epoch == window.first_epoch:  # a new window (a resumed run may be in the middle of one)
-                    if window.index > 0:
-                        close_window(run, plan[window.index - 1], window, job, policy, args, score)
-                    elif args.save_partitions:
-                        run.partitions.append({"start_epoch": 1, "epochs": window.epochs, "partition": None})
-                    open_window(run, window, job)
-                batches = WorkerBatches(schedule.worker_samplers(job.train, run.partition, top.mine, top.workers,
-                                                                 policy), args.batch_size)
-                for epoch in range(run.epoch, window.end):
-                    began = time.perf_counter()
-                    for reader in job.readers:
-                        reader.set_epoch(epoch)
-                    stats = train.train_epoch(trainer.ddp, trainer.optimizer, batches, job.train, trainer.step, epoch,
-                                              run.recorder, epoch - window.first_epoch)
-                    stats = train.epoch_figures(stats, epoch, trainer.exchange, job.readers)
-                    run.epoch = epoch + 1
-                    if top.master:
-                        stats |= job.task.evaluate(trainer.model, job.test, trainer.step, epoch)
-                        stats["epoch_s"] = time.perf_counter() - began
-                        log_epoch(run, epoch, window.phase(args.heuristic), stats, args, job, wandb_run)
-                    asked = stop.agreed(top.device)
-                    if asked or (args.checkpoint_every and run.epoch % args.checkpoint_every == 0):
-                        run.elapsed_s = time.perf_counter() - started
-                        checkpoint.save(job.checkpoint_path, run, window.first_epoch, trainer, args, top, job.data)
-                    if asked and run.epoch < args.total_epochs:
-                        die(f"stopped by {stop.asked or 'another rank'} after epoch {run.epoch}; "
-                            f"{checkpoint.kept(job.checkpoint_path)}", status=stops.TEMPFAIL)
-        except stops.Stopped as signal:  # SIGTERM, or a second Ctrl-C: now, keeping the last checkpoint
-            die(f"stopped by {signal} in epoch {run.epoch + 1}; {checkpoint.kept(job.checkpoint_path)}",
-                status=128 + signal.signum)
-        except train.Diverged as err:  # on every rank alike: the training loss is all-reduced
-            die(str(err), status=1)
-        except data.DataError as err:  # data that went bad while the run read it (a truncated shard)
-            die(f"{err} (in epoch {run.epoch + 1}; no row was written; {checkpoint.kept(job.checkpoint_path)})",
-                status=1)
+    stop.phase = "training"
+    try:
+        for window in plan[run.window:]:
+            if run.epoch == window.first_epoch:  # a new window (a resumed run may be in the middle of one)
+                if window.index > 0:
+                    close_window(run, plan[window.index - 1], window, job, policy, args, score)
+                elif args.save_partitions:
+                    run.partitions.append({"start_epoch": 1, "epochs": window.epochs, "partition": None})
+                open_window(run, window, job)
+            batches = WorkerBatches(schedule.worker_samplers(job.train, run.partition, top.mine, top.workers,
+                                                             policy), args.batch_size)
+            for epoch in range(run.epoch, window.end):
+                began = time.perf_counter()
+                for reader in job.readers:
+                    reader.set_epoch(epoch)
+                stats = train.train_epoch(trainer.ddp, trainer.optimizer, batches, job.train, trainer.step, epoch,
+                                          run.recorder, epoch - window.first_epoch)
+                stats = train.epoch_figures(stats, epoch, trainer.exchange, job.readers)
+                run.epoch = epoch + 1
+                if top.master:
+                    stats |= job.task.evaluate(trainer.model, job.test, trainer.step, epoch)
+                    stats["epoch_s"] = time.perf_counter() - began
+                    log_epoch(run, epoch, window.phase(args.heuristic), stats, args, job, wandb_run)
+                asked = stop.agreed(top.device)
+                if asked or (args.checkpoint_every and run.epoch % args.checkpoint_every == 0):
+                    run.elapsed_s = time.perf_counter() - started
+                    checkpoint.save(job.checkpoint_path, run, window.first_epoch, trainer, args, top, job.data)
+                if asked and run.epoch < args.total_epochs:
+                    die(f"stopped by {stop.asked or 'another rank'} after epoch {run.epoch}; "
+                        f"{checkpoint.kept(job.checkpoint_path)}", status=stops.TEMPFAIL)
+    except stops.Stopped as signal:  # SIGTERM, SIGHUP, a second Ctrl-C: now, keeping the last checkpoint
+        die(f"stopped by {signal} in epoch {run.epoch + 1}; {checkpoint.kept(job.checkpoint_path)}",
+            status=stops.status(signal.signum))
+    except train.Diverged as err:  # on every rank alike: the training loss is all-reduced
+        die(str(err), status=1)
+    except data.DataError as err:  # data that went bad while the run read it (a truncated shard)
+        die(f"{err} (in epoch {run.epoch + 1}; no row was written; {checkpoint.kept(job.checkpoint_path)})",
+            status=1)
+    stop.phase = "finishing"  # a signal now waits until the log and the row are whole
     if args.save_partitions:
         run.partitions[-1]["trained"] = trained_in(plan[-1], run.partition, policy, job)
     if top.master:
         finish(run, args, job, time.perf_counter() - started, wandb_run)
+        if stop.held:
+            print(f"{stop.held} came while the results were written; they were finished first, and the run is "
+                  "complete", flush=True)
     topology.stop()
 
 

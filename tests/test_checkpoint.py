@@ -238,3 +238,41 @@ def test_a_signalled_run_says_what_it_kept_in_one_line_and_resumes_to_the_same_r
     assert "resuming after epoch" in inprocess(argv + ["--resume"])
     pd.testing.assert_frame_equal(whole, pd.read_csv(only(tmp_path, CSV)))
     assert not list(tmp_path.rglob("checkpoints/*"))  # the finished run took its checkpoint and lock with it
+
+
+MOMENTS = {  # where a signal comes: (function, call)
+    "start-up": ("preflight.check", 1),
+    "training": ("importance.Recorder.record", 15),
+    "repartition": ("schedule.repartition", 1),
+    "checkpoint write": ("checkpoint.write", 1),
+    "log written, no row yet": ("results.append_row", 1),
+}
+
+
+@pytest.mark.parametrize("moment,sig", [(m, s) for m in MOMENTS for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                                                                            signal.SIGUSR1)],
+                         ids=lambda v: v if isinstance(v, str) else signal.Signals(v).name)
+def test_every_signal_at_every_moment_ends_in_one_line_and_resumes_to_the_same_row(uninterrupted, tmp_path, moment,
+                                                                                    sig):
+    """The exit status stops.py gives, one line (no traceback), never a log without its row, and
+    --resume gives the row of the uninterrupted run."""
+    root, whole = uninterrupted
+    argv = flags(root, tmp_path) + ["--checkpoint-every", "1"]
+    function, call = MOMENTS[moment]
+    proc = subprocess.run([sys.executable, "tests/die_at.py", function, str(call), "--signal", sig.name, "--", *argv],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    logs, rows = list(tmp_path.rglob("logs/*.json")), list(tmp_path.rglob(CSV))
+    if moment == "log written, no row yet":  # held until both are whole: the run finished
+        assert proc.returncode == 0 and f"{sig.name} came while the results were written" in proc.stdout
+        assert len(logs) == 1 and len(rows) == 1
+    else:
+        later = sig in (signal.SIGINT, signal.SIGUSR1) and moment in ("training", "repartition", "checkpoint write")
+        expected = 75 if sig == signal.SIGUSR1 else 75 if later else 128 + sig
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == expected and len(lines) == 1, proc.stderr[-2000:]
+        assert lines[0].startswith(f"dpt.py: error: stopped by {sig.name}"), lines
+        assert logs == [] and rows == []
+    inprocess(argv + ["--resume"])
+    pd.testing.assert_frame_equal(whole, pd.read_csv(only(tmp_path, CSV)))
+    assert len(list(tmp_path.rglob("logs/*.json"))) == 1

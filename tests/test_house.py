@@ -76,3 +76,8 @@ def test_every_scripts_help_answers_before_importing_torch(script):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("usage: ") and proc.stdout.strip().endswith("IMPORTED []"), proc.stdout[-500:]
+
+
+def test_dpt_reads_as_the_papers_algorithm_in_at_most_300_lines():
+    """The run's phases stay in view: what grows goes to the modules dpt.py names."""
+    assert len(MODULES["dpt"].read_text().splitlines()) <= 300
