@@ -37,6 +37,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 from queue import Empty
 
 import flags
@@ -568,10 +569,8 @@ MEASURE = {
 
 
 def write(path: str, result: dict, quiet: bool = False) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".part", "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(path + ".part", path)  # whole or not at all, also when the process is killed while writing
+    # whole or not at all, also when the process is killed while writing; never through a link
+    results.write_bytes(Path(path), json.dumps(result, indent=1).encode())
     if not quiet:
         print(f"wrote {path}")
 

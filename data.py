@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import catalog as C
+import results
 
 
 class DataError(Exception):
@@ -73,7 +74,7 @@ def _cifar(name: str) -> type:
 def _download_lock(root: Path):
     """Serialize downloads into one folder: all torchrun ranks of a node call load at once."""
     root.mkdir(parents=True, exist_ok=True)
-    lock = open(root / ".download.lock", "w")
+    lock = os.fdopen(results.open_file(root / ".download.lock", os.O_WRONLY | os.O_CREAT), "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     return lock
 

@@ -194,7 +194,7 @@ def start(folder: Path, budget: int, smoke: bool) -> dict:
             and (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file(),
             "compute_mode": compute_mode(),
             "gpu_memory_mb": torch.cuda.mem_get_info()[1] / 2**20 if torch.cuda.is_available() else None}
-    (folder / "plan.json").write_text(json.dumps(plan, indent=1))
+    results.write_bytes(folder / "plan.json", json.dumps(plan, indent=1).encode())
     return plan
 
 
@@ -304,15 +304,15 @@ def main(argv: list[str] | None = None) -> None:
         seeds = seeds_for(args.folder, args.seeds_for, args.most, bool(args.smoke))
         at_once = NAMED + 1 + len(ARMS) * len(seeds)  # with torchrun's run
         plan = read(args.folder / "plan.json") | {"extra_seeds": seeds, "runs_at_once": at_once}
-        (args.folder / "plan.json").write_text(json.dumps(plan, indent=1))
+        results.write_bytes(args.folder / "plan.json", json.dumps(plan, indent=1).encode())
         print(*seeds)
         return
     if not (args.folder / "steps.txt").is_file():
         sys.exit(f"gpucheck.py: error: {args.folder} holds no steps.txt; run bash gpu-check.sh {args.folder} first")
     s = strict(summary(args.folder, bool(args.smoke)))
-    (args.folder / "summary.json").write_text(json.dumps(s, indent=1, default=str, allow_nan=False))
+    results.write_bytes(args.folder / "summary.json", json.dumps(s, indent=1, default=str, allow_nan=False).encode())
     text = markdown(s)
-    (args.folder / "summary.md").write_text(text)
+    results.write_bytes(args.folder / "summary.md", text.encode())
     print(text, end="")
     failed = [x["step"] for x in s["steps"] if x["exit"] not in (0, "skipped")]
     if failed:

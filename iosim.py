@@ -45,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import argparse
+from pathlib import Path
 
 import catalog as C
 import flags
@@ -85,6 +86,7 @@ import pandas as pd
 import torch
 
 import heuristics
+import results
 import samplers
 import schedule
 
@@ -410,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(epochs.assign(shard_size=shard_size, cache=cache, heuristic=heuristic))
     frame = pd.concat(rows)
     if args.out:
-        frame.to_csv(args.out, index=False)
+        results.write_bytes(Path(args.out), frame.to_csv(index=False).encode())
     after = frame[frame.epoch >= args.warmup]  # the epochs on fixed partitions (vanilla: the same epochs)
     table = after.groupby(["shard_size", "cache", "heuristic", "epoch"], sort=False)[
         ["requests", "hits", "misses", "bytes"]].sum().groupby(level=[0, 1, 2], sort=False).mean()

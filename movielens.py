@@ -37,6 +37,7 @@ import torch
 
 import augment
 import catalog as C
+import results
 from data import DataError, _fetch, checked_folder
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -211,6 +212,5 @@ def generate(folder: str | os.PathLike, users: int = 300, items: int = 400, per_
         lines += [f"{u}::{i + 1}::{rng.integers(1, 6)}::{t}" for i, t in zip(chosen, stamps)]
     path = Path(folder) / C.DATASETS[name].train_files[0]
     assert path.suffix == ".dat", "generate writes the ml-1m layout"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    results.write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path

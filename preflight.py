@@ -170,6 +170,12 @@ def check_results(args: Namespace, job: Job) -> None:
         if path.is_dir():
             raise Refused(f"{path} is a folder where this run keeps a file; move it away or pass another "
                           "--results-dir")
+    for path in (job.csv, results.manifest_path(job.csv), job.checkpoint_path, job.checkpoint_path.with_suffix(".lock"),
+                 job.csv.with_name(job.csv.name + ".partial")):
+        try:
+            results.refuse_link(path)
+        except results.LinkRefused as err:
+            raise Refused(str(err)) from None
     need = 2**20 + (checkpoint_bytes(args, job) if args.checkpoint_every or args.resume else 0)
     room = shutil.disk_usage(job.csv.parent).free
     if room < need:
@@ -193,12 +199,15 @@ def checkpoint_bytes(args: Namespace, job: Job) -> int:
 
 
 def writable(folder: Path, flag: str) -> None:
-    """Create `folder` and write a probe file there, or refuse naming `flag`."""
+    """Create `folder` (a folder of the project's own: never a link) and write a probe file there, or
+    refuse naming `flag`."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        results.folder(folder, own=True)
         probe = folder / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
+        os.close(results.open_file(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
         probe.unlink()
+    except results.LinkRefused as err:
+        raise Refused(str(err)) from None
     except OSError as err:
         raise Refused(f"cannot write results to {folder} ({err.strerror or err}); pass a writable {flag}") from None
 
@@ -247,11 +256,13 @@ def free_memory(top: Topology) -> int:
 
 def acquire(lock_path: Path):
     """Hold the run's lock, or refuse: two processes running one run would append two rows for it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    results.folder(lock_path.parent, own=True)
     try:
-        handle = open(lock_path, "a+")
+        handle = os.fdopen(results.open_file(lock_path, os.O_RDWR | os.O_CREAT), "r+")
     except IsADirectoryError:
         raise Refused(f"{lock_path} is a folder where this run keeps its lock; move it away") from None
+    except results.LinkRefused as err:
+        raise Refused(str(err)) from None
     try:
         fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a POSIX record lock: NFS clients forward it
     except (BlockingIOError, PermissionError):
@@ -267,7 +278,7 @@ def acquire(lock_path: Path):
 def release(job: Job) -> None:
     """The run's lock and its streaming caches, and the folders they leave empty."""
     if job.lock:
-        Path(job.lock.name).unlink(missing_ok=True)  # while held: nobody can take it in between
+        job.checkpoint_path.with_suffix(".lock").unlink(missing_ok=True)  # while held: nobody can take it in between
         job.lock.close()
     for reader in job.readers:
         shutil.rmtree(reader.cache_dir, ignore_errors=True)  # a cache: the shards stay at the remote

@@ -849,7 +849,7 @@ def main(argv: list[str] | None = None) -> None:
     for problem in problems:
         print(f"report.py: warning: {problem}", file=sys.stderr)
     if args.out:
-        Path(args.out).write_text(text)
+        results.write_bytes(Path(args.out), text.encode())
     else:
         print(text, end="")
 

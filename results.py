@@ -20,6 +20,7 @@ node, or array tasks on shared storage) may share a file; its manifest (<file>.m
 holds the settings all its runs share.
 """
 import csv
+import errno
 import fcntl
 import hashlib
 import importlib.metadata
@@ -126,8 +127,8 @@ def claim(path: Path, settings: dict, write: bool = True) -> str | None:
     manifest = manifest_path(path)
     if not write and not manifest.is_file():
         return settings_clash(path, settings, list(settings))
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    with open(manifest, "a+") as f:
+    folder(manifest.parent)
+    with os.fdopen(open_file(manifest, os.O_RDWR | os.O_CREAT | os.O_APPEND), "a+") as f:
         fcntl.lockf(f, fcntl.LOCK_EX)
         f.seek(0)
         text = f.read()
@@ -187,16 +188,60 @@ def row(run_id: str | int, values: list[float], workload: Workload) -> dict:
     return out
 
 
+class LinkRefused(OSError):
+    """A path the project would write where a symbolic link stands: refused, never followed."""
+
+
+FILE_MODE, FOLDER_MODE = 0o664, 0o775  # with the user's umask, and never writable by others (& ~0o002)
+
+
+def refuse_link(path: Path) -> None:
+    """On a shared results folder anyone may plant a link where a run writes (its lock, its row, its
+    log) to aim the write at another user's file: the project writes through no link it did not make."""
+    if Path(path).is_symlink():
+        raise LinkRefused(f"{path} is a symbolic link (to {os.readlink(path)}), where this project writes a file "
+                          "of its own; it never writes through one: remove the link (or pass another folder)")
+
+
+def folder(path: Path, own: bool = False) -> Path:
+    """`path` created as a folder (parents too; never writable by others). `own`: a folder the project
+    names itself (a workload's, its logs/ and checkpoints/), refused when a link stands there (a
+    results folder the user names may well be a link to scratch space)."""
+    path = Path(path)
+    if own:
+        refuse_link(path)
+    path.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE & ~0o002)
+    return path
+
+
+def open_file(path: Path, flags: int) -> int:
+    """os.open of a file of the project's own, never through a link (O_NOFOLLOW: a link planted
+    between a check and the open is refused too), created FILE_MODE & ~umask, never world-writable."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE & ~0o002)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            refuse_link(path)
+        raise
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append `text` to a file of the project's own (a sweep's log, its failures), never through a link."""
+    fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    with os.fdopen(fd, "a") as f:
+        f.write(text)
+
+
 def append_row(path: Path, values: dict) -> None:
     """Append one row whole or not at all, under a POSIX record lock (fcntl; NFS clients forward it to
     the server), writing the header first if the file is new. A last line without its newline is kept
     when it is a whole row (an editor's doing) and gets the newline first; a cut one (a disk that filled,
     a crash mid-write) is moved to <file>.partial with a warning, so it never passes for a finished
     run. If the write fails (a full disk), the file is cut back to what it held: OSError, no half row."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder(path.parent)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    with open(path, "a+b") as f:
+    with os.fdopen(open_file(path, os.O_RDWR | os.O_CREAT | os.O_APPEND), "a+b") as f:
         fcntl.lockf(f, fcntl.LOCK_EX)
         f.seek(0)
         raw = f.read()
@@ -213,7 +258,8 @@ def append_row(path: Path, values: dict) -> None:
                 buffer.write("\n")  # a whole last row: only its newline was missing
                 whole = len(raw)
             else:
-                with open(path.with_name(path.name + ".partial"), "ab") as aside:
+                with os.fdopen(open_file(path.with_name(path.name + ".partial"),
+                                         os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as aside:
                     aside.write(tail + b"\n")
                 print(f"results: warning: {path} ended in a cut line ({len(tail)} bytes); moved it to "
                       f"{path.name}.partial", file=sys.stderr)
@@ -240,7 +286,8 @@ def write_bytes(path: Path, data: bytes) -> None:
     """Write through a temporary file and rename, so a reader never sees half a file and a write killed
     midway leaves the previous one whole (its temporary is removed by the next write, or by
     `clean_temporaries`). The file gets the permissions the umask gives the CSVs (mkstemp's are 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder(path.parent)
+    refuse_link(path)  # a rename would not follow it, but a link where our file goes is someone's doing
     clean_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -248,7 +295,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)
+        os.chmod(tmp, FILE_MODE & ~UMASK & ~0o002)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -34,23 +34,68 @@ GRACE_S = 300  # SIGUSR1 this long before the limit: time to end an epoch and wr
 SHARED = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb2", "ceph", "fuse.ceph", "glusterfs", "fuse.glusterfs",
           "panfs", "wekafs", "9p", "fuse.sshfs"}
 TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
+ENDLESS = ("UNLIMITED", "INFINITE")  # Slurm's words for no time limit
+LONGEST_S = 365 * 24 * 3600  # a longer limit is a typo: name it UNLIMITED
+NAME = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")  # a partition or account (or a list of them)
+SBATCH_LINE = re.compile(r"^(?:#SBATCH )?--(?P<name>[a-z][a-z0-9-]*)=(?P<value>[^\s'\"\\;&|`$<>]+)$")
+SET_BY_SCRIPT = {"wrap", "array", "output", "error", "job-name", "open-mode", "requeue", "signal", "chdir", "parsable",
+                 "nodes", "ntasks-per-node", "gres", "partition", "account", "time", "cpus-per-task"}
 
 
 class Refused(Exception):
     """A submission that cannot work; the message names the fix."""
 
 
-def seconds(limit: str) -> int:
-    """A Slurm time limit in seconds: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS."""
+def seconds(limit: str) -> int | None:
+    """A Slurm time limit in seconds (None: UNLIMITED): minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or
+    D-HH:MM:SS, each field within its range, as Slurm reads them."""
+    if limit.upper() in ENDLESS:
+        return None
     m = TIME.match(limit)
     if not m:
-        raise Refused(f"--time {limit} is not a Slurm time (minutes, HH:MM:SS or D-HH:MM:SS)")
+        raise Refused(f"--time {limit} is not a Slurm time (minutes, HH:MM:SS, D-HH:MM:SS or UNLIMITED)")
     d, a, b, c = (int(m[k]) if m[k] else None for k in ("d", "a", "b", "c"))
     if d is not None:  # D-HH[:MM[:SS]]
-        return ((d * 24 + a) * 60 + (b or 0)) * 60 + (c or 0)
-    if c is not None:
-        return (a * 60 + b) * 60 + c
-    return a * 60 + b if b is not None else a * 60
+        fields, total = [(a, 24), (b, 60), (c, 60)], ((d * 24 + a) * 60 + (b or 0)) * 60 + (c or 0)
+    elif c is not None:  # HH:MM:SS
+        fields, total = [(b, 60), (c, 60)], (a * 60 + b) * 60 + c
+    else:  # minutes, or MM:SS
+        fields, total = [(b, 60)], a * 60 + (b or 0) if b is not None else a * 60
+    if any(v is not None and v >= top for v, top in fields):
+        raise Refused(f"--time {limit}: a field is out of its range (hours under 24 after days, minutes and seconds "
+                      "under 60)")
+    if total > LONGEST_S:
+        raise Refused(f"--time {limit} is over a year; pass UNLIMITED for no limit, or the time the runs need")
+    return total
+
+
+def check_values(opts: argparse.Namespace) -> None:
+    """Every value that reaches the generated script, checked as Slurm reads it: names without spaces or
+    shell characters, times in range, extra #SBATCH lines of one --name=value option (never --wrap,
+    nor what the script sets itself), and a results folder sbatch can take on an #SBATCH line."""
+    if opts.nodes > 1 and opts.launch != "torchrun":
+        raise Refused(f"--nodes {opts.nodes} spreads one run's ranks over nodes, which needs --launch torchrun")
+    for flag in ("partition", "account"):
+        value = getattr(opts, flag)
+        if value is not None and not NAME.match(value):
+            raise Refused(f"--{flag} {value!r} is not a Slurm name (letters, digits, '_', '.', '-'; a list: commas)")
+    limit = seconds(opts.time) if opts.time else None
+    if limit is not None and limit <= GRACE_S:
+        raise Refused(f"--time {opts.time} leaves no time to train: the runs are asked to checkpoint {GRACE_S} s "
+                      "before the limit; give a longer --time")
+    for line in opts.sbatch_line:
+        m = SBATCH_LINE.match(line)
+        if not m:
+            raise Refused(f"--sbatch-line {line!r}: give one option as --name=value (no spaces, quotes or shell "
+                          "characters), e.g. --sbatch-line=--qos=long")
+        if m["name"] in SET_BY_SCRIPT:
+            raise Refused(f"--sbatch-line {line!r}: --{m['name']} is run-experiments.sh's own"
+                          + (" (and runs a command of its own)" if m["name"] == "wrap" else
+                             f"; pass it as run-experiments.sh --{m['name']}" if m["name"] in
+                             ("partition", "account", "time", "cpus-per-task", "nodes") else ""))
+    if re.search(r"[\s'\"\\$`]", str(opts.results_dir)):
+        raise Refused(f"--results-dir {str(opts.results_dir)!r}: Slurm reads it from an #SBATCH line, which takes "
+                      "no spaces, quotes, '$' or '`'; pass a folder without them")
 
 
 def groups(lines: list[int], per_task: int) -> list[list[int]]:
@@ -102,8 +147,6 @@ def check(opts: argparse.Namespace) -> list[str]:
     if not shutil.which("sbatch") and not opts.dry_run:
         raise Refused("--slurm needs Slurm's sbatch on PATH, and there is none on this machine; run on the cluster's "
                       "login node (or install slurm-wlm), or drop --slurm to run here")
-    if opts.nodes > 1 and opts.launch != "torchrun":
-        raise Refused(f"--nodes {opts.nodes} spreads one run's ranks over nodes, which needs --launch torchrun")
     if opts.partition and shutil.which("sinfo"):
         listed = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True)
         known = sorted(set(listed.stdout.split()))
@@ -111,16 +154,13 @@ def check(opts: argparse.Namespace) -> list[str]:
             raise Refused(f"--partition {opts.partition} does not exist on this cluster; sinfo lists "
                           f"{', '.join(known) or 'none'}")
     warnings = []
-    if opts.time:
-        limit = seconds(opts.time)
+    limit = seconds(opts.time) if opts.time else None
+    if limit is not None:
         epoch = epoch_estimate(opts.results_dir)
         if epoch is not None and limit < lead_time(epoch) + epoch:
             raise Refused(f"--time {opts.time} ({limit} s) is shorter than one epoch ({epoch:.0f} s, the longest mean "
                           f"in {opts.results_dir}'s logs) plus the {lead_time(epoch)} s the runs get to checkpoint; "
                           "give a longer --time")
-        if limit <= GRACE_S:
-            raise Refused(f"--time {opts.time} leaves no time to train: the runs are asked to checkpoint {GRACE_S} s "
-                          "before the limit; give a longer --time")
         if epoch is None:
             warnings.append(f"no epoch time is known yet (no run has finished under {opts.results_dir}): --time "
                             f"{opts.time} is not checked against one")
@@ -141,10 +181,12 @@ def resources(opts: argparse.Namespace) -> list[str]:
     return lines
 
 
-def script(opts: argparse.Namespace, commands: Path, array: Path, tasks: int, repo: Path) -> str:
-    """The sbatch script of the array: task i runs line i of `array` (commands.txt line numbers) at once."""
-    logs = opts.results_dir / "slurm-logs"
-    extra = [line if line.startswith("#SBATCH") else f"#SBATCH {line}" for line in opts.sbatch_line]
+def script(opts: argparse.Namespace, commands: Path, array: Path, tasks: int, repo: Path, stamp: str) -> str:
+    """The sbatch script of the array: task i runs, at once, the lines of `commands` (this submission's
+    copy of commands.txt) that line i of `array` names; each line's output and exit status go under
+    slurm-logs/<stamp>/. Every value from the command line is checked (check_values) before it gets here."""
+    logs = opts.results_dir / "slurm-logs" / stamp
+    extra = [f"#SBATCH {line.removeprefix('#SBATCH ')}" for line in opts.sbatch_line]  # check_values' form
     heading = [f"#SBATCH --job-name=dpt-{opts.study}", f"#SBATCH --array=1-{tasks}",
                f"#SBATCH --output={logs}/%A_%a.out", "#SBATCH --open-mode=append", "#SBATCH --requeue",
                f"#SBATCH --signal=B:USR1@{lead_time(epoch_estimate(opts.results_dir))}",
@@ -170,7 +212,8 @@ cd {shlex.quote(str(repo))}
 export OMP_NUM_THREADS="${{OMP_NUM_THREADS:-1}}"
 {chr(10).join(rendezvous)}
 lines=$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {shlex.quote(str(array))})
-echo "slurm task ${{SLURM_ARRAY_JOB_ID:-?}}_${{SLURM_ARRAY_TASK_ID}} on $(hostname): commands.txt lines $lines"
+echo "slurm task ${{SLURM_ARRAY_JOB_ID:-?}}_${{SLURM_ARRAY_TASK_ID}} on $(hostname): lines $lines of \\
+{shlex.quote(commands.name)}"
 pids=() numbers=() asked=0
 descendants() {{ local p; for p in $(pgrep -P "$1"); do echo "$p"; descendants "$p"; done; }}
 checkpoint() {{  # dpt.py turns SIGUSR1 into a checkpoint at its epoch's end; torchrun itself is spared
@@ -234,23 +277,29 @@ def held(lock: Path) -> bool:
         os.close(fd)
 
 
-def failures(folder: Path) -> dict[int, str]:
-    """commands.txt line number -> the first error line of its run's log, for the lines whose last
-    exit (slurm-logs/exits.txt) was a failure: not 0, and not 75 (stopped with a checkpoint)."""
-    logs = folder / "slurm-logs"
-    last: dict[int, int] = {}
-    exits = logs / "exits.txt"
-    for entry in exits.read_text().split("\n") if exits.is_file() else []:
-        if len(entry.split()) == 2 and all(x.isdigit() for x in entry.split()):
-            n, rc = map(int, entry.split())
-            last[n] = rc
+def failures(folder: Path) -> dict[str, str]:
+    """A run's command -> the first error line of its log, for the commands whose last exit in any
+    submission (slurm-<stamp>.commands.txt, its slurm-logs/<stamp>/exits.txt) was a failure: not 0,
+    and not 75 (stopped with a checkpoint). Later submissions override earlier ones."""
     out = {}
-    for n, rc in last.items():
-        if rc not in (0, 75):
-            log = logs / f"line{n}.log"
-            text = log.read_text(errors="replace") if log.is_file() else ""
-            errors = [line.split(": error: ", 1)[1] for line in text.splitlines() if ": error: " in line]
-            out[n] = (errors[0] if errors else f"exit {rc}")[:200]
+    for snapshot in sorted(folder.glob("slurm-*.commands.txt")):
+        logs = folder / "slurm-logs" / snapshot.name.removeprefix("slurm-").removesuffix(".commands.txt")
+        commands = snapshot.read_text().splitlines()
+        exits = logs / "exits.txt"
+        last: dict[int, int] = {}
+        for entry in exits.read_text().split("\n") if exits.is_file() else []:
+            if len(entry.split()) == 2 and all(x.isdigit() for x in entry.split()):
+                n, rc = map(int, entry.split())
+                last[n] = rc
+        for n, rc in last.items():
+            if not 1 <= n <= len(commands):
+                continue
+            out.pop(commands[n - 1], None)
+            if rc not in (0, 75):
+                log = logs / f"line{n}.log"
+                text = log.read_text(errors="replace") if log.is_file() else ""
+                errors = [line.split(": error: ", 1)[1] for line in text.splitlines() if ": error: " in line]
+                out[commands[n - 1]] = f"{(errors[0] if errors else f'exit {rc}')[:200]} (log {log})"
     return out
 
 
@@ -266,21 +315,26 @@ def local_failures(folder: Path) -> dict[str, str]:
     return out
 
 
-def status(folder: Path, runs: list, has_row) -> tuple[str, dict[str, list[str]]]:
-    """How many runs of the selection (commands.txt's order) are finished, running (their lock held),
-    failed (with the first line of the reason) and pending; and the runs in each state."""
+def status(folder: Path, runs: list, commands: list[str], has_row) -> tuple[str, dict[str, list[str]]]:
+    """How many runs of the selection (`commands`: each one's command) are finished, running (their lock
+    held), failed (with the first line of the reason) and pending, and the runs in each state; then the
+    folder's other runs that are running now (locks held outside this selection)."""
     failed_with = failures(folder)
     here = local_failures(folder)
+    running = {lock for lock in folder.glob("*/checkpoints/*.lock") if held(lock)}
     states: dict[str, list[str]] = {"finished": [], "running": [], "failed": [], "pending": []}
     reasons = []
-    for n, run in enumerate(runs, start=1):
+    for run, line in zip(runs, commands, strict=True):
         lock = run.csv.parent / "checkpoints" / f"{run.name}.lock"
-        state = ("finished" if has_row(run.csv, run.seed) else "running" if lock.is_file() and held(lock)
-                 else "failed" if n in failed_with or run.name in here else "pending")
+        state = ("finished" if has_row(run.csv, run.seed) else "running" if lock in running
+                 else "failed" if line in failed_with or run.name in here else "pending")
+        running.discard(lock)
         states[state].append(run.name)
         if state == "failed":
-            why = (f"{failed_with[n]} (log {folder / 'slurm-logs' / f'line{n}.log'})" if n in failed_with
-                   else here[run.name])
-            reasons.append(f"  failed {run.csv.parent.name}/{run.name}: {why}")
+            reasons.append(f"  failed {run.csv.parent.name}/{run.name}: {failed_with.get(line) or here[run.name]}")
     lines = [f"{folder}: {len(runs)} runs: " + ", ".join(f"{len(v)} {k}" for k, v in states.items()), *reasons]
+    if running:
+        others = sorted(f"{lock.parent.parent.name}/{lock.stem}" for lock in running)
+        lines.append(f"  and {len(others)} of the folder's runs outside this selection running now: "
+                     + ", ".join(others[:6]) + (", ..." if len(others) > 6 else ""))
     return "\n".join(lines), states

@@ -19,6 +19,7 @@ SIGTERM and SIGHUP stop the running runs too. Every command is also written to
 """
 import argparse
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -217,8 +218,8 @@ def execute(pending: list[Run], opts: argparse.Namespace) -> list[Run]:
                 if slot is not None:
                     env["CUDA_VISIBLE_DEVICES"] = slot
                 log = logs / run.csv.parent.name / f"{run.name}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                with open(log, "a") as out:
+                results.folder(log.parent, own=True)
+                with os.fdopen(results.open_file(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a") as out:
                     proc = subprocess.Popen(command(run, opts, sys.executable), cwd=REPO, env=env, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True,
                                             preexec_fn=stops.die_with_parent)  # a SIGKILLed sweep stops them too
@@ -233,9 +234,9 @@ def execute(pending: list[Run], opts: argparse.Namespace) -> list[Run]:
                 else:
                     failed.append(run)
                     why = reason(log.read_text(errors="replace")) or f"exit {proc.returncode}"
-                    with open(failures_file, "a") as f:
-                        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} exit {proc.returncode} {run.name} log {log}\n"
-                                f"    {why}\n    {shlex.join(command(run, opts, sys.executable))}\n")
+                    results.append_text(failures_file, f"{time.strftime('%Y-%m-%d %H:%M:%S')} exit {proc.returncode} "
+                                        f"{run.name} log {log}\n    {why}\n    "
+                                        f"{shlex.join(command(run, opts, sys.executable))}\n")
                 print(
                     f"[{done + len(failed)}/{len(pending)}, {len(failed)} failed, {len(active)} running] "
                     f"{run.csv.parent.name}/{run.name} "
@@ -400,6 +401,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
             "ranks)")
     if opts.gpus_per_run is not None and opts.gpus_per_run < 0:
         die("--gpus-per-run must be at least 0")
+    if opts.cpus_per_task is not None and opts.cpus_per_task < 1:
+        die(f"--cpus-per-task must be at least 1 (got {opts.cpus_per_task})")
+    controlled = [v for v in (str(opts.results_dir), *dpt_args, *opts.sbatch_line, opts.partition or "",
+                              opts.account or "", opts.time or "") if re.search(r"[\x00-\x1f\x7f]", v)]
+    if controlled:
+        die(f"{controlled[0]!r} holds a control character (a newline, a tab, ...), which a command line or script "
+            "written from it would take for a new command; pass a value without one")
     if not (opts.slurm or opts.status) and (opts.partition or opts.account or opts.time or opts.nodes > 1 or
                                             opts.sbatch_line or opts.gpus_per_run is not None or opts.cpus_per_task):
         die("--partition, --account, --time, --nodes, --gpus-per-run, --cpus-per-task and --sbatch-line are for "
@@ -409,6 +417,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
             "share one rendezvous); drop --per-gpu")
     if opts.gpus_per_run is None and opts.launch == "torchrun" and opts.slurm:
         opts.gpus_per_run = opts.workers // opts.nodes
+    if opts.slurm:
+        try:
+            slurm.check_values(opts)
+        except slurm.Refused as err:
+            die(str(err))
     if opts.results_dir.exists() and not opts.results_dir.is_dir():
         die(f"--results-dir {opts.results_dir} is a file; pass a folder")
     return opts
@@ -424,13 +437,16 @@ def submit(runs: list[Run], pending: list[Run], commands_file: Path, opts: argpa
         die(str(err))
     waiting = {id(r) for r in pending}
     tasks = slurm.groups([n for n, r in enumerate(runs, start=1) if id(r) in waiting], opts.per_gpu)
-    stamp = time.strftime("%Y%m%d-%H%M%S")  # an earlier array still queued keeps reading its own file
+    # Each submission reads its own copy of the commands (and logs under its own folder), so a later
+    # selection written to commands.txt never changes the lines of an array still queued.
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     array, path = opts.results_dir / f"slurm-array-{stamp}.txt", opts.results_dir / f"slurm-{stamp}.sbatch"
+    snapshot = opts.results_dir / f"slurm-{stamp}.commands.txt"
     try:
         slurm.check_array(len(tasks))
     except slurm.Refused as err:
         die(str(err))
-    text = slurm.script(opts, commands_file, array, len(tasks), REPO)
+    text = slurm.script(opts, snapshot, array, len(tasks), REPO, stamp)
     if opts.dry_run:
         print(text, end="")
         return
@@ -438,9 +454,10 @@ def submit(runs: list[Run], pending: list[Run], commands_file: Path, opts: argpa
         print("nothing to submit: every run has its row")
         return
     preflight(pending, opts)
-    (opts.results_dir / "slurm-logs").mkdir(exist_ok=True)
-    array.write_text("".join(" ".join(map(str, t)) + "\n" for t in tasks))
-    path.write_text(text)
+    results.folder(opts.results_dir / "slurm-logs" / stamp, own=True)
+    results.write_bytes(snapshot, commands_file.read_bytes())
+    results.write_bytes(array, "".join(" ".join(map(str, t)) + "\n" for t in tasks).encode())
+    results.write_bytes(path, text.encode())
     try:
         job = slurm.submit(path)
     except slurm.Refused as err:
@@ -449,7 +466,7 @@ def submit(runs: list[Run], pending: list[Run], commands_file: Path, opts: argpa
     at = given.index("--") if "--" in given else len(given)  # before the flags that go to dpt.py
     again = shlex.join(["./run-experiments.sh", *given[:at], "--status", *given[at:]])
     print(f"submitted job {job}: {len(tasks)} array tasks for {len(pending)} runs ({path}); follow it with "
-          f"`squeue -j {job}` and `{again}`; task logs in {opts.results_dir / 'slurm-logs'}", flush=True)
+          f"`squeue -j {job}` and `{again}`; task logs in {opts.results_dir / 'slurm-logs' / stamp}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -462,15 +479,21 @@ def main(argv: list[str] | None = None) -> None:
         )
     listed = "".join(shlex.join(command(r, opts, sys.executable)) + "\n" for r in runs)
     commands_file = opts.results_dir / "commands.txt"
+    try:
+        results.refuse_link(commands_file)  # read or written, the sweep's own file is never someone's link
+    except results.LinkRefused as err:
+        die(str(err))
     kept = (opts.dry_run or opts.status) and commands_file.is_file() and commands_file.read_text() != listed
     try:
-        opts.results_dir.mkdir(parents=True, exist_ok=True)
+        results.folder(opts.results_dir)
         if not kept and not opts.status:  # a dry run never replaces another selection's commands (an array's)
-            commands_file.write_text(listed)
+            results.write_bytes(commands_file, listed.encode())
+    except results.LinkRefused as err:
+        die(str(err))
     except OSError as err:
         die(f"cannot write to --results-dir {opts.results_dir} ({err.strerror or err}); pass a writable folder")
     if opts.status:
-        print(slurm.status(opts.results_dir, runs, results.has_row)[0])
+        print(slurm.status(opts.results_dir, runs, listed.splitlines(), results.has_row)[0])
         return
     pending = [r for r in runs if not results.has_row(r.csv, r.seed)]
     for csv, run in {r.csv: r for r in runs}.items():  # a row of a trial must not stand for the study's run

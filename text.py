@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+import results
 from data import DataError, checked_folder
 
 VOCAB = 256  # the byte values
@@ -166,9 +167,7 @@ def kjv(data_dir: str | os.PathLike) -> list[bytes]:
                         f"reinstall it: apt-get install --reinstall bible-kjv bible-kjv-text") from None
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".kjv.txt.{os.getpid()}")  # every rank may write at once; rename is atomic
-        tmp.write_bytes(raw)
-        os.replace(tmp, cache)
+        results.write_bytes(cache, raw)  # every rank may write at once: each through its own temporary
     except OSError as err:
         raise DataError(f"cannot write the KJV cache {cache} ({err}); pass a writable --data-dir") from None
     return chapters

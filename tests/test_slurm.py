@@ -93,7 +93,7 @@ def test_a_task_stopped_before_its_limit_or_killed_requeues_and_finishes_to_the_
     out = tmp_path / "slurm"
     submitted = sweep(*selection, "--slurm", "--gpus-per-run", "0", "--results-dir", str(out), *tail, env=cluster.env)
     job = submitted.stdout.split("submitted job ")[1].split(":")[0]
-    logs = out / "slurm-logs"
+    (logs,) = (out / "slurm-logs").iterdir()  # the submission's own folder
     started(logs / "line1.log", 2)
     started(logs / "line2.log", 2)
     # task 1: what Slurm sends before a time limit (--signal=B:USR1): a checkpoint, then a requeue
@@ -126,8 +126,9 @@ def test_a_failed_run_is_named_with_its_reason(cluster, data, tmp_path):
         assert "1 runs: 0 finished, 0 running, 0 failed, 1 pending" in status  # refused up front: nothing ran
     finally:
         (data / "moved").rename(data / "cifar-10-batches-py" / "data_batch_1")
-    (out / "slurm-logs" / "exits.txt").write_text("1 1\n")
-    (out / "slurm-logs" / "line1.log").write_text("dpt.py: error: training diverged in epoch 2; lower --lr\n")
+    last = sorted((out / "slurm-logs").iterdir())[-1]  # the latest submission's folder
+    (last / "exits.txt").write_text("1 1\n")
+    (last / "line1.log").write_text("dpt.py: error: training diverged in epoch 2; lower --lr\n")
     status = sweep(*selection, "--status", "--results-dir", str(out), *tail, env=cluster.env).stdout
     assert "0 finished, 0 running, 1 failed, 0 pending" in status
     assert "failed Baselines/c10-vanilla-resnet18-total3-seed1: training diverged in epoch 2; lower --lr" in status
@@ -164,10 +165,56 @@ def test_bad_slurm_input_is_one_line_before_anything_is_submitted(cluster, tmp_p
     (["--slurm", "--time", "soon"], "--time soon is not a Slurm time"),
     (["--slurm", "--time", "4"], "--time 4 leaves no time to train"),
     (["--slurm", "--launch", "torchrun", "--nodes", "2", "--per-gpu", "2"], "runs spread over nodes go one per task"),
+    (["--slurm", "--time", "99999999"], "--time 99999999 is over a year; pass UNLIMITED"),
+    (["--slurm", "--time", "1-30:00:00"], "a field is out of its range"),
+    (["--slurm", "--cpus-per-task", "-5"], "--cpus-per-task must be at least 1 (got -5)"),
+    (["--slurm", "--partition", "gpu long"], "--partition 'gpu long' is not a Slurm name"),
+    (["--slurm", "--account", "a;touch x"], "--account 'a;touch x' is not a Slurm name"),
+    (["--slurm", "--sbatch-line=--wrap=rm -rf /"], "give one option as --name=value"),
+    (["--slurm", "--sbatch-line=--wrap=true"], "--wrap is run-experiments.sh's own (and runs a command of its own)"),
+    (["--slurm", "--sbatch-line=--time=1:00:00"], "pass it as run-experiments.sh --time"),
+    (["--slurm", "--sbatch-line", "#SBATCH -C h100"], "give one option as --name=value"),
+    (["--slurm", "--sbatch-line=--qos=long\nrm -rf ~"], "holds a control character"),
 ])
 def test_slurm_flags_are_checked(argv, message, tmp_path):
     proc = sweep("--table", "1", "--seeds", "1", "--dry-run", "--results-dir", str(tmp_path), *argv, check=False)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_results_folder_that_would_break_the_script_is_refused_and_runs_nothing(tmp_path):
+    """A newline in --results-dir was a command in the generated script (it wrote the folder unquoted);
+    quotes and spaces would break its #SBATCH --output line."""
+    marker = tmp_path / "marker"
+    for folder, says in ((f"{tmp_path}/res\ntouch {marker}", "holds a control character"),
+                         (f"{tmp_path}/my results", "Slurm reads it from an #SBATCH line")):
+        proc = sweep("--table", "1", "--seeds", "1", "--slurm", "--dry-run", "--results-dir", folder, check=False)
+        assert proc.returncode == 2 and says in proc.stderr and not marker.exists(), proc.stderr
+    ok = sweep("--table", "1", "--seeds", "1", "--slurm", "--dry-run", "--time", "UNLIMITED",
+               "--results-dir", str(tmp_path / "res"))
+    assert "#SBATCH --time=UNLIMITED" in ok.stdout
+
+
+def test_a_later_submission_never_changes_a_queued_arrays_lines(tmp_path):
+    """Each submission runs its own copy of the commands, and logs under its own folder: a second
+    selection into the same folder (commands.txt rewritten) leaves the first array's lines as they were."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\necho 42\n")
+    (fake / "sbatch").chmod(0o755)
+    env = {**ENV, "PATH": f"{fake}:{ENV['PATH']}"}
+    out = tmp_path / "res"
+    fakedata.write_cifar10(tmp_path / "data", n_train=67, n_test=20)
+    tail = ["--", "--data-dir", str(tmp_path / "data"), "--batch-size", "10"]
+    first = sweep("--table", "1", "--seeds", "1", "--slurm", "--results-dir", str(out), *tail, env=env)
+    (snapshot,) = out.glob("slurm-*.commands.txt")
+    before = snapshot.read_text()
+    time.sleep(1.1)  # the stamp is to the second
+    sweep("--table", "2", "--seeds", "1", "2", "--slurm", "--results-dir", str(out), *tail, env=env)
+    assert snapshot.read_text() == before and (out / "commands.txt").read_text() != before
+    (script,) = [p for p in out.glob("slurm-*.sbatch") if p.name == snapshot.name.replace(".commands.txt", ".sbatch")]
+    assert snapshot.name in script.read_text() and "submitted job 42" in first.stdout
+    assert len(list((out / "slurm-logs").iterdir())) == 2
 
 
 def test_the_dry_run_prints_the_script_with_every_option(tmp_path):
@@ -176,12 +223,12 @@ def test_the_dry_run_prints_the_script_with_every_option(tmp_path):
                  "--sbatch-line=--qos=long", "--sbatch-line", "#SBATCH --constraint=h100", "--results-dir",
                  str(tmp_path))
     script = proc.stdout[proc.stdout.index("#!/bin/bash"):]
-    for line in ("#SBATCH --array=1-11", "#SBATCH --partition=gpu", "#SBATCH --account=proj42",
+    for line in ("#SBATCH --array=1-12", "#SBATCH --partition=gpu", "#SBATCH --account=proj42",
                  "#SBATCH --time=1-02:00:00", "#SBATCH --gres=gpu:1", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --qos=long", "#SBATCH --constraint=h100", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@300"):
         assert line in script.splitlines(), line
     listed = (tmp_path / "commands.txt").read_text().splitlines()
-    assert len(listed) == 41 and script.count("sed -n") == 2  # 41 runs, 4 per task: 11 tasks
+    assert len(listed) == 45 and script.count("sed -n") == 2  # 45 runs, 4 per task: 12 tasks
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0  # valid bash
 
 
