@@ -270,8 +270,8 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, wandb_run) -> No
     values = results.row(args.seed, run.metrics, job.workload)
     task = job.task.record
     run.log.best = {task.column: values[task.column], "best_epoch": values["best_epoch"]}
-    run.log.total_training_s = total_s
-    run.log.tracking_s_per_epoch = sum(e.tracking_s for e in run.log.epochs) / len(run.log.epochs)
+    run.log.total_training_s, run.log.tracking_s_per_epoch = total_s, sum(e.tracking_s for e in run.log.epochs) / \
+        len(run.log.epochs)
     log_path = job.csv.parent / "logs" / run.log_name  # beside the results given, wherever the checkpoint was made
     saved = log_path.with_suffix(".partitions.pt")
     try:
@@ -284,9 +284,9 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, wandb_run) -> No
             log_path.unlink(missing_ok=True)
             saved.unlink(missing_ok=True)
             raise
-    except (OSError, ValueError) as err:
-        die(f"the run finished but its results could not be written ({err}); no row was added to {job.csv}; "
-            "free some space and rerun with --resume", status=1)
+    except (OSError, ValueError) as err:  # a full disk: retry; a row already there (RowExists): nothing to retry
+        fix = "" if isinstance(err, results.RowExists) else "; free some space and rerun with --resume"
+        die(f"the run finished but its results could not be written ({err}); no row was added to {job.csv}{fix}", 1)
     if not args.keep_checkpoint:
         job.checkpoint_path.unlink(missing_ok=True)
     print(f"best {task.metric_name} {values[task.column]:.{task.decimals}f}{task.unit} at epoch "

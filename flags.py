@@ -20,6 +20,7 @@ from workload import Workload
 
 SEED_LIMIT = 2**32  # seeds feed torch's and Python's generators after small offsets (seed + epoch, ...)
 FLOAT32_MAX = 3.4028234663852886e38  # the optimizer's arithmetic is float32: a larger lr overflows in its first step
+MAX_EPOCHS = 100_000  # the paper trains 100: a larger T is a typo (it would run silently for days)
 TIMEOUT = (1, 7 * 24 * 3600)  # seconds; datetime.timedelta and the process group's store take these, not 1e30
 # Flags that do not change a run's result (beyond rounding): they may differ on --resume.
 OPERATIONAL = {"data_dir", "results_dir", "description", "save_partitions", "checkpoint_every", "keep_checkpoint",
@@ -236,6 +237,9 @@ def check_numbers(args: argparse.Namespace) -> None:
     """Finite, sensible numbers; raise BadFlag otherwise."""
     if args.total_epochs < 1:
         raise BadFlag(f"--total-epochs must be at least 1 (got {args.total_epochs})")
+    if args.total_epochs > MAX_EPOCHS:
+        raise BadFlag(f"--total-epochs {args.total_epochs} is beyond {MAX_EPOCHS:,} epochs, a schedule no run lives to "
+                      "see (the paper's: 100); pass the epochs you mean")
     if args.batch_size < 1:
         raise BadFlag(f"--batch-size is per worker and must be at least 1 (got {args.batch_size})")
     if args.batch_size == 1 and C.MODELS[args.model].batchnorm:

@@ -50,6 +50,7 @@ LAYOUTS = {".dat": ("::", None, "lines UserID::MovieID::Rating::Timestamp"),
            ".inter": ("\t", "user_id:token\titem_id:token\trating:float\ttimestamp:float",
                       "RecBole's header user_id:token item_id:token rating:float timestamp:float, tab-separated")}
 TEST_SEED = 0  # the held-out negatives are drawn once, the same for every run
+INT64_MAX = 2**63 - 1
 MAX_DRAWS = 64  # rejection rounds for a training negative (a user's positives are a small share of the items)
 DRAW_KEYS = [augment.hash32_int(d) for d in range(MAX_DRAWS)]
 
@@ -98,15 +99,34 @@ def read_ratings(name: str, root: Path) -> pd.DataFrame:
             raise ValueError(f"its first line is not the header {header!r}")
         if separator == "::":
             raw, separator = raw.replace(b"::", b","), ","
-        frame = pd.read_csv(io.BytesIO(raw), sep=separator, header=0 if header else None,
-                            names=["user", "item", "rating", "timestamp"], usecols=[0, 1, 2, 3])
-        frame = frame[["user", "item", "timestamp"]].astype("int64")
+        frame = pd.read_csv(io.BytesIO(raw), sep=separator, header=0 if header else None, dtype=str,
+                            names=["user", "item", "rating", "timestamp"], usecols=[0, 1, 2, 3], keep_default_na=False)
     except (ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path} is not a MovieLens ratings file ({type(err).__name__}: {str(err)[:120]}); expected "
                         f"{expected}; delete it so that it is downloaded again") from None
+    first = 2 if header else 1  # the file's line of the frame's row 0
+    short = frame.eq("").any(axis=1)
+    if short.any():
+        raise DataError(f"{path} is not a MovieLens ratings file (line {int(short.to_numpy().argmax()) + first} has "
+                        f"fewer than 4 fields); expected {expected}; delete it so that it is downloaded again")
+    for column in ("user", "item", "timestamp"):
+        text = frame[column].str.strip().str.removesuffix(".0" if column == "timestamp" else "\0")
+        bad = ~text.str.fullmatch(r"\d{1,19}") | (text.str.len() == 19) & (text > str(INT64_MAX))
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise DataError(f"{path}, line {row + first}: {column} {frame[column].iloc[row]!r} is not a non-negative "
+                            "integer within int64; fix that line (or delete the file so that it is downloaded again)")
+        frame[column] = text.astype("int64")
+    frame = frame[["user", "item", "timestamp"]]
     if len(frame) < 2:
         raise DataError(f"{path} holds {len(frame)} ratings; NCF needs at least one training and one held-out one")
-    return frame
+    # A pair rated twice would leak its held-out item into training: the latest rating of each pair
+    # (by timestamp, then by line) is the interaction, the others are dropped and counted.
+    latest = frame.reset_index().sort_values(["timestamp", "index"], kind="stable")
+    kept = latest.drop_duplicates(["user", "item"], keep="last").sort_values("index").set_index("index")
+    kept.index.name = None
+    kept.attrs["duplicates"] = len(frame) - len(kept)
+    return kept
 
 
 def leave_one_out(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
@@ -165,7 +185,9 @@ def load(name: str, data_dir: str | os.PathLike, train: bool, negatives: int, te
         raise DataError(f"a user of {name} has {counts.max()} of the {num_items} items as positives: too few are "
                         "left to sample negatives from; drop such users from the ratings")
     seen = torch.from_numpy(np.unique(train_users * num_items + train_items))
-    source = str(ratings_file(name, root)) + (f", the first {subset} users" if subset else "")
+    twice = frame.attrs.get("duplicates", 0)
+    source = str(ratings_file(name, root)) + (f", the first {subset} users" if subset else "") + (
+        f" ({twice} repeated user-item ratings dropped: the latest of each pair kept)" if twice else "")
     if train:
         return Split(torch.from_numpy(train_users), torch.from_numpy(train_items), num_users, num_items, negatives,
                      seen, torch.empty(0, 0, dtype=torch.int64), source)

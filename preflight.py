@@ -122,7 +122,8 @@ def check(args: Namespace, top: Topology) -> Job:
         except checkpoint.CheckpointError as err:
             raise Refused(str(err)) from None
     if top.master:
-        clash = results.claim(csv, flags.settings(args, top.workers), write=args.preflight is None)
+        data = {split: job.data[split]["sha256"] for split in ("train", "test")}  # other data: another experiment
+        clash = results.claim(csv, flags.settings(args, top.workers) | {"data": data}, write=args.preflight is None)
         if clash:
             raise Refused(f"{csv} holds runs set otherwise ({clash}); pass another --results-dir, or the same flags")
     if results.has_row(csv, args.seed):  # never two rows for one run

@@ -50,9 +50,11 @@ import workload as names
 from workload import Workload
 
 # one W x I table: runs pooled into its cells share all of these (and a file's manifest, results.py)
-TABLE = ["dataset", "model", "heuristic", "measure", "total_epochs", "ignore_epochs", "exchange", "workers"]
+# `variant`: the recorded settings in which a result file's runs differ from the others' (its manifest;
+# '' when none do), so that runs set otherwise are never pooled into one cell
+TABLE = ["dataset", "model", "heuristic", "measure", "total_epochs", "ignore_epochs", "exchange", "workers", "variant"]
 CELL = TABLE + ["warmup_epochs", "interval_epochs"]
-BASELINE = ["dataset", "model", "total_epochs", "exchange", "workers"]  # the vanilla runs a table is compared with
+BASELINE = ["dataset", "model", "total_epochs", "exchange", "workers", "variant"]  # what a table is compared with
 ALPHA = 0.05
 NO_TEST = "a cell or the baseline has fewer than 2 runs"
 
@@ -79,6 +81,8 @@ def load_runs(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
         )
     runs = runs.copy()
     runs["heuristic"] = runs["heuristic"].map(lambda h: C.ALIASES.get(h, h))
+    runs["variant"], said = variants(runs)
+    problems += said
     twice = runs.duplicated(CELL + ["id"], keep="first")  # one run in two folders (e.g. two sweeps) counts once
     if twice.any():
         first = runs[twice].iloc[0]
@@ -99,9 +103,42 @@ def load_runs(folder: str | Path) -> tuple[pd.DataFrame, list[str]]:
     return runs, problems
 
 
+# What a manifest records that the tables already key on (or that vanilla rows never depend on)
+KEYED = {"dataset", "model", "heuristic", "measure", "total_epochs", "warmup_epochs", "interval_epochs",
+         "ignore_epochs", "reducer", "density", "workers", "repartition", "shuffle", "sampler_seed", "shard_size"}
+
+
+def variants(runs: pd.DataFrame) -> tuple[pd.Series, list[str]]:
+    """Per run, the recorded settings (its file's manifest, results.claim) in which its file differs
+    from the folder's other result files: '' where they all agree (and for files without a manifest,
+    the paper's); and a warning naming the settings that split cells."""
+    settings = {}
+    for path in runs["path"].unique():
+        manifest = results.manifest_path(Path(path))
+        try:
+            recorded = json.loads(manifest.read_text())["settings"] if manifest.is_file() else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = {}
+        settings[path] = {k: v for k, v in recorded.items() if k not in KEYED}
+    differ = sorted({k for s in settings.values() for k in s
+                     if len({json.dumps(t.get(k), sort_keys=True) for t in settings.values() if t}) > 1})
+    label = {path: ", ".join(f"{k}={short(s[k])}" for k in differ if k in s) for path, s in settings.items()}
+    out = runs["path"].map(label).astype(str)
+    said = [f"runs here differ in recorded settings ({', '.join(differ)}): they are never pooled into one cell; "
+            "each set's tables are titled with its values"] if differ else []
+    return out, said
+
+
+def short(value) -> str:
+    """A setting's value in a label: a data identity by the start of its hash."""
+    if isinstance(value, dict) and "train" in value:
+        return value["train"][:8]
+    return str(value)
+
+
 def table_workload(table: tuple) -> Workload:
     """The Workload (W and I open) of a table key."""
-    dataset, model, heuristic, measure, total, ignore, exchange, workers = table
+    dataset, model, heuristic, measure, total, ignore, exchange, workers, variant = table
     reducer, density = exchange.split("@") if exchange != "none" else ("none", None)
     return Workload(dataset, model, heuristic, measure, int(total), ignore_epochs=int(ignore), reducer=reducer,
                     density=None if density is None else float(density), workers=int(workers))
@@ -198,7 +235,7 @@ def tables(cell_table: pd.DataFrame) -> list[tuple]:
 
 
 def paper_key(w: Workload) -> tuple:
-    return (w.dataset, w.model, w.heuristic, w.measure, w.total_epochs, w.ignore_epochs, w.exchange, w.workers)
+    return (w.dataset, w.model, w.heuristic, w.measure, w.total_epochs, w.ignore_epochs, w.exchange, w.workers, "")
 
 
 def paper_number(table: tuple) -> int | None:
@@ -242,7 +279,7 @@ def paper_cells(paper_csv: str | Path) -> pd.DataFrame:
     frame = pd.read_csv(paper_csv)
     frame["heuristic"] = frame["heuristic"].map(lambda h: C.ALIASES.get(h, h))
     frame["total_epochs"], frame["ignore_epochs"], frame["exchange"] = names.PAPER_EPOCHS, names.PAPER_IGNORE, "none"
-    frame["workers"] = names.PAPER_WORKERS
+    frame["workers"], frame["variant"] = names.PAPER_WORKERS, ""
     return frame
 
 
@@ -258,7 +295,8 @@ def with_paper(cell_table: pd.DataFrame, paper_csv: str | Path) -> pd.DataFrame:
 
 def title(table: tuple) -> str:
     number = paper_number(table)
-    return (f"Table {number}: " if number else "") + table_workload(table).title
+    variant = f" [{table[TABLE.index('variant')]}]" if table[TABLE.index("variant")] else ""
+    return (f"Table {number}: " if number else "") + table_workload(table).title + variant
 
 
 def fmt(mean: float, std: float, decimals: int = 3) -> str:
@@ -320,9 +358,12 @@ def paper_summary(versus: pd.DataFrame) -> str:
 
 # A comparison: tables that differ in one name only (the follow-up studies: measures, heuristics, and the
 # exchange study's reducers, each variant against the vanilla runs with its own reducer).
-COMPARED = {"measure": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "workers", "heuristic"],
-            "heuristic": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "workers", "measure"],
-            "exchange": ["dataset", "model", "total_epochs", "ignore_epochs", "workers", "heuristic", "measure"]}
+COMPARED = {"measure": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "workers", "variant",
+                        "heuristic"],
+            "heuristic": ["dataset", "model", "total_epochs", "ignore_epochs", "exchange", "workers", "variant",
+                          "measure"],
+            "exchange": ["dataset", "model", "total_epochs", "ignore_epochs", "workers", "variant", "heuristic",
+                         "measure"]}
 
 
 def comparisons(cell_table: pd.DataFrame) -> list[tuple[str, tuple]]:

@@ -14,6 +14,7 @@ import dpt
 import fakedata
 import models
 import results
+import tasks
 import topology
 from runs import ENV, REPO, TINY, run_expecting_error
 
@@ -83,6 +84,43 @@ def other_settings(data, out):
     results.append_row(csv, results.row(5, [50.0] * args.total_epochs, dpt.flags.workload(args, 1)))
     results.write_json(csv.parent / "logs" / f"{csv.stem}-seed5-20261124-000000.json", {"args": vars(args)})
     return tiny(data, out)
+
+
+def little_memory(data, out, monkeypatch):
+    """A machine with 16 MiB free: 67 examples x 100,000 epochs of losses (27 MB) do not fit in its half."""
+    import preflight
+
+    monkeypatch.setattr(preflight, "free_memory", lambda top: 16 * 2**20)
+    return tiny(data, out, "--heuristic", "none", "--total-epochs", "100000")
+
+
+def claimed_on_other_data(data, out):
+    """The file's first run trained on other images (its manifest holds their hash)."""
+    args = dpt.flags.parse_args(tiny(data, out))
+    csv = results.csv_path(out, dpt.flags.workload(args, 1))
+    other = {"train": "f" * 64, "test": "e" * 64}
+    assert results.claim(csv, dpt.flags.settings(args, 1) | {"data": other}) is None
+    return tiny(data, out, "--seed", "5")
+
+
+def lock_is_a_link(data, out):
+    """Someone planted a link where the run keeps its lock, to another user's file."""
+    args = dpt.flags.parse_args(tiny(data, out))
+    lock = results.checkpoint_path(results.csv_path(out, dpt.flags.workload(args, 1)), args.seed).with_suffix(".lock")
+    lock.parent.mkdir(parents=True)
+    (out.parent / "theirs.txt").write_text("someone else's file")
+    lock.symlink_to(out.parent / "theirs.txt")
+    return tiny(data, out)
+
+
+def ratings_with(value):
+    def setup(data, out):
+        path = out.parent / "ml" / "ml-1m" / "ratings.dat"
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(f"{u}::{i}::4::{100 + i}\n" for u in range(1, 4) for i in range(1, 9))
+                        + f"{value}::3::4::500\n")
+        return ["--dataset", "movielens-1m", "--data-dir", str(path.parent.parent), "--results-dir", str(out)]
+    return setup
 
 
 def claimed_by_another_length(data, out):
@@ -260,6 +298,7 @@ CASES = [
         "--heuristic none trains vanilla DPT",
     ),
     ("zero total", ["--total-epochs", "0"], "--total-epochs must be at least 1"),
+    ("absurd total", ["--total-epochs", "100000000"], "--total-epochs 100000000 is beyond 100,000 epochs"),
     ("batch size 0", ["--batch-size", "0"], "--batch-size is per worker and must be at least 1"),
     ("batch size 1", ["--batch-size", "1"], "--batch-size 1 gives every worker batches of one example"),
     ("lr nan", ["--lr", "nan"], "--lr must be a positive finite number (got nan)"),
@@ -379,12 +418,21 @@ CASES = [
     ),
     (
         "loss matrix too large",
-        lambda data, out: tiny(data, out, "--heuristic", "none", "--total-epochs", str(10**10)),
+        little_memory,
         "GiB are free",
     ),
     # where results go
     ("results dir is a file", results_dir_is_a_file, "pass a writable --results-dir"),
     ("results of other settings in the file", other_settings, "holds runs set otherwise (--lr 0.05 there, 0.1 here"),
+    ("a new seed on other data into the file", claimed_on_other_data,
+     "holds runs set otherwise (the data (training examples' sha256 ffffffffffff there"),
+    ("a link where the run's lock goes", lock_is_a_link, "is a symbolic link"),
+    ("another IDX dataset's files", lambda data, out: [
+        "--dataset", "fashionmnist", "--data-dir", str(fakedata.write_fashion_mnist(
+            out.parent / "mnist", 40, 10, mean=0.1307) and out.parent / "mnist"), "--results-dir", str(out)],
+     "holds MNIST's images"),
+    ("a rating id that is not an integer", ratings_with("3.5"), "line 25: user '3.5' is not a non-negative integer"),
+    ("a rating id beyond int64", ratings_with(str(2**64 - 1)), "is not a non-negative integer within int64"),
     ("a file claimed by a run of another length", claimed_by_another_length,
      "holds runs set otherwise (--total-epochs 5 there, 4 here (its manifest"),
     ("results dir not writable", lambda data, out: tiny(data, unwritable(out.parent)), "pass a writable --results-dir"),
@@ -420,6 +468,7 @@ def traps(monkeypatch):
         raise AssertionError("validation went past the checks: a process group or a model was started")
     monkeypatch.setattr(topology.dist, "init_process_group", trap)
     monkeypatch.setattr(models, "build", trap)
+    monkeypatch.setattr(tasks.Task, "build_model", trap)
 
 
 @pytest.mark.parametrize("case,fragment", [(c, f) for _, c, f in CASES], ids=[name for name, *_ in CASES])
@@ -427,7 +476,7 @@ def test_refused_in_one_line(case, fragment, cifar10_dir, tmp_path, capsys, trap
     root, _ = cifar10_dir
     out, holder = tmp_path / "results", None
     if callable(case):
-        takes_env = case in (wandb_without_login, reducer_on_emulating_ranks, disk_full) or \
+        takes_env = case in (wandb_without_login, reducer_on_emulating_ranks, disk_full, little_memory) or \
             getattr(case, "__qualname__", "").startswith("launched_by_hand")
         argv = case(root, out, monkeypatch) if takes_env else case(root, out)
         if isinstance(argv, tuple):
@@ -504,9 +553,9 @@ def test_preflight_checks_a_launch_and_writes_no_file(cifar10_dir, tmp_path, cap
 def test_the_quick_start_says_bad_input_in_one_line_before_torchrun(tmp_path):
     """run-small-experiment.sh runs dpt.py --preflight first: a refusal (a typo, a run already done) is
     one line and exit 2, not the same line inside torchrun's failure summary."""
-    args = dpt.flags.parse_args(["--dataset", "fashionmnist", "--subset", "2000", "--test-subset", "1000",
+    args = dpt.flags.parse_args(["--dataset", "fashionmnist", "--model", "lenet5", "--subset", "10000",
                                  "--total-epochs", "8", "--warmup-epochs", "3", "--ignore-epochs", "1",
-                                 "--interval-epochs", "2", "--batch-size", "64", "--lr", "0.05"])
+                                 "--interval-epochs", "2", "--batch-size", "32", "--eval-protocol", "standard"])
     done = results.csv_path(tmp_path, dpt.flags.workload(args, 2))
     results.append_row(done, results.row(17611, [50.0] * 8, dpt.flags.workload(args, 2)))
     for extra, expected in (([], "this run is done"), (["--lr", "-1"], "--lr must be a positive finite number")):

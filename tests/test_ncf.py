@@ -225,3 +225,33 @@ def test_a_neumf_that_cannot_halve_to_its_factors_is_refused(width, factors, cap
     message = run_expecting_error(["--dataset", "movielens-1m", "--mlp-width", str(width), "--factors", str(factors)],
                                   capsys)
     assert f"--mlp-width {width} must be even" in message
+
+
+def test_a_pair_rated_twice_counts_once_at_its_latest_rating_and_is_said(tmp_path):
+    """A duplicate would put the held-out item into training too: the latest rating of the pair is the
+    interaction, and the split's source (the run's first line) counts what was dropped."""
+    rows = RATINGS + [(1, 11, 2, 50), (3, 12, 1, 999)]  # user 1's held-out 11 rated earlier too; user 3's 12 later
+    write_dat(tmp_path, rows)
+    train = movielens.load("movielens-1m", tmp_path, True, 2, 1)
+    test = movielens.load("movielens-1m", tmp_path, False, 2, 1)
+    assert "2 repeated user-item ratings dropped" in train.source
+    frame = movielens.read_ratings("movielens-1m", tmp_path)
+    users, items, held_out, _, _ = movielens.leave_one_out(frame)
+    item_ids = list(dict.fromkeys(frame.item))
+    assert [item_ids[i] for i in held_out] == [11, 11, 12]  # user 3's last is now 12 at t 999
+    pairs = set(zip(train.users.tolist(), train.items.tolist()))
+    assert all((u, int(i)) not in pairs for u, i in zip(test.users.tolist(), test.items.tolist()))
+
+
+@pytest.mark.parametrize("value,column", [("18446744073709551615", "user"), ("-1", "item"), ("3.5", "user"),
+                                          ("x", "item"), ("12.5", "timestamp")])
+def test_an_id_that_is_not_a_non_negative_int64_is_refused_naming_its_line(tmp_path, value, column):
+    write_dat(tmp_path)
+    path = tmp_path / "ml-1m" / "ratings.dat"
+    lines = path.read_text().splitlines()
+    fields = lines[4].split("::")
+    fields[{"user": 0, "item": 1, "timestamp": 3}[column]] = value
+    lines[4] = "::".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=f"ratings.dat, line 5: {column} '{value}' is not a non-negative integer"):
+        movielens.read_ratings("movielens-1m", tmp_path)

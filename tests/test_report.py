@@ -19,7 +19,7 @@ from runs import REPO
 from workload import Workload
 
 PAPER = REPO / "PaperCSVs" / "paper-reported.csv"
-TABLE1 = ("cifar10", "resnet18", "stripes", "variance", 100, 5, "none", 4)
+TABLE1 = ("cifar10", "resnet18", "stripes", "variance", 100, 5, "none", 4, "")
 
 
 def rows_with(mean: float, std: float, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -54,7 +54,8 @@ def write_paper_style(folder: Path, table: int, rng: np.random.Generator, n: int
             row = {"id": f"run{k}", **{f"epoch_{e + 1}": a for e, a in enumerate(epochs)}, "best_accuracy": b,
                    "best_epoch": epochs.index(b) + 1, "warmup_epochs": w, "interval_epochs": i, "measure": measure,
                    "heuristic": heuristic, "model": cell.model, "dataset": cell.dataset}
-            results.append_row(path, row)
+            if not results.has_row(path, f"run{k}"):  # Tables 1-3 share one baseline file
+                results.append_row(path, row)
 
 
 def test_the_paper_reported_numbers_are_transcribed():
@@ -385,7 +386,8 @@ def test_a_study_without_seeds_enough_says_no_test_was_possible(tmp_path):
     for measure in ("variance", "average"):
         for heuristic, w, i in (("none", 3, 0), ("stripes", 1, 1)):
             wl = Workload("cifar10", "resnet18", heuristic, measure, 3, w, i, 0 if heuristic == "none" else 1)
-            results.append_row(results.csv_path(tmp_path, wl), results.row(0, [70.0, 71.0, 69.0], wl))
+            if not results.has_row(results.csv_path(tmp_path, wl), 0):  # one vanilla file serves both measures
+                results.append_row(results.csv_path(tmp_path, wl), results.row(0, [70.0, 71.0, 69.0], wl))
     text, _ = report.render(tmp_path, None, "markdown")
     warned, answer = text.split("### ")[:2]
     assert "with fewer than 3 runs" in warned and "wrote the same row for every seed (1)" in warned
@@ -460,3 +462,27 @@ def test_a_study_that_learned_says_no_warning(tmp_path):
     text, _ = report.render(tmp_path, None, "markdown")
     assert "Warnings" not in text and text.startswith("###")
     assert report.warning_section(["x"], "latex") == ["% warning: x", ""]
+
+
+def test_runs_that_differ_in_a_recorded_setting_are_never_pooled(tmp_path):
+    """Two folders differing only in --lr, reported from their parent: two tables, each titled with its
+    learning rate, each against its own vanilla runs, and a warning naming the setting."""
+    import flags
+
+    for lr, shift in (("0.1", 0.0), ("0.05", 5.0)):
+        for argv in (["--heuristic", "none"], ["--warmup-epochs", "1", "--interval-epochs", "1"]):
+            args = flags.parse_args(["--dataset", "cifar10", "--total-epochs", "3", "--ignore-epochs", "0",
+                                     "--lr", lr, *argv])
+            w = flags.workload(args, 4)
+            csv = results.csv_path(tmp_path / f"lr{lr}", w)
+            assert results.claim(csv, flags.settings(args, 4)) is None
+            for seed in range(3):
+                results.append_row(csv, results.row(seed, [50.0 + shift + seed, 60.0 + shift, 55.0], w))
+    runs, problems = report.load_runs(tmp_path)
+    assert set(runs.variant) == {"lr=0.1", "lr=0.05"}
+    assert any("differ in recorded settings (lr)" in p for p in problems)
+    cells = report.cells(runs)
+    assert len(cells) == 2 and sorted(cells["n"]) == [3, 3]
+    assert sorted(cells["baseline_mean"]) == [60.0, 65.0]  # each against its own vanilla (pooled: 62.5)
+    text, _ = report.render(tmp_path, None, "markdown")
+    assert "[lr=0.05]" in text and "[lr=0.1]" in text and "n=6" not in text
