@@ -353,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nodes", type=int, default=1, help="nodes per run (more than 1: --launch torchrun over nodes)")
     s.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per task (default: the partition's)")
     s.add_argument("--sbatch-line", action="append", default=[], metavar="LINE",
-                   help="an extra #SBATCH line (repeatable): --sbatch-line=--qos=long, --sbatch-line '#SBATCH -C h100'")
+                   help="an extra #SBATCH option (repeatable), one --name=value each: --sbatch-line=--qos=long, "
+                        "--sbatch-line=--constraint=h100")
     return p
 
 
