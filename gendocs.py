@@ -6,6 +6,8 @@ in docs/*.md is written here from the records (catalog.py), the parser (flags.py
 
 It stands above everything it reads, so no module below imports it.
 """
+import ast
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -42,7 +44,42 @@ def studies_table() -> str:
     return "\n".join(rows)
 
 
-GENERATED = {"measures": lambda: C.table("measures"), "studies": studies_table,
+def message(node) -> str:
+    """An f-string's text, its fields shown as {...}."""
+    if isinstance(node, ast.Constant):
+        return str(node.value)
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "{...}" for v in node.values)
+    if isinstance(node, ast.BinOp):
+        return message(node.left) + message(node.right)
+    if isinstance(node, ast.Name):  # a message made elsewhere: named by its variable
+        return f"{{{node.id}}} (a heuristic's own check: heuristics.refusal)" if node.id == "why" else f"{{{node.id}}}"
+    return "..."
+
+
+def api_reference() -> str:
+    """The plug-in's public names (importance_dpt.__all__): each signature and docstring, every public
+    method's, and every refusal (PlanError) its code can raise, read off the source."""
+    import importance_dpt
+    from importance_dpt import plugin
+
+    rows = []
+    for name in importance_dpt.__all__:
+        thing = getattr(importance_dpt, name)
+        signature = "" if isinstance(thing, type) and issubclass(thing, Exception) else inspect.signature(thing)
+        rows += [f"### `{name}{signature}`", "", inspect.getdoc(thing) or "", ""]
+        for method, member in inspect.getmembers(thing, inspect.isfunction):
+            if not method.startswith("_") and member.__qualname__.startswith(name + "."):
+                rows += [f"- `{name}.{method}{inspect.signature(member)}`: "
+                         + " ".join((inspect.getdoc(member) or "").split()), ""]
+    tree = ast.parse(inspect.getsource(plugin))
+    refusals = [message(node.exc.args[0]) for node in ast.walk(tree) if isinstance(node, ast.Raise)
+                and isinstance(node.exc, ast.Call) and getattr(node.exc.func, "id", "") == "PlanError"]
+    rows += ["### What it refuses (`PlanError`, one line each)", ""] + [f"- {text}" for text in refusals]
+    return "\n".join(rows)
+
+
+GENERATED = {"measures": lambda: C.table("measures"), "studies": studies_table, "api": api_reference,
              "heuristics": lambda: C.table("heuristics"), "reducers": lambda: C.table("reducers"),
              "datasets": lambda: C.table("datasets"), "flags": flags_table}
 

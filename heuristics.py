@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-import catalog as C
+if __package__:  # in the package importance_dpt (pip install): its siblings; from a clone: top-level modules
+    from . import catalog as C
+else:
+    import catalog as C
 
 Partition = list[torch.Tensor]  # worker w trains on the example indices in partition[w]
 # What each heuristic reads beyond the order is its record's `needs` in catalog.HEURISTICS.

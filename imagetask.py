@@ -4,7 +4,7 @@
     python -c "import flags, tasks; a = flags.parse_args(['--dataset', 'cifar10']); t = tasks.of(a.dataset); \
 print(t.build_model(a, train=None))"
 
-The example's signals are its cross-entropy against its label (tasks.per_example); the metric is
+The example's signals are its cross-entropy against its label (importance.signals); the metric is
 test accuracy in percent (higher is better).
 """
 import math

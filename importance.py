@@ -19,17 +19,61 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
-import catalog as C
+if __package__:  # in the package importance_dpt (pip install): its siblings; from a clone: top-level modules
+    from . import catalog as C
+else:
+    import catalog as C
 
 # "loss" cross-entropy; "correct" 1.0 if argmax(logits) == label else 0.0 (text: the chunk's token
 # accuracy); "el2n" ||softmax(logits) - onehot(label)||_2 (text: mean over the chunk's tokens);
 # "grad_norm" ||p - y|| * sqrt(||h||^2 + 1). On text, p = exp(-loss) is the geometric mean of the
-# chunk's true-token probabilities. train.per_example computes them.
+# chunk's true-token probabilities. `signals` computes them from the training pass's logits.
 CHANNELS = ("loss", "correct", "el2n", "grad_norm")
 # What a scoring pass computes at a window's start, one value per example (tasks.Task.score): the
 # Data Diet protocol's EL2N and GraNd, in eval mode on un-augmented examples.
 SCORED = ("eval_el2n", "eval_grand")
+
+
+def example_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each example's cross-entropy, (B,): images (B, C) with labels (B,), or text (B, L, V) with next
+    bytes (B, L), where an example's loss is the mean over its L tokens. Training minimizes its mean."""
+    z = logits.float().reshape(-1, logits.shape[-1])
+    return F.cross_entropy(z, targets.reshape(-1), reduction="none").view(targets.shape[0], -1).mean(dim=1)
+
+
+def signals(logits: torch.Tensor, targets: torch.Tensor, channels: tuple[str, ...], features=None,
+                loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Each example's training signals, (B,) each (on text: each example's mean over its tokens):
+    "loss" cross-entropy (`loss` if given: the training loss itself); "correct" argmax == target;
+    "el2n" ||softmax - onehot||; "grad_norm" the exact norm of the example's gradient w.r.t. the last
+    linear layer (weights and bias): with e_t = p_t - y_t and g_t = [h_t, 1] (h: the layer's input,
+    `features.value`), it is ||(1/L) sum_t e_t g_t^T||_F, which is ||e|| sqrt(||h||^2 + 1) for one token."""
+    n = targets.shape[0]
+    out = {"loss": (example_loss(logits, targets) if loss is None else loss).detach()}
+    if not set(channels) - {"loss"}:
+        return out
+    z = logits.detach().float().reshape(-1, logits.shape[-1])
+    t = targets.reshape(-1)
+    if "correct" in channels:
+        out["correct"] = (z.argmax(dim=1) == t).float().view(n, -1).mean(dim=1)
+    if "el2n" in channels or "grad_norm" in channels:
+        error = z.softmax(dim=1)
+        error[torch.arange(len(t), device=t.device), t] -= 1
+        if "el2n" in channels:
+            out["el2n"] = error.norm(dim=1).view(n, -1).mean(dim=1)
+        if "grad_norm" in channels:
+            g = features.value.float().reshape(len(t), -1)
+            if features.bias:
+                g = torch.cat([g, torch.ones(len(t), 1, device=g.device)], dim=1)
+            e, g = error.view(n, -1, error.shape[1]), g.view(n, -1, g.shape[1])
+            if e.shape[1] == 1:
+                out["grad_norm"] = e[:, 0].norm(dim=1) * g[:, 0].norm(dim=1)
+            else:  # ||sum_t e_t g_t^T||^2 = sum_{t,s} (e_t . e_s)(g_t . g_s)
+                gram = (e @ e.transpose(1, 2)) * (g @ g.transpose(1, 2))
+                out["grad_norm"] = gram.sum(dim=(1, 2)).clamp(min=0).sqrt() / e.shape[1]
+    return out
 
 
 class Recorder:

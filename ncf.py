@@ -6,7 +6,7 @@ layer into a score; the recommendation task's model.
 
 Its output is the logits of two classes, (0, score): their softmax is (1 - sigmoid, sigmoid), so the
 cross-entropy with the interaction's label (1: a positive, 0: a sampled negative) is the binary
-cross-entropy of the score, and the classifier's per-example signals (tasks.per_example) apply as
+cross-entropy of the score, and the classifier's per-example signals (importance.signals) apply as
 they are. Sizes as the original (factors 8, MLP 64 -> 32 -> 16 -> 8); embeddings drawn from N(0,
 0.01), linear layers Xavier-uniform as its code.
 """

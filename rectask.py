@@ -14,6 +14,7 @@ from argparse import Namespace
 import torch
 from torch import nn
 
+import importance
 import models
 import movielens
 import ncf  # noqa: F401  (registers NeuMF: its Spec record)
@@ -65,7 +66,7 @@ class RecTask(tasks.Task):
         return torch.stack([users, torch.where(positive, items, drawn)], dim=1)
 
     def signals(self, logits, targets, channels, features=None, loss=None) -> dict[str, torch.Tensor]:
-        out = tasks.per_example(logits, targets, channels, features, loss)
+        out = importance.signals(logits, targets, channels, features, loss)
         if "grad_norm" in out:  # the head is one score, not two logits: its gradient is |p - y| [h, 1]
             out["grad_norm"] = out["grad_norm"] / math.sqrt(2)
         return out

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-import heuristics
-import importance
-import runlog
-import samplers
+if __package__:  # in the package importance_dpt (pip install): its siblings; from a clone: top-level modules
+    from . import heuristics, importance, runlog, samplers
+else:
+    import heuristics
+    import importance
+    import runlog
+    import samplers
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 .venv/bin/python -c "import torch, torchvision" || { echo "setup.sh: requirements.txt installed, but torch does not import" >&2; exit 1; }
+# the plug-in for users' own loops (importance_dpt), editable: examples/ import it as an installed package would
+out=$(.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1) || { echo "$out" >&2; exit 1; }
 
 missing=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)

@@ -6,17 +6,17 @@ its metric. dpt.py, train.py and the checks never ask which task they run:
 
 A task is a subclass of Task in its own module (imagetask.py, texttask.py), named by its record in
 catalog.TASKS (`module`); `of` finds it from the dataset. The per-example signals of a classifier
-(the logits' softmax against a class per example, or per token of a chunk) are shared here.
+(the logits' softmax against a class per example, or per token of a chunk) are importance.signals.
 """
 import importlib
 from argparse import Namespace
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 import catalog as C
+import importance
 import models
 
 
@@ -92,7 +92,7 @@ class Task:
                     if signal == "eval_el2n":
                         with step.ctx:
                             logits = module(inputs)
-                        values = per_example(logits, targets, ("el2n",))["el2n"]
+                        values = importance.signals(logits, targets, ("el2n",))["el2n"]
                     else:
                         values = self.grand(module, inputs, targets)
                     out[k, index.to(step.device)] = values.float()
@@ -119,11 +119,11 @@ class Task:
         return torch.stack([g.flatten(1).double().square().sum(dim=1) for g in grads.values()]).sum(dim=0).sqrt()
 
     def example_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return example_loss(logits, targets)
+        return importance.example_loss(logits, targets)
 
     def signals(self, logits: torch.Tensor, targets: torch.Tensor, channels: tuple[str, ...], features=None,
                 loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return per_example(logits, targets, channels, features, loss)
+        return importance.signals(logits, targets, channels, features, loss)
 
     def throughput(self, examples: float, seconds: float, split) -> dict:
         raise NotImplementedError
@@ -154,43 +154,3 @@ def of(dataset: str) -> Task:
     task = importlib.import_module(C.TASKS[record.task].module).TASK(record)
     models.MODELS.complete(C.names_of(C.MODELS, record.task))  # the task's module registered its models
     return task
-
-
-def example_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Each example's cross-entropy, (B,): images (B, C) with labels (B,), or text (B, L, V) with next
-    bytes (B, L), where an example's loss is the mean over its L tokens. Training minimizes its mean."""
-    z = logits.float().reshape(-1, logits.shape[-1])
-    return F.cross_entropy(z, targets.reshape(-1), reduction="none").view(targets.shape[0], -1).mean(dim=1)
-
-
-def per_example(logits: torch.Tensor, targets: torch.Tensor, channels: tuple[str, ...], features=None,
-                loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Each example's training signals, (B,) each (on text: each example's mean over its tokens):
-    "loss" cross-entropy (`loss` if given: the training loss itself); "correct" argmax == target;
-    "el2n" ||softmax - onehot||; "grad_norm" the exact norm of the example's gradient w.r.t. the last
-    linear layer (weights and bias): with e_t = p_t - y_t and g_t = [h_t, 1] (h: the layer's input,
-    `features.value`), it is ||(1/L) sum_t e_t g_t^T||_F, which is ||e|| sqrt(||h||^2 + 1) for one token."""
-    n = targets.shape[0]
-    out = {"loss": (example_loss(logits, targets) if loss is None else loss).detach()}
-    if not set(channels) - {"loss"}:
-        return out
-    z = logits.detach().float().reshape(-1, logits.shape[-1])
-    t = targets.reshape(-1)
-    if "correct" in channels:
-        out["correct"] = (z.argmax(dim=1) == t).float().view(n, -1).mean(dim=1)
-    if "el2n" in channels or "grad_norm" in channels:
-        error = z.softmax(dim=1)
-        error[torch.arange(len(t), device=t.device), t] -= 1
-        if "el2n" in channels:
-            out["el2n"] = error.norm(dim=1).view(n, -1).mean(dim=1)
-        if "grad_norm" in channels:
-            g = features.value.float().reshape(len(t), -1)
-            if features.bias:
-                g = torch.cat([g, torch.ones(len(t), 1, device=g.device)], dim=1)
-            e, g = error.view(n, -1, error.shape[1]), g.view(n, -1, g.shape[1])
-            if e.shape[1] == 1:
-                out["grad_norm"] = e[:, 0].norm(dim=1) * g[:, 0].norm(dim=1)
-            else:  # ||sum_t e_t g_t^T||^2 = sum_{t,s} (e_t . e_s)(g_t . g_s)
-                gram = (e @ e.transpose(1, 2)) * (g @ g.transpose(1, 2))
-                out["grad_norm"] = gram.sum(dim=(1, 2)).clamp(min=0).sqrt() / e.shape[1]
-    return out

@@ -5,7 +5,7 @@ GPT (lm.py), evaluated on the held-out chunks in eval mode:
 print(t.build_model(a, train=None))"
 
 An example is a chunk; its signals are the means over its tokens of the per-token ones
-(tasks.per_example); the metric is held-out bits per byte (lower is better). Text is small: it
+(importance.signals); the metric is held-out bits per byte (lower is better). Text is small: it
 always lives on the device.
 """
 import math

@@ -1,4 +1,4 @@
-"""The per-example training signals (tasks.per_example) against plain references: cross-entropy,
+"""The per-example training signals (importance.signals) against plain references: cross-entropy,
 correctness, EL2N in float64, and the last-layer gradient norm against autograd, per example, for
 images (one target) and text (a chunk of targets); and the fused and sequential emulations record the
 same signals."""
@@ -62,12 +62,12 @@ def test_signals_match_the_references(shape, bias):
         logits = layer(h)  # the pre-hook keeps h
     assert torch.equal(captured.value, h)
     targets = torch.randint(0, classes, (n, *steps), generator=g)
-    got = tasks.per_example(logits, targets, ALL, captured)
+    got = importance.signals(logits, targets, ALL, captured)
     expected = reference(logits, targets, h, layer)
     for c in ALL:
         np.testing.assert_allclose(got[c].double().numpy(), expected[c], rtol=1e-5, atol=1e-6, err_msg=c)
     assert 0 < got["correct"].mean() < 1
-    assert set(tasks.per_example(logits, targets, ("loss",))) == {"loss"}  # only what is asked for
+    assert set(importance.signals(logits, targets, ("loss",))) == {"loss"}  # only what is asked for
 
 
 def test_the_image_loss_is_exactly_the_training_loss():
@@ -75,7 +75,7 @@ def test_the_image_loss_is_exactly_the_training_loss():
     g = torch.Generator().manual_seed(0)
     logits, labels = torch.randn(64, 10, generator=g), torch.randint(0, 10, (64,), generator=g)
     assert torch.equal(
-        tasks.per_example(logits, labels, ("loss",))["loss"], F.cross_entropy(logits, labels, reduction="none")
+        importance.signals(logits, labels, ("loss",))["loss"], F.cross_entropy(logits, labels, reduction="none")
     )
 
 
@@ -188,7 +188,7 @@ def test_the_gpts_gradient_norm_channel_is_its_head_paths_gradient():
     chunks = torch.randint(0, 256, (3, 13))
     features = train.HeadInput(model.head)
     logits = model(chunks[:, :-1])
-    got = tasks.per_example(logits, chunks[:, 1:], ("loss", "grad_norm"), features)["grad_norm"]
+    got = importance.signals(logits, chunks[:, 1:], ("loss", "grad_norm"), features)["grad_norm"]
     for i in range(3):  # the head's matrix as its own leaf: the head path only
         h = features.value[i:i + 1]
         head = model.head.weight.detach().clone().requires_grad_()
