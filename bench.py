@@ -24,6 +24,7 @@ Parts (--parts; the first three rows are "paths"):
                other threshold reducers) against torch.topk, with the bytes sent against dense
   iosim        50,000 examples x 100 epochs x 4 workers through the trace simulator
   scoring      the Data Diet scoring pass (dd-el2n, dd-grand) against a training epoch of the same examples
+  layout       each image model's step in NHWC and NCHW memory layout (the choice its record makes per device)
   speed        the device row with each speed option (optimizer kernels, layout, torch.compile modes)
 Tracking share: the time importance tracking adds (the signals beyond the training loss, and the
 scatter) as a share of the epoch, timed with CUDA events on a GPU (no sync per step). Every path's
@@ -42,7 +43,7 @@ from queue import Empty
 
 import flags
 
-PARTS = ("paths", "text", "partition", "reducers", "iosim", "scoring", "speed")  # the order they run in
+PARTS = ("paths", "text", "partition", "reducers", "iosim", "scoring", "layout", "speed")  # the order they run in
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,16 +105,17 @@ import train
 from samplers import WorkerBatches, for_window
 
 
-def synthetic(n: int, seed: int = 0) -> data.Split:
-    g = torch.Generator().manual_seed(seed)
-    return data.Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                      torch.randint(0, 10, (n,), generator=g))
+def synthetic(n: int, seed: int = 0, dataset: str = "cifar10") -> data.Split:
+    """n random images of `dataset`'s shape and classes."""
+    g, spec = torch.Generator().manual_seed(seed), C.DATASETS[dataset]
+    return data.Split(torch.randint(0, 256, (n, *spec.shape), dtype=torch.uint8, generator=g),
+                      torch.randint(0, spec.classes, (n,), generator=g))
 
 
-def test_split(split: data.Split, args) -> data.Split:
+def test_split(split: data.Split, args, dataset: str = "cifar10") -> data.Split:
     """The test set an epoch evaluates: a fifth of the training set, as CIFAR's, in whole batches (the
     paper's protocol runs BatchNorm in training mode, which cannot take a batch of one)."""
-    return synthetic(args.batch_size * max(1, len(split) // 5 // args.batch_size), seed=1)
+    return synthetic(args.batch_size * max(1, len(split) // 5 // args.batch_size), seed=1, dataset=dataset)
 
 
 class PaperStyleDataset(torch.utils.data.Dataset):
@@ -196,26 +198,29 @@ def paper_style(split: data.Split, args, device: torch.device, track: bool) -> d
 
 def ours(split: data.Split, args, device: torch.device, on_device: bool, track: bool, emulation: str,
          barrier=None, record: tuple[str, ...] = ("loss",), compile_mode: str = "none", impl: str = "default",
-         channels_last: bool = True) -> dict:
+         channels_last: bool | None = None, model_name: str = "resnet18", dataset: str = "cifar10") -> dict:
     """All workers emulated in this process through train.train_epoch; the second epoch is timed
     (after `barrier`, when several copies must time the same moment), the first (which pays a
-    compilation) apart. The speed options as dpt.py's --compile, --optimizer-impl; channels_last is
-    what dpt.py always does for images (off: the contiguous layout, for the comparison)."""
+    compilation) apart. The speed options as dpt.py's --compile, --optimizer-impl; channels_last: the
+    memory layout (None: the one the model's record chooses on this device, as dpt.py runs it)."""
     torch.manual_seed(0)
-    model = models.build("resnet18", 10, 3, workers=args.workers, fused=emulation == "fused").to(
-        device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
-    )
+    task = tasks.of(dataset)
+    model = task.build_model(argparse.Namespace(model=model_name), split, args.workers, emulation == "fused")
+    layout = models.MODELS[model_name].layout(device) if channels_last is None else \
+        torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=layout)
+    task.layout = layout
     if compile_mode != "none":
         model.compile(mode=None if compile_mode == "default" else compile_mode)
     optimizer = models.optimizer(model, 0.1, 0.9, 5e-4, impl=impl)
-    test = test_split(split, args).to(device)
+    test = test_split(split, args, dataset).to(device)
     split = split.to(device) if on_device else split
     step = train.Step.build(
         amp=args.amp == "bf16",
         workers=args.workers,
         batch_size=args.batch_size,
         device=device,
-        task=tasks.of("cifar10"),
+        task=task,
         sequential=emulation == "sequential",
         on_device=on_device,
         channels=record,
@@ -249,13 +254,37 @@ def ours(split: data.Split, args, device: torch.device, on_device: bool, track: 
 MIN_TIMED_STEPS = 10  # fewer: the timed epoch is too short for its figures to mean anything
 
 
+def layout_rows(args, device: torch.device) -> list[dict]:
+    """Each image model's device-resident step (tracking on, loss only) in NHWC (channels_last) and NCHW
+    (contiguous) memory layout, on its dataset's image shape: what models.Spec.channels_last records
+    per device type (the layout dpt.py runs, and logs)."""
+    rows = []
+    for name in C.names_of(C.MODELS, "image"):
+        dataset = "fashionmnist" if name == "lenet5" else "cifar10"  # the model's own data: LeNet-5 is 28x28
+        split = synthetic(args.workers * args.batch_size * args.steps, dataset=dataset)
+        timed = {nhwc: ours(split, args, device, True, True, "fused", channels_last=nhwc, model_name=name,
+                            dataset=dataset) for nhwc in (True, False)}
+        chosen = models.MODELS[name].layout(device) == torch.channels_last
+        rows.append({"model": name, "dataset": dataset, "nhwc_step_ms": timed[True]["step_ms"],
+                     "nchw_step_ms": timed[False]["step_ms"],
+                     "nchw_over_nhwc": timed[False]["step_ms"] / timed[True]["step_ms"],
+                     "chosen": "channels_last" if chosen else "contiguous"})
+    return rows
+
+
+def print_layout(rows: list[dict], args) -> None:
+    print("\nmemory layout: ms per step (each worker's batch of", args.batch_size, "x", args.workers, "workers)")
+    for r in rows:
+        print(f"  {r['model']:9s} {r['dataset']:13s} NHWC {r['nhwc_step_ms']:8.1f}  NCHW {r['nchw_step_ms']:8.1f}  "
+              f"NCHW/NHWC {r['nchw_over_nhwc']:5.2f}  (dpt.py runs {r['chosen']} here)", flush=True)
+
+
 def speed_rows(split: data.Split, args, device: torch.device, keep) -> list[dict]:
     """The device-resident fused row (tracking on, loss only) with each speed option, against itself
-    without: the optimizer's kernels, the contiguous layout, and each --compile-modes mode (its first
+    without: the optimizer's kernels and each --compile-modes mode (its first
     epoch, the compilation, reported apart from the steady state); keep(rows) after each, as the
     compilations are the minutes a time limit may cut."""
-    variants = [("plain", {}), ("fused optimizer", {"impl": "fused"}), ("foreach optimizer", {"impl": "foreach"}),
-                ("contiguous, not channels_last", {"channels_last": False})]
+    variants = [("plain", {}), ("fused optimizer", {"impl": "fused"}), ("foreach optimizer", {"impl": "foreach"})]
     variants += [(f"compile {mode}", {"compile_mode": mode}) for mode in args.compile_modes]
     rows = []
     for label, options in variants:
@@ -565,6 +594,7 @@ MEASURE = {
     "reducers": ("reducers", lambda split, args, device: reducer_rows(args, device), print_reducers),
     "iosim": ("iosim", lambda split, args, device: iosim_row(args), print_iosim),
     "scoring": ("scoring", scoring_row, print_scoring),
+    "layout": ("layout", lambda split, args, device: layout_rows(args, device), print_layout),
 }
 
 

@@ -208,6 +208,6 @@ step bench-float32 60 "$py" bench.py ${bench[@]+"${bench[@]}"} --amp none --part
 compile=()  # Triton needs a C compiler and Python.h (plan.json says): without, the plain speed options only
 "$py" -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['can_compile'])" "$out/plan.json" ||
   compile=(--compile-modes)
-step bench-speed "$budget" "$py" bench.py ${bench[@]+"${bench[@]}"} ${compile[@]+"${compile[@]}"} --parts speed \
+step bench-speed "$budget" "$py" bench.py ${bench[@]+"${bench[@]}"} ${compile[@]+"${compile[@]}"} --parts layout speed \
   --out "$out/bench-speed.json"
 "$py" gpucheck.py "$out" --smoke "$smoke"

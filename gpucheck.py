@@ -219,6 +219,7 @@ def summary(folder: Path, smoke: bool) -> dict:
             "steps": steps(folder), "figures": figures, "targets": TARGETS,
             "float32_images_per_s": max((r["images_per_s"] for r in float32), default=None),
             "speed_options": read(folder / "bench-speed.json").get("speed_options", []),
+            "layout": read(folder / "bench-speed.json").get("layout", []),
             "concurrent": concurrent.get("concurrent", []), "text": bench.get("text", []),
             "runs_at_once": started.get("runs_at_once"), "fashion_mnist": runs(folder),
             "reference_accuracy": REFERENCE, "study": study(folder)}
@@ -252,6 +253,10 @@ def markdown(s: dict) -> str:
         lines += ["", "| speed option | img/s | x plain | first epoch (s) |", "|---|---|---|---|"]
         lines += [f"| {r['option']} | {r['images_per_s']:.0f} | {r['vs_plain']:.2f} | {r['first_epoch_s']:.1f} |"
                   for r in s["speed_options"]]
+    if s["layout"]:
+        lines += ["", "| model | NHWC ms/step | NCHW ms/step | NCHW / NHWC | dpt.py runs |", "|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['nhwc_step_ms']:.1f} | {r['nchw_step_ms']:.1f} | {r['nchw_over_nhwc']:.2f} | "
+                  f"{r['chosen']} |" for r in s["layout"]]
     if s["concurrent"]:
         lines += ["", "| runs at once | images/s in all | the paper's 1830 runs (h) |", "|---|---|---|"]
         lines += [f"| {c['runs_at_once']} | {c['aggregate_images_per_s']:.0f} | {c['study_hours']:,.0f} |"
