@@ -175,7 +175,7 @@ def start(args: Namespace, job: Job, trainer: Trainer, plan: list[Window], prove
         run = Run(log_name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
         run.log = runlog.RunLog(vars(job.workload), provenance, job.top.world, job.top.workers, len(job.train),
                                 str(job.top.device), str(job.task.layout).removeprefix("torch."), job.train.source,
-                                job.test.source, str(job.csv), job.shard_size, vars(args))
+                                job.test.source, str(job.csv), job.shard_size, vars(args), storage=job.storage())
     run.log.args = vars(args)
     return run
 

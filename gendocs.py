@@ -79,7 +79,43 @@ def api_reference() -> str:
     return "\n".join(rows)
 
 
+FINDINGS_RUNS = Path(__file__).parent / "docs" / "findings" / "runs"
+# Each study of docs/findings.md: the folder of committed runs it reads, and which of its runs are its arms
+# (the studies on one task share a folder, so an arm two studies share is run once).
+def arm_cell(warmup: int, interval: int):
+    """The runs of one (W, I) setting, and the vanilla runs they are compared with."""
+    return lambda r: r.heuristic.eq("none") | (r.warmup_epochs.eq(warmup) & r.interval_epochs.eq(interval))
+
+
+CELL = arm_cell(4, 2)  # the image studies' one setting beside the partitions study's grid: the most repartitions
+FINDINGS = {
+    "partitions": ("image", lambda r: r.exchange.eq("none") & r.heuristic.isin(["none", "stripes", "blocks", "random"])
+                   & (r.heuristic.ne("blocks") | r.measure.eq("variance")) & r.measure.isin(["variance", "average"])),
+    "measures": ("image", lambda r: r.exchange.eq("none") & r.heuristic.isin(["none", "stripes", "random"]) & CELL(r)),
+    "heuristics": ("image", lambda r: r.exchange.eq("none") & r.measure.eq("variance") & CELL(r)),
+    "exchange": ("image", lambda r: r.heuristic.isin(["none", "stripes", "random"]) & r.measure.eq("variance")
+                 & CELL(r)),
+    "lm": ("text", lambda r: r.heuristic.notna()),
+    "ncf": ("rec", lambda r: r.heuristic.notna()),
+}
+
+
+def findings(study: str) -> str:
+    """A study's tables as report.py gives them (its warnings, comparisons and answers) from its committed runs."""
+    import report
+
+    folder, arms = FINDINGS[study]
+    if not (FINDINGS_RUNS / folder).is_dir():
+        return f"Not run yet: no runs under docs/findings/runs/{folder} (the section's commands start them)."
+    runs, _ = report.load_runs(FINDINGS_RUNS / folder)
+    mine = runs[arms(runs)].reset_index(drop=True)
+    if mine.empty or (mine.heuristic != "none").sum() == 0:
+        return f"Not run yet: docs/findings/runs/{folder} holds none of this study's arms."
+    return report.answer_section(mine)
+
+
 GENERATED = {"measures": lambda: C.table("measures"), "studies": studies_table, "api": api_reference,
+             **{f"findings-{study}": (lambda s=study: findings(s)) for study in FINDINGS},
              "heuristics": lambda: C.table("heuristics"), "reducers": lambda: C.table("reducers"),
              "datasets": lambda: C.table("datasets"), "flags": flags_table}
 

@@ -85,6 +85,14 @@ class Job:
     finished: bool = False  # the run's row is in its CSV already (--resume: nothing to do)
     readers: list = field(default_factory=list)  # --data-source streaming: this process's workers' readers
 
+    def storage(self) -> dict | None:
+        """A streaming run's storage as its caches see it (each shard file's bytes, a worker's cache, the
+        policy): what iosim needs to simulate the run exactly (report.py --io, beside what it measured)."""
+        if not self.readers:
+            return None
+        st = self.readers[0].storage
+        return {"shard_bytes": st.shard_bytes.tolist(), "cache_bytes": st.cache_bytes, "policy": st.policy}
+
 
 def recorded_channels(args: Namespace) -> tuple[str, ...]:
     """What the run records: exactly what its measure reads (vanilla runs record the loss, as the

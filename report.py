@@ -607,8 +607,28 @@ def streaming_measured(folder: str | Path) -> pd.DataFrame:
         if io_rows:
             rows.append({"workload": path.parent.parent.name, "run": path.stem, "shard_size": log.get("shard_size"),
                          "requests": sum(r["requests"] for r in io_rows), "hits": sum(r["hits"] for r in io_rows),
-                         "measured_bytes": sum(r["bytes"] for r in io_rows)})
-    return pd.DataFrame(rows, columns=["workload", "run", "shard_size", "requests", "hits", "measured_bytes"])
+                         "measured_bytes": sum(r["bytes"] for r in io_rows),
+                         "simulated_as_stored": stored_simulation(path, log)})
+    return pd.DataFrame(rows, columns=["workload", "run", "shard_size", "requests", "hits", "measured_bytes",
+                                       "simulated_as_stored"])
+
+
+def stored_simulation(log_path: Path, log: dict) -> float:
+    """The bytes iosim predicts for a streaming run from its saved partitions and its storage as its log
+    recorded it (each shard file's bytes, header and index included; the cache it really had); NaN
+    without either."""
+    import iosim
+
+    partitions = log_path.with_suffix(".partitions.pt")
+    storage = log.get("storage")
+    if not storage or not partitions.is_file():
+        return math.nan
+    windows, settings = iosim.windows_from_file(str(partitions))
+    shard_bytes = np.array(storage["shard_bytes"], dtype=np.int64)
+    sizes = np.minimum(log["shard_size"], log["examples"] - log["shard_size"] * np.arange(len(shard_bytes)))
+    st = iosim.storage(log["examples"], log["shard_size"], np.repeat(shard_bytes // sizes, sizes),
+                       storage["cache_bytes"], storage["policy"], shard_bytes=shard_bytes)
+    return float(iosim.simulate(windows, log["workers"], st, **settings)[0].bytes.sum())
 
 
 def io_section(folder: str | Path, form: str = "markdown") -> tuple[list[str], list[str]]:
@@ -636,8 +656,11 @@ def io_section(folder: str | Path, form: str = "markdown") -> tuple[list[str], l
         measured["hit_rate"] = (measured.hits / measured.requests).map(lambda v: f"{v:.3f}")
         emit(parts, form, measured.set_index("workload"), "workload",
              "I/O of the streaming runs: bytes their caches fetched (the filesystem's count) beside the simulation "
-             "of the same partitions, shard size and a 1/n cache", ("simulated_bytes is empty for a run that did "
-                                                                    "not save its partitions (--save-partitions).",))
+             "of the same partitions", ("simulated_as_stored: iosim with the shard files' own bytes (litdata's header "
+                                        "and index included) and the cache the run had; simulated_bytes: with the "
+                                        "examples' raw bytes and a 1/n cache, as for the runs that did not stream "
+                                        "(their gap is the shards' per-file overhead). Empty for a run that did not "
+                                        "save its partitions (--save-partitions).",))
     return parts, problems
 
 
@@ -789,6 +812,13 @@ def study_answers(cell_table: pd.DataFrame, form: str) -> list[str]:
                    f"differs after Holm's correction over these {len(mine)} cells, + after Benjamini-Hochberg's only")
         emit(parts, form, comparison_grid(mine, vary), vary, caption, (answer(mine, vary),))
     return parts
+
+
+def answer_section(runs: pd.DataFrame, form: str = "markdown") -> str:
+    """A selection of runs (one study's arms of a folder that several share) as the report opens: its
+    warnings, then its comparisons' grids and answers (docs/findings.md's tables, regenerated from the
+    committed runs by gendocs.py)."""
+    return "\n".join(warning_section(warnings(runs), form) + study_answers(cells(runs), form)).rstrip("\n")
 
 
 def workload_section(cell_table: pd.DataFrame, base: pd.DataFrame, table: tuple, paper_csv, form: str) -> list[str]:

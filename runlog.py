@@ -75,6 +75,7 @@ class RunLog:
     csv: str
     shard_size: int
     args: dict  # every resolved flag
+    storage: dict | None = None  # a streaming run's: each shard file's bytes, a worker's cache, its policy
     epochs: list[Epoch] = field(default_factory=list)
     intervals: list[Interval] = field(default_factory=list)
     resumed_at_epoch: list[int] = field(default_factory=list)

@@ -9,7 +9,7 @@ import runlog
 
 LOG = {"workload": {"dataset": "cifar10"}, "provenance": {"git_commit": "abc"}, "world_size": 1, "workers": 2,
        "examples": 67, "device": "cpu", "layout": "channels_last", "data": "a", "test_data": "b", "csv": "W2.csv",
-       "shard_size": 33, "args": {"seed": 1},
+       "shard_size": 33, "args": {"seed": 1}, "storage": None,
        "epochs": [{"epoch": 1, "phase": "warmup", "train_loss": 2.3, "train_s": 0.5, "tracking_s": 0.01, "epoch_s": 0.6,
                    "test_accuracy": 10.0, "images_per_s": 100.0,
                    "exchange": {"density": 0.01}}],
