@@ -814,11 +814,64 @@ def study_answers(cell_table: pd.DataFrame, form: str) -> list[str]:
     return parts
 
 
+CONTROL = "random"  # the heuristic of fixed partitions without importance
+
+
+def against_control(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each importance-aware cell against the random control's cell of the same setting (workload but for
+    its heuristic and measure, W, I): its difference, Welch's p and 95% CI, and Holm's and Benjamini-
+    Hochberg's corrections over these tests. What separates importance from merely fixed partitions."""
+    same = [c for c in CELL if c not in ("heuristic", "measure")]
+    control = runs[runs.heuristic == CONTROL]
+    rows = []
+    for key, group in runs[~runs.heuristic.isin(["none", CONTROL])].groupby(CELL, sort=True):
+        cell = dict(zip(CELL, key))
+        theirs = control[(control[same] == pd.Series({c: cell[c] for c in same})).all(axis=1)].value
+        if not len(theirs):
+            continue
+        p, low, high = welch(group.value, theirs)
+        rows.append({**cell, "n": len(group), "mean": group.value.mean(), "control_mean": theirs.mean(),
+                     "diff": group.value.mean() - theirs.mean(), "p_value": p, "ci_low": low, "ci_high": high,
+                     "higher_is_better": bool(group.higher_is_better.iloc[0])})
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["p_holm"], frame["p_bh"] = holm(frame.p_value.to_numpy(float)), benjamini_hochberg(
+            frame.p_value.to_numpy(float))
+    return frame
+
+
+def control_section(runs: pd.DataFrame, form: str) -> list[str]:
+    """The table of against_control, with its answer in a sentence."""
+    tests = against_control(runs)
+    if not len(tests):
+        return []
+    shown = pd.DataFrame({"arm": [f"{arm_label(r.heuristic, r.measure)}" + (f" {r.exchange}" if r.exchange != "none"
+                                                                              else "") for r in tests.itertuples()],
+                          "W": tests.warmup_epochs, "I": tests.interval_epochs, "n": tests.n,
+                          "mean": tests["mean"].map(lambda v: f"{v:.3f}"),
+                          "control": tests.control_mean.map(lambda v: f"{v:.3f}"),
+                          "diff": tests["diff"].map(lambda v: f"{v:+.3f}"),
+                          "Welch p": tests.p_value.map(lambda v: f"{v:.3g}"),
+                          "Holm": tests.p_holm.map(lambda v: "yes" if v < ALPHA else "no"),
+                          "BH": tests.p_bh.map(lambda v: "yes" if v < ALPHA else "no")})
+    sign = np.where(tests.higher_is_better, 1, -1)
+    holm_ = tests.p_holm < ALPHA
+    said = (f"Against the random control: {int(holm_.sum())} of {len(tests)} tested cells differ after Holm's "
+            f"correction ({int((holm_ & (sign * tests['diff'] > 0)).sum())} better), "
+            f"{int((tests.p_bh < ALPHA).sum())} after Benjamini-Hochberg's.")
+    parts: list[str] = []
+    emit(parts, form, shown.set_index("arm"), "arm",
+         "Against the random control: each importance-aware cell against fixed random partitions of the same "
+         "setting", (said,))
+    return parts
+
+
 def answer_section(runs: pd.DataFrame, form: str = "markdown") -> str:
     """A selection of runs (one study's arms of a folder that several share) as the report opens: its
-    warnings, then its comparisons' grids and answers (docs/findings.md's tables, regenerated from the
-    committed runs by gendocs.py)."""
-    return "\n".join(warning_section(warnings(runs), form) + study_answers(cells(runs), form)).rstrip("\n")
+    warnings, then its comparisons' grids and answers, then each arm against the random control
+    (docs/findings.md's tables, regenerated from the committed runs by gendocs.py)."""
+    parts = warning_section(warnings(runs), form) + study_answers(cells(runs), form) + control_section(runs, form)
+    return "\n".join(parts).rstrip("\n")
 
 
 def workload_section(cell_table: pd.DataFrame, base: pd.DataFrame, table: tuple, paper_csv, form: str) -> list[str]:
@@ -870,6 +923,7 @@ def render(folder: str | Path, paper_csv: str | Path | None, form: str, io: bool
     problems += coverage(cell_table, base)
     parts = warning_section(warnings(runs), form)
     parts += study_answers(cell_table, form)
+    parts += control_section(runs, form)
     for table in tables(cell_table):
         parts += workload_section(cell_table, base, table, paper_csv, form)
     if io:

@@ -486,3 +486,20 @@ def test_runs_that_differ_in_a_recorded_setting_are_never_pooled(tmp_path):
     assert sorted(cells["baseline_mean"]) == [60.0, 65.0]  # each against its own vanilla (pooled: 62.5)
     text, _ = report.render(tmp_path, None, "markdown")
     assert "[lr=0.05]" in text and "[lr=0.1]" in text and "n=6" not in text
+
+
+def test_each_arm_is_tested_against_the_random_control_of_its_setting(tmp_path):
+    """Welch's test of an arm's cell against the control's cell of the same (W, I), against scipy,
+    with Holm's correction over these tests; vanilla is not the control."""
+    values = {("none", "variance"): [80.0, 81.0, 82.0], ("random", "variance"): [70.0, 71.0, 72.5],
+              ("stripes", "variance"): [75.0, 76.5, 77.0]}
+    small_study(tmp_path, {arm: (lambda seed, v=v: [50.0] * 7 + [v[seed]]) for arm, v in values.items()})
+    runs, _ = report.load_runs(tmp_path)
+    tests = report.against_control(runs)
+    assert len(tests) == 1
+    (row,) = tests.itertuples()
+    expected = stats.ttest_ind(values[("stripes", "variance")], values[("random", "variance")], equal_var=False)
+    assert row.diff == pytest.approx(np.mean(values[("stripes", "variance")]) - np.mean(values[("random", "variance")]))
+    assert row.p_value == pytest.approx(expected.pvalue) and row.p_holm == pytest.approx(expected.pvalue)
+    text, _ = report.render(tmp_path, None, "markdown")
+    assert "Against the random control: 1 of 1 tested cells differ after Holm's correction (1 better)" in text
