@@ -135,3 +135,47 @@ def test_the_augmentation_key_hashed_in_python_is_the_tensor_hash():
 
     x = torch.randint(0, 2**32, (1000,), dtype=torch.int64)
     assert [augment.hash32_int(v) for v in x.tolist()] == augment.hash32(x).tolist()
+
+
+def train_steps(model_name: str, dataset: str, layout, threads: int, steps: int = 2) -> list[float]:
+    """A few fused training steps of 2 emulated workers from a fixed init, in `layout` on `threads` threads:
+    each step's mean loss."""
+    import argparse
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        task = tasks.of(dataset)
+        spec = task.dataset
+        split = data.Split(torch.randint(0, 256, (2 * 8 * steps, *spec.shape), dtype=torch.uint8),
+                           torch.randint(0, spec.classes, (2 * 8 * steps,)))
+        model = task.build_model(argparse.Namespace(model=model_name), split, 2, True)
+        model, task.layout = model.to(memory_format=layout), layout
+        step = train.Step.build(workers=2, batch_size=8, device=torch.device("cpu"), task=task, on_device=True)
+        batches = WorkerBatches(for_window(split, None, range(2), 2, shuffle=True, sampler_seed=0, seed=0), 8)
+        optimizer = models.optimizer(model, 0.01, 0.9, 5e-4)
+        losses = []
+        batches.set_epoch(0)
+        for keys in batches:
+            index = torch.tensor(keys)
+            inputs = task.inputs(*task.take(split, index)[:1], index, 0, 0, 0)
+            loss = task.example_loss(model(inputs), split.labels[index]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        return losses
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("model_name,dataset", [("resnet18", "cifar10"), ("lenet5", "fashionmnist")])
+def test_the_layout_and_the_thread_count_change_no_result_beyond_rounding(model_name, dataset):
+    """models.Spec chooses each model's memory layout per device, and a CPU run its thread count: both
+    change the arithmetic's order only, so the losses agree with the plain path (contiguous, one thread)
+    to float32 rounding after an update (BatchNorm on 8 images a worker amplifies it: 0.2% by the third step,
+    as float32 itself drifts from float64)."""
+    plain = train_steps(model_name, dataset, torch.contiguous_format, 1)
+    for layout, threads in ((torch.channels_last, 1), (torch.contiguous_format, 2), (torch.channels_last, 2)):
+        assert train_steps(model_name, dataset, layout, threads) == pytest.approx(plain, rel=1e-3), (layout, threads)
