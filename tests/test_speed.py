@@ -152,7 +152,6 @@ def train_steps(model_name: str, dataset: str, layout, threads: int, steps: int 
                            torch.randint(0, spec.classes, (2 * 8 * steps,)))
         model = task.build_model(argparse.Namespace(model=model_name), split, 2, True)
         model, task.layout = model.to(memory_format=layout), layout
-        step = train.Step.build(workers=2, batch_size=8, device=torch.device("cpu"), task=task, on_device=True)
         batches = WorkerBatches(for_window(split, None, range(2), 2, shuffle=True, sampler_seed=0, seed=0), 8)
         optimizer = models.optimizer(model, 0.01, 0.9, 5e-4)
         losses = []
