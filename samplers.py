@@ -108,6 +108,14 @@ def num_real(sampler: DistributedSampler) -> int:
     return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))
 
 
+def keys(sampler: DistributedSampler) -> torch.Tensor:
+    """The sampler's epoch as int64 keys: an example's index, or index + N for a padding copy (trained
+    on like any example, never recorded in the loss matrix a second time)."""
+    row = torch.tensor(list(sampler), dtype=torch.int64)
+    row[num_real(sampler):] += len(sampler.dataset)
+    return row
+
+
 class WorkerBatches:
     """One step's keys: the next `batch_size` samples of each local worker, concatenated worker by
     worker (what one DDP rank sees, or a group of emulated workers).
@@ -123,7 +131,6 @@ class WorkerBatches:
         assert len(lengths) == 1, f"workers would run different step counts: {sorted(lengths)}"
         self.samplers = samplers
         self.batch_size = batch_size
-        self.num_examples = len(samplers[0].dataset)
         self.samples_per_worker = lengths.pop()
 
     def set_epoch(self, epoch: int) -> None:
@@ -132,12 +139,7 @@ class WorkerBatches:
 
     def keys(self) -> torch.Tensor:
         """(workers, samples per worker) int64 keys for the current epoch."""
-        rows = []
-        for s in self.samplers:
-            row = torch.tensor(list(s), dtype=torch.int64)
-            row[num_real(s):] += self.num_examples
-            rows.append(row)
-        return torch.stack(rows)
+        return torch.stack([keys(s) for s in self.samplers])
 
     def __len__(self) -> int:
         return math.ceil(self.samples_per_worker / self.batch_size)

@@ -57,10 +57,7 @@ class WindowSampler(Sampler):
         self.plan.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        current = self.plan.current
-        keys = torch.tensor(list(current), dtype=torch.int64)
-        keys[samplers.num_real(current):] += self.plan.num_examples  # padding copies: not recorded again
-        return iter(keys.tolist())
+        return iter(samplers.keys(self.plan.current).tolist())  # padding copies as index + N: not recorded again
 
     def __len__(self) -> int:
         return len(self.plan.current)
@@ -95,6 +92,7 @@ class ImportanceAware:
         self.dataset, self.sampler = Indexed(dataset), WindowSampler(self)
         self.window, self.epoch, self.partition, self.history = self.windows[0], -1, None, None
         self.recorder: importance.Recorder | None = None
+        self.restored: dict[str, torch.Tensor] | None = None  # a checkpoint's records, until the next update()
         self.current = self._samplers()
 
     # ---- the windows ----
@@ -116,6 +114,8 @@ class ImportanceAware:
         self.current.set_epoch(epoch)
 
     def _repartition(self, window: schedule.Window) -> None:
+        if self.recorder is None and self.restored is not None:  # resumed at a window's end: score on the CPU
+            self._open_recorder(torch.device("cpu"))
         if self.recorder is None:
             raise PlanError(f"nothing was recorded in the window before epoch {window.first_epoch}: pass every "
                             "batch's per-example losses to update()")
@@ -142,48 +142,70 @@ class ImportanceAware:
             raise PlanError(f"update() takes the batch's index as an integer tensor of the loss's shape "
                             f"{tuple(loss.shape)} (the keys plan.dataset yields), not "
                             f"{getattr(index, 'dtype', type(index).__name__)} {tuple(getattr(index, 'shape', ()))}")
-        keys = index.to(loss.device, torch.int64)
-        if len(keys) and (int(keys.min()) < 0 or int(keys.max()) >= 2 * self.num_examples):
+        # checked where the loader left it, on the CPU: a check on the device would wait for it every step
+        if index.device.type == "cpu" and len(index) and (int(index.min()) < 0 or
+                                                          int(index.max()) >= 2 * self.num_examples):
             raise PlanError(f"update(): index outside 0..{2 * self.num_examples - 1}: pass the keys plan.dataset "
                             "yields (index, or index + N for a padding copy)")
+        keys = index.to(loss.device, torch.int64)
         if self.epoch < 0:
             raise PlanError("update() before the first epoch: call plan.sampler.set_epoch(epoch) first")
         if set(self.channels) - {"loss"} and (logits is None or targets is None):
             raise PlanError(f"measure {self.policy.measure} reads {', '.join(c for c in self.channels if c != 'loss')},"
                             " which update() computes from the batch's logits and targets: pass them")
         if self.recorder is None:
-            self.recorder = importance.Recorder(self.num_examples, self.window.epochs, self.channels, loss.device)
+            self._open_recorder(loss.device)
         found = {"loss": loss} if self.channels == ("loss",) else importance.signals(logits, targets, self.channels,
                                                                                     loss=loss)
         self.recorder.record(keys, self.epoch - self.window.first_epoch, found)
         return loss.mean()
 
+    def _open_recorder(self, device: torch.device) -> None:
+        """The window's recorder on `device`, the losses' (a resumed window: with its saved records, and the
+        run's statistics moved there from the CPU)."""
+        self.recorder = importance.Recorder(self.num_examples, self.window.epochs, self.channels, device)
+        if self.restored is not None:
+            self.recorder.restore(self.restored)
+            self.restored = None
+        if self.history is not None:
+            self.history = {k: v.to(device) for k, v in self.history.items()}
+
     # ---- checkpoints ----
     def state_dict(self) -> dict:
         """The plan's state after the epoch it is in (a collective when distributed: every rank calls it):
-        the window's records merged across ranks, the partition and the run's statistics."""
+        the window's records merged across ranks (on the CPU), the partition and the run's statistics."""
         columns = self.epoch + 1 - self.window.first_epoch
-        recorded = self.recorder.merged(columns) if self.recorder is not None else None
+        recorded = self.recorder.merged(columns) if self.recorder is not None else self.restored
         return {"epoch": self.epoch, "window": self.window.index, "partition": self.partition,
-                "history": self.history, "recorded": recorded, "policy": vars(self.policy), "world": self.world,
-                "examples": self.num_examples}
+                "history": on_cpu(self.history), "recorded": on_cpu(recorded), "policy": vars(self.policy),
+                "world": self.world, "examples": self.num_examples, "windows": [vars(w) for w in self.windows]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue after the saved epoch (every rank calls it; rank 0 takes the merged records, so the
+        """Continue after the saved epoch (every rank calls it; rank 0 keeps the merged records, so the
         next merge sums to the same matrix): the next set_epoch is the saved epoch + 1."""
-        mine = {"policy": vars(self.policy), "world": self.world, "examples": self.num_examples}
+        mine = {"policy": vars(self.policy), "world": self.world, "examples": self.num_examples,
+                "windows": [vars(w) for w in self.windows]}
+        missing = [k for k in (*mine, "epoch", "window", "partition", "history", "recorded") if k not in state]
+        if missing:
+            raise PlanError(f"not a plan's state_dict (no {', '.join(missing)}): pass what plan.state_dict() returned")
         differ = [k for k in mine if state[k] != mine[k]]
         if differ:
             raise PlanError(f"this state belongs to another plan ({', '.join(differ)} differ): build the plan as "
                             "the saved run did")
         self.epoch, self.window = state["epoch"], self.windows[state["window"]]
-        self.partition, self.history, self.recorder = state["partition"], state["history"], None
+        self.partition, self.recorder = state["partition"], None
+        self.history = on_cpu(state["history"])
         self.current = self._samplers()
-        if state["recorded"] is not None:
-            device = next(iter(state["recorded"].values())).device
-            self.recorder = importance.Recorder(self.num_examples, self.window.epochs, self.channels, device)
-            if self.rank == 0:
-                self.recorder.restore(state["recorded"])
+        # the records wait for the first update(), which knows the device the losses are on; rank 0 alone
+        # restores them (the others none of their columns), so the next merge sums to the saved matrix
+        self.restored = on_cpu(state["recorded"])
+        if self.rank != 0 and self.restored is not None:
+            self.restored = {c: v[:, :0] for c, v in self.restored.items()}
+
+
+def on_cpu(tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """A state's tensors on the CPU: a checkpoint loads on any machine, whatever device saved it."""
+    return None if tensors is None else {k: v.cpu() for k, v in tensors.items()}
 
 
 def check(num_examples: int, world: int, epochs: int, warmup: int, interval: int, ignore: int, measure: str,
@@ -204,6 +226,8 @@ def check(num_examples: int, world: int, epochs: int, warmup: int, interval: int
                         f"integers, not {None if labels is None else tuple(labels.shape)}")
     if labels is not None and labels.is_floating_point():
         raise PlanError("labels= must be integer classes, not floating point")
+    if epochs < 1:
+        raise PlanError(f"epochs must be at least 1, not {epochs}")
     if num_examples < world:
         raise PlanError(f"{num_examples} examples cannot be split across {world} ranks")
     if heuristic != "none" and not (0 <= ignore < warmup < epochs and 1 <= interval <= epochs - warmup):

@@ -61,8 +61,9 @@ def test_a_bad_update_is_one_clear_error(bad, says):
     ({"measure": "no-such-measure"}, "measure 'no-such-measure' is not one of"),
     ({"warmup": 0}, "the schedule needs 0 <= ignore < warmup < epochs"),
     ({"interval": 9}, "1 <= interval <= epochs - warmup"),
+    ({"epochs": 0}, "epochs must be at least 1, not 0"),
 ], ids=["a scoring pass", "the head's input", "no labels", "labels of another shape", "float labels",
-        "unknown measure", "no warmup", "too long an interval"])
+        "unknown measure", "no warmup", "too long an interval", "no epochs"])
 def test_a_plan_that_cannot_work_is_refused_up_front(change, says):
     with pytest.raises(PlanError, match=says.replace("(", r"\(").replace(")", r"\)")):
         plan(**change)
@@ -95,6 +96,48 @@ def test_the_mean_is_returned_and_padding_copies_are_not_recorded():
     assert torch.equal(p.recorder.merged()["loss"][keys, 0], loss)
 
 
+def test_a_padding_copy_is_trained_on_but_not_recorded_again():
+    """An interval's fixed partition of 7 in batches of 3 would end in a batch of one: the sampler pads it
+    with a copy (key index + N), whose loss counts in the mean but never overwrites the example's record."""
+    p = ImportanceAware(range(7), epochs=4, warmup=2, interval=1, ignore=0, batch_size=3)
+    run_through(p, range(2), losses)
+    p.sampler.set_epoch(2)
+    keys = torch.tensor(list(p.sampler))
+    padded = keys[keys >= 7]
+    assert len(keys) == 8 and len(padded) == 1 and sorted(keys[keys < 7].tolist()) == list(range(7))
+    loss = keys.float() * 10  # a copy's loss differs from its example's
+    assert p.update(loss, keys) == loss.mean()
+    assert torch.equal(p.recorder.merged()["loss"][:, 0], torch.arange(7.0) * 10)
+
+
+@pytest.mark.parametrize("stop", [1, 2, 3], ids=["at the warmup's end", "inside an interval", "at an interval's end"])
+@pytest.mark.parametrize("measure", ["variance", "forgetting"])
+def test_a_plan_resumed_from_a_saved_file_continues_to_the_same_partitions(tmp_path, stop, measure):
+    """Saved after any epoch (a window's records half filled, or full and not yet scored; forgetting's
+    counts carried across windows) and loaded from a file: the same partitions as a run never stopped."""
+    def step(p, epoch, keys):
+        logits = torch.stack([torch.sin(keys * (epoch + 1.3)), torch.cos(keys * 0.7)], dim=1)
+        return p.update(losses(epoch, keys), keys, logits, keys % 2)
+
+    def through(p, epochs):
+        seen = []
+        for epoch in epochs:
+            p.sampler.set_epoch(epoch)
+            if p.window.first_epoch == epoch and p.window.index:
+                seen.append([part.tolist() for part in p.partition])
+            step(p, epoch, torch.tensor(list(p.sampler)))
+        return seen
+
+    make = lambda: plan(measure=measure, epochs=8)  # noqa: E731: windows 0-1 (warmup), 2-3, 4-5, 6-7
+    whole = through(make(), range(8))
+    first = make()
+    before = through(first, range(stop + 1))
+    torch.save(first.state_dict(), tmp_path / "plan.pt")
+    again = make()
+    again.load_state_dict(torch.load(tmp_path / "plan.pt", weights_only=True))
+    assert before + through(again, range(stop + 1, 8)) == whole and len(whole) == 3
+
+
 def test_a_resumed_plan_continues_to_the_same_partitions():
     whole = run_through(plan(), range(6), losses)
     first = plan()
@@ -105,6 +148,10 @@ def test_a_resumed_plan_continues_to_the_same_partitions():
     assert run_through(again, range(3, 6), losses) == whole[1:] and len(whole) == 2
     with pytest.raises(PlanError, match="belongs to another plan \\(policy differ\\)"):
         plan(measure="average").load_state_dict(state)
+    with pytest.raises(PlanError, match="belongs to another plan \\(windows differ\\)"):
+        plan(epochs=7).load_state_dict(state)
+    with pytest.raises(PlanError, match="not a plan's state_dict \\(no windows, recorded\\)"):
+        plan().load_state_dict({k: v for k, v in state.items() if k not in ("windows", "recorded")})
 
 
 def record_dpt(root, tmp_path, workers: int, measure: str, heuristic: str, monkeypatch) -> tuple[dict, list]:
