@@ -428,6 +428,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return opts
 
 
+def submission_files(results_dir: Path, stamp: str) -> tuple[Path, Path]:
+    """A submission's copy of the commands and its array's task lines."""
+    return results_dir / f"slurm-{stamp}.commands.txt", results_dir / f"slurm-array-{stamp}.txt"
+
+
+def claim_stamp(results_dir: Path) -> str:
+    """A submission's own name: the time to the second, with -2, -3, ... when another submission of that
+    second holds it (its log folder, created here only if it was not there, is the claim)."""
+    logs = results.folder(results_dir / "slurm-logs", own=True)
+    base = time.strftime("%Y%m%d-%H%M%S")
+    for k in range(1, 1000):
+        stamp = base if k == 1 else f"{base}-{k}"
+        try:
+            (logs / stamp).mkdir(mode=results.FOLDER_MODE & ~0o002)
+            return stamp
+        except FileExistsError:
+            continue
+    die(f"{logs} holds 999 submissions of the second {base}: remove the old ones")
+
+
 def submit(runs: list[Run], pending: list[Run], commands_file: Path, opts: argparse.Namespace) -> None:
     """The pending runs as a Slurm job array: checked, written (slurm.sbatch, slurm-array.txt), submitted;
     with --dry-run the script is printed instead."""
@@ -440,22 +460,22 @@ def submit(runs: list[Run], pending: list[Run], commands_file: Path, opts: argpa
     tasks = slurm.groups([n for n, r in enumerate(runs, start=1) if id(r) in waiting], opts.per_gpu)
     # Each submission reads its own copy of the commands (and logs under its own folder), so a later
     # selection written to commands.txt never changes the lines of an array still queued.
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    array, path = opts.results_dir / f"slurm-array-{stamp}.txt", opts.results_dir / f"slurm-{stamp}.sbatch"
-    snapshot = opts.results_dir / f"slurm-{stamp}.commands.txt"
     try:
         slurm.check_array(len(tasks))
     except slurm.Refused as err:
         die(str(err))
-    text = slurm.script(opts, snapshot, array, len(tasks), REPO, stamp)
     if opts.dry_run:
-        print(text, end="")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        print(slurm.script(opts, *submission_files(opts.results_dir, stamp), len(tasks), REPO, stamp), end="")
         return
     if not tasks:
         print("nothing to submit: every run has its row")
         return
     preflight(pending, opts)
-    results.folder(opts.results_dir / "slurm-logs" / stamp, own=True)
+    stamp = claim_stamp(opts.results_dir)
+    snapshot, array = submission_files(opts.results_dir, stamp)
+    path = opts.results_dir / f"slurm-{stamp}.sbatch"
+    text = slurm.script(opts, snapshot, array, len(tasks), REPO, stamp)
     results.write_bytes(snapshot, commands_file.read_bytes())
     results.write_bytes(array, "".join(" ".join(map(str, t)) + "\n" for t in tasks).encode())
     results.write_bytes(path, text.encode())

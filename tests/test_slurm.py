@@ -13,6 +13,7 @@ import pytest
 import fakedata
 import results
 import slurm_cluster
+import sweep as sweep_module
 from runs import ENV, REPO
 
 pytestmark = pytest.mark.slow
@@ -209,12 +210,19 @@ def test_a_later_submission_never_changes_a_queued_arrays_lines(tmp_path):
     first = sweep("--table", "1", "--seeds", "1", "--slurm", "--results-dir", str(out), *tail, env=env)
     (snapshot,) = out.glob("slurm-*.commands.txt")
     before = snapshot.read_text()
-    time.sleep(1.1)  # the stamp is to the second
     sweep("--table", "2", "--seeds", "1", "2", "--slurm", "--results-dir", str(out), *tail, env=env)
     assert snapshot.read_text() == before and (out / "commands.txt").read_text() != before
     (script,) = [p for p in out.glob("slurm-*.sbatch") if p.name == snapshot.name.replace(".commands.txt", ".sbatch")]
     assert snapshot.name in script.read_text() and "submitted job 42" in first.stdout
     assert len(list((out / "slurm-logs").iterdir())) == 2
+
+
+def test_two_submissions_in_one_second_get_their_own_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_module.time, "strftime", lambda _: "20261207-120000")
+    stamps = [sweep_module.claim_stamp(tmp_path) for _ in range(3)]
+    assert stamps == ["20261207-120000", "20261207-120000-2", "20261207-120000-3"]
+    assert sorted(p.name for p in (tmp_path / "slurm-logs").iterdir()) == stamps
+    assert len({sweep_module.submission_files(tmp_path, s) for s in stamps}) == 3
 
 
 def test_the_dry_run_prints_the_script_with_every_option(tmp_path):
