@@ -120,13 +120,21 @@ def variants(runs: pd.DataFrame) -> tuple[pd.Series, list[str]]:
         except (OSError, ValueError, KeyError, TypeError):
             recorded = {}
         settings[path] = {k: v for k, v in recorded.items() if k not in KEYED}
-    differ = sorted({k for s in settings.values() for k in s
-                     if len({json.dumps(t.get(k), sort_keys=True) for t in settings.values() if t}) > 1})
-    label = {path: ", ".join(f"{k}={short(s[k])}" for k in differ if k in s) for path, s in settings.items()}
-    out = runs["path"].map(label).astype(str)
-    said = [f"runs here differ in recorded settings ({', '.join(differ)}): they are never pooled into one cell; "
-            "each set's tables are titled with its values"] if differ else []
-    return out, said
+    # files compared with each other: those of one dataset, model, T and number of workers (a table and
+    # its vanilla runs); a setting splits them only where two of their manifests record it differently
+    first = runs.drop_duplicates("path").set_index("path")
+    group = {path: tuple(first.loc[path, ["dataset", "model", "total_epochs", "workers"]]) for path in settings}
+    differ: dict[tuple, list[str]] = {}
+    for key in set(group.values()):
+        mine = [settings[p] for p in settings if group[p] == key]
+        differ[key] = sorted({k for s in mine for k in s
+                              if len({json.dumps(t[k], sort_keys=True) for t in mine if k in t}) > 1})
+    label = {path: ", ".join(f"{k}={short(s[k])}" for k in differ[group[path]] if k in s)
+             for path, s in settings.items()}
+    split = sorted({k for keys in differ.values() for k in keys})
+    said = [f"runs here differ in recorded settings ({', '.join(split)}): they are never pooled into one cell; "
+            "each set's tables are titled with its values"] if split else []
+    return runs["path"].map(label).astype(str), said
 
 
 def short(value) -> str:
@@ -974,7 +982,10 @@ def main(argv: list[str] | None = None) -> None:
     for problem in problems:
         print(f"report.py: warning: {problem}", file=sys.stderr)
     if args.out:
-        results.write_bytes(Path(args.out), text.encode())
+        try:
+            results.write_bytes(Path(args.out), text.encode())
+        except OSError as err:  # a link where --out points (LinkRefused), a full disk
+            flags.die(f"cannot write --out {args.out}: {err}", "report.py")
     else:
         print(text, end="")
 

@@ -144,6 +144,13 @@ def claim(path: Path, settings: dict, write: bool = True) -> str | None:
                                  f"{settings[k]['train'][:12]} here)" if k == "data" else
                                  f"{_flag(k)} {theirs[k]} there, {settings[k]} here" for k in differ[:3])
                 return f"{said} (its manifest {manifest.name})"
+            if write and settings.keys() - theirs.keys():  # a manifest from before a setting was recorded: add it
+                f.seek(0)
+                f.truncate()
+                manifest_record = json.loads(text) | {"settings": theirs | settings}
+                f.write(json.dumps(manifest_record, indent=1) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
             return None
         clash = settings_clash(path, settings, list(settings))
         if clash or not write:
@@ -412,7 +419,7 @@ def _read_one(path: Path) -> tuple[pd.DataFrame | str, list[str]]:
         return "not a text file (NUL bytes)", []
     bom = text.startswith("\ufeff")
     text = text.removeprefix("\ufeff")
-    header = next(csv.reader(text.splitlines()[:1]), [])
+    header = next(csv.reader([text.partition("\n")[0].rstrip("\r")]), [])
     if not header:
         return "empty (zero bytes)", []
     metric = [c for c in header if c in (t.column for t in C.TASKS.values())]

@@ -488,6 +488,24 @@ def test_runs_that_differ_in_a_recorded_setting_are_never_pooled(tmp_path):
     assert "[lr=0.05]" in text and "[lr=0.1]" in text and "n=6" not in text
 
 
+def test_a_setting_splits_only_the_files_it_differs_in(tmp_path):
+    """Settings are compared within one dataset, model, T and worker count (a table and its vanilla
+    runs): another workload's learning rate, in the same folder, never relabels these."""
+    import flags
+
+    for dataset, lr in (("cifar10", "0.1"), ("cifar10", "0.05"), ("fashionmnist", "0.01")):
+        args = flags.parse_args(["--dataset", dataset, "--total-epochs", "3", "--heuristic", "none", "--lr", lr])
+        w = flags.workload(args, 4)
+        csv = results.csv_path(tmp_path / f"{dataset}-lr{lr}", w)
+        assert results.claim(csv, flags.settings(args, 4)) is None
+        for seed in range(2):
+            results.append_row(csv, results.row(seed, [50.0 + seed, 60.0, 55.0], w))
+    runs, problems = report.load_runs(tmp_path)
+    labels = runs.groupby("dataset").variant.unique().map(set).to_dict()
+    assert labels == {"cifar10": {"lr=0.1", "lr=0.05"}, "fashionmnist": {""}}
+    assert sum("differ in recorded settings (lr)" in p for p in problems) == 1
+
+
 def test_each_arm_is_tested_against_the_random_control_of_its_setting(tmp_path):
     """Welch's test of an arm's cell against the control's cell of the same (W, I), against scipy,
     with Holm's correction over these tests; vanilla is not the control."""

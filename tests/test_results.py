@@ -254,6 +254,23 @@ def test_two_runs_started_together_with_other_settings_cannot_both_claim_a_file(
     assert "workers 4 there, 1 here" in results.claim(path, {**settings, "workers": 1})
 
 
+def test_a_manifest_from_before_a_setting_was_recorded_gains_it_once(tmp_path):
+    """An older manifest without the data's identity: the next run that records it adds it (keeping
+    what was there), so a later run on other data is refused rather than pooled."""
+    path = tmp_path / "W20-INT5.csv"
+    old = {"settings": {"lr": 0.1, "workers": 4}, "created": "2026-01-01 00:00:00"}
+    results.manifest_path(path).write_text(json.dumps(old))
+    data = {"train": "a" * 64, "test": "b" * 64}
+    assert results.claim(path, {"lr": 0.1, "workers": 4, "data": data}) is None
+    now = json.loads(results.manifest_path(path).read_text())
+    assert now == {**old, "settings": {"lr": 0.1, "workers": 4, "data": data}}
+    other = {"train": "c" * 64, "test": "b" * 64}
+    assert "the data (training examples' sha256 aaaaaaaaaaaa there, cccccccccccc here)" in \
+        results.claim(path, {"lr": 0.1, "workers": 4, "data": other})
+    assert results.claim(path, {"lr": 0.1, "workers": 4}, write=False) is None  # asked only: nothing written
+    assert json.loads(results.manifest_path(path).read_text()) == now
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 64 KiB tmpfs of its own (CI runs as root, which may mount one): a disk that really fills."""
