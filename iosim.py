@@ -407,12 +407,18 @@ def main(argv: list[str] | None = None) -> None:
             except ValueError as err:
                 flags.die(str(err), "iosim.py")
             for heuristic in args.heuristics:
+                why = heuristics.refusal(heuristic, args.examples, args.workers, shard_size)
+                if why:
+                    flags.die(why, "iosim.py")
                 windows = scale_windows(args.examples, args.workers, plan, heuristic, shard_size, args.seed)
                 epochs, _ = simulate(windows, args.workers, st, seed=args.seed)
                 rows.append(epochs.assign(shard_size=shard_size, cache=cache, heuristic=heuristic))
     frame = pd.concat(rows)
     if args.out:
-        results.write_bytes(Path(args.out), frame.to_csv(index=False).encode())
+        try:
+            results.write_bytes(Path(args.out), frame.to_csv(index=False).encode())
+        except OSError as err:  # a link where --out points (LinkRefused), a full disk
+            flags.die(f"cannot write --out {args.out}: {err}", "iosim.py")
     after = frame[frame.epoch >= args.warmup]  # the epochs on fixed partitions (vanilla: the same epochs)
     table = after.groupby(["shard_size", "cache", "heuristic", "epoch"], sort=False)[
         ["requests", "hits", "misses", "bytes"]].sum().groupby(level=[0, 1, 2], sort=False).mean()

@@ -329,3 +329,13 @@ def test_partitions_must_match_the_storage():
         iosim.simulate(windows, 2, iosim.storage(12, 2, 1, cache_bytes=4, policy="lru"))
     with pytest.raises(ValueError, match=r"^num_workers=3 but the partitions have 2 workers; pass num_workers=2$"):
         iosim.simulate(windows, 3, iosim.storage(10, 2, 1, cache_bytes=4, policy="lru"))
+
+
+def test_the_command_refuses_a_heuristic_that_cannot_deal_its_shards(capsys):
+    """Shard Stripes deals whole shards: 400 examples in shards of 300 cannot feed 4 workers. One line,
+    naming the fix, before any simulation."""
+    with pytest.raises(SystemExit) as stopped:
+        iosim.main(["--examples", "400", "--heuristics", "stripes", "shard-stripes", "--shard-size", "300"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and len(err) == 1
+    assert err[0].startswith("iosim.py: error: ") and "pass a --shard-size of at most 100" in err[0]

@@ -8,10 +8,12 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import flags
 import results
+import test_report
 from runs import REPO, TINY, run_expecting_error
 
 VICTIM = "someone else's file\n"
@@ -82,12 +84,19 @@ def test_a_sweep_never_writes_commands_through_a_link(tmp_path, dangling):
     assert (not victim.exists()) if dangling else victim.read_text() == VICTIM
 
 
-def test_the_report_and_the_simulator_refuse_a_link_as_their_output(tmp_path):
-    out = tmp_path / "report.md"
+@pytest.mark.parametrize("command", [["report.py", "RUNS", "--paper", ""],
+                                     ["iosim.py", "--examples", "400", "--heuristics", "stripes"]],
+                         ids=["report", "simulator"])
+def test_the_report_and_the_simulator_refuse_a_link_as_their_output(tmp_path, command):
+    test_report.write_paper_style(tmp_path / "runs", 1, np.random.default_rng(0), n=3)
+    command = [str(tmp_path / "runs") if c == "RUNS" else c for c in command]
+    out = tmp_path / "out.txt"
     victim = plant(out, tmp_path)
-    proc = subprocess.run([sys.executable, "report.py", str(REPO / "PaperCSVs"), "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "is a symbolic link" in proc.stderr and victim.read_text() == VICTIM
+    proc = subprocess.run([sys.executable, *command, "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    said = [line for line in proc.stderr.splitlines() if "warning:" not in line]
+    assert proc.returncode == 2 and victim.read_text() == VICTIM
+    assert len(said) == 1 and f"error: cannot write --out {out}" in said[0] and "is a symbolic link" in said[0], said
 
 
 def test_what_the_project_creates_is_never_writable_by_others(tmp_path, cifar10_dir):
