@@ -128,7 +128,9 @@ def test_a_plan_resumed_from_a_saved_file_continues_to_the_same_partitions(tmp_p
             step(p, epoch, torch.tensor(list(p.sampler)))
         return seen
 
-    make = lambda: plan(measure=measure, epochs=8)  # noqa: E731: windows 0-1 (warmup), 2-3, 4-5, 6-7
+    def make():  # windows 0-1 (warmup), 2-3, 4-5, 6-7
+        return plan(measure=measure, epochs=8)
+
     whole = through(make(), range(8))
     first = make()
     before = through(first, range(stop + 1))
