@@ -34,6 +34,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from; the message names the fix."""
 
 
+class Unwritable(OSError):
+    """A checkpoint that could not be written (a full disk): the run stops, its last good one kept."""
+
+
 @dataclass
 class Run:
     """The state a run carries from epoch to epoch, and what a checkpoint saves of it."""
@@ -114,10 +118,13 @@ def save(path: Path, run: Run, window_start: int, trainer: Trainer, args: Namesp
     exchanges = topology.gather_to_first(trainer.exchange.state_dict()) if trainer.exchange else None
     rngs = topology.gather_to_first(rng_states())
     if top.master:
-        write(path, {**run.state(recorded), "args": vars(args), "num_workers": top.workers,
-                     "launch": "torchrun" if top.launched else "emulated", "model": trainer.model.state_dict(),
-                     "optimizer": trainer.optimizer.state_dict(), "rng": rngs, "exchange": exchanges,
-                     "provenance": run.log.provenance, "data": data})
+        try:
+            write(path, {**run.state(recorded), "args": vars(args), "num_workers": top.workers,
+                         "launch": "torchrun" if top.launched else "emulated", "model": trainer.model.state_dict(),
+                         "optimizer": trainer.optimizer.state_dict(), "rng": rngs, "exchange": exchanges,
+                         "provenance": run.log.provenance, "data": data})
+        except OSError as err:
+            raise Unwritable(f"the checkpoint after epoch {run.epoch} could not be written ({err})") from None
     topology.barrier()  # the others wait for the file: a rank failing right after must not take it with it
 
 

@@ -224,9 +224,9 @@ def train_run(args: Namespace, job: Job, stop: stops.Stops) -> None:
             status=stops.status(signal.signum))
     except train.Diverged as err:  # on every rank alike: the training loss is all-reduced
         die(str(err), status=1)
-    except data.DataError as err:  # data that went bad while the run read it (a truncated shard)
-        die(f"{err} (in epoch {run.epoch + 1}; no row was written; {checkpoint.kept(job.checkpoint_path)})",
-            status=1)
+    except (data.DataError, OSError) as err:  # data gone bad mid-run (a truncated shard), a full disk at a checkpoint
+        at = "" if isinstance(err, checkpoint.Unwritable) else f"in epoch {run.epoch + 1}; "
+        die(f"{err} ({at}no row was written; {checkpoint.kept(job.checkpoint_path)})", status=1)
     stop.phase = "finishing"  # a signal now waits until the log and the row are whole
     if args.save_partitions:
         run.partitions[-1]["trained"] = trained_in(plan[-1], run.partition, policy, job)
@@ -270,8 +270,8 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, wandb_run) -> No
     values = results.row(args.seed, run.metrics, job.workload)
     task = job.task.record
     run.log.best = {task.column: values[task.column], "best_epoch": values["best_epoch"]}
-    run.log.total_training_s, run.log.tracking_s_per_epoch = total_s, sum(e.tracking_s for e in run.log.epochs) / \
-        len(run.log.epochs)
+    run.log.total_training_s = total_s
+    run.log.tracking_s_per_epoch = sum(e.tracking_s for e in run.log.epochs) / len(run.log.epochs)
     log_path = job.csv.parent / "logs" / run.log_name  # beside the results given, wherever the checkpoint was made
     saved = log_path.with_suffix(".partitions.pt")
     try:
@@ -285,8 +285,8 @@ def finish(run: Run, args: Namespace, job: Job, total_s: float, wandb_run) -> No
             saved.unlink(missing_ok=True)
             raise
     except (OSError, ValueError) as err:  # a full disk: retry; a row already there (RowExists): nothing to retry
-        fix = "" if isinstance(err, results.RowExists) else "; free some space and rerun with --resume"
-        die(f"the run finished but its results could not be written ({err}); no row was added to {job.csv}{fix}", 1)
+        fix = "" if isinstance(err, (results.RowExists, results.LinkRefused)) else "; free space, rerun with --resume"
+        die(f"the run finished but its results could not be written ({err}); no row added to {job.csv}{fix}", status=1)
     if not args.keep_checkpoint:
         job.checkpoint_path.unlink(missing_ok=True)
     print(f"best {task.metric_name} {values[task.column]:.{task.decimals}f}{task.unit} at epoch "

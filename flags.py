@@ -34,7 +34,7 @@ class BadFlag(ValueError):
     """A flag's value is impossible (alone or with the others); parse_args reports it as the caller's error."""
 
 
-def die(message: str, prog: str = "dpt.py", status: int = 2) -> None:
+def die(message: str, prog: str = "dpt.py", *, status: int = 2) -> None:
     """Bad input (status 2) or a failed run: one line on stderr, no traceback. Under torchrun the first
     process of each node says it (every rank runs the same checks); any other process always does."""
     if "TORCHELASTIC_RUN_ID" not in os.environ or os.environ.get("LOCAL_RANK", "0") == "0":

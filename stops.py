@@ -23,7 +23,7 @@ import sys
 TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: stopped with a checkpoint, resumable
 
 
-class Stopped(Exception):
+class Stopped(BaseException):  # not an Exception: no `except Exception` may turn a stop into another error
     """A stop now (a second Ctrl-C, SIGTERM): the signal's number."""
 
     def __init__(self, signum: int):

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+import checkpoint
 import dpt
 import flags
 import results
@@ -235,6 +236,24 @@ def test_a_row_and_its_log_are_written_together_or_not_at_all(cifar10_dir, tmp_p
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "the run finished but its results could not be written" in line and "No space left" in line
     assert not [p for p in tmp_path.rglob("*.csv") if p.stat().st_size] and not list(tmp_path.rglob("logs/*.json"))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_ends_the_run_in_one_line(cifar10_dir, tmp_path, monkeypatch, capsys):
+    """A full disk at a checkpoint mid-run: exit 1 and one line saying where, no row, no traceback."""
+    root, _ = cifar10_dir
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(checkpoint, "write", full)
+    with pytest.raises(SystemExit) as stopped:
+        dpt.main([*TINY, "--total-epochs", "3", "--checkpoint-every", "1", "--data-dir", str(root),
+                  "--results-dir", str(tmp_path)])
+    assert stopped.value.code == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("dpt.py: error: the checkpoint after epoch 1 could not be written (")
+    assert "No space left on device" in line and "no row was written; no checkpoint was saved" in line
+    assert not [p for p in tmp_path.rglob("*.csv") if p.stat().st_size]
 
 
 @pytest.mark.slow
