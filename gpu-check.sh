@@ -17,7 +17,7 @@
 #                  reduce-overhead (CUDA graphs), each compilation's first epoch apart
 # Writes OUT_DIR/summary.json and summary.md (device, torch and CUDA, the commit, every figure against its
 # target) and each step's log; --export FOLDER copies the summary and OUT_DIR as one .tgz there after
-# every step (what a machine reached only through a copy hands back). It never downloads: Fashion-MNIST's four .gz files come
+# every step (one archive to copy back from a remote machine). It never downloads: Fashion-MNIST's four .gz files come
 # from --data-dir. --smoke runs every step CPU-sized (CI runs it). GPU_CHECK_BUDGET_S sets the budget
 # (default 480; smoke 900), GPU_CHECK_STUDY_SEEDS the study's seeds an arm at most (default 4; smoke 2).
 #
@@ -183,7 +183,7 @@ runs() {
 step preflight 60 preflight
 status=$(tail -n 1 "$out/steps.txt" | cut -d' ' -f2)
 if [ "$status" != 0 ]; then
-  # nothing else could run: stop now, so that the machine's minutes are left for a second try
+  # nothing else could run: stop now, with the budget's time left for a second try
   "$py" gpucheck.py "$out" --smoke "$smoke"
   if [ "$status" = skipped ]; then
     echo "gpu-check.sh: error: no time for the preflight in a $budget s budget (GPU_CHECK_BUDGET_S)" >&2
