@@ -81,6 +81,14 @@ def api_reference() -> str:
 
 FINDINGS_RUNS = Path(__file__).parent / "docs" / "findings" / "runs"
 # Each study of docs/findings.md: the folder of committed runs it reads, and which of its runs are its arms
+def sizes_table() -> str:
+    """run-experiments.sh --size: each size's workload per task."""
+    rows = [C.markdown_row("size", "task", "workload"), "|---|---|---|"]
+    for size, tasks in workload.SIZES.items():
+        rows += [C.markdown_row(f"`--size {size}`", task, s.what) for task, s in tasks.items()]
+    return "\n".join(rows)
+
+
 # (the studies on one task share a folder, so an arm two studies share is run once).
 def arm_cell(warmup: int, interval: int):
     """The runs of one (W, I) setting, and the vanilla runs they are compared with."""
@@ -114,7 +122,8 @@ def findings(study: str) -> str:
     return report.answer_section(mine)
 
 
-GENERATED = {"measures": lambda: C.table("measures"), "studies": studies_table, "api": api_reference,
+GENERATED = {"measures": lambda: C.table("measures"), "studies": studies_table, "sizes": sizes_table,
+             "api": api_reference,
              **{f"findings-{study}": (lambda s=study: findings(s)) for study in FINDINGS},
              "heuristics": lambda: C.table("heuristics"), "reducers": lambda: C.table("reducers"),
              "datasets": lambda: C.table("datasets"), "flags": flags_table}
