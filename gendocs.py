@@ -96,15 +96,20 @@ def arm_cell(warmup: int, interval: int):
 
 
 CELL = arm_cell(4, 2)  # the image studies' one setting beside the partitions study's grid: the most repartitions
+# Per study: its task's folder, the runs it compares, and what only its own runs have (until they are
+# there, the arms it shares with another study would pass for it)
 FINDINGS = {
     "partitions": ("image", lambda r: r.exchange.eq("none") & r.heuristic.isin(["none", "stripes", "blocks", "random"])
-                   & (r.heuristic.ne("blocks") | r.measure.eq("variance")) & r.measure.isin(["variance", "average"])),
-    "measures": ("image", lambda r: r.exchange.eq("none") & r.heuristic.isin(["none", "stripes", "random"]) & CELL(r)),
-    "heuristics": ("image", lambda r: r.exchange.eq("none") & r.measure.eq("variance") & CELL(r)),
+                   & (r.heuristic.ne("blocks") | r.measure.eq("variance")) & r.measure.isin(["variance", "average"]),
+                   lambda r: r.heuristic.ne("none")),
+    "measures": ("image", lambda r: r.exchange.eq("none") & r.heuristic.isin(["none", "stripes", "random"]) & CELL(r),
+                 lambda r: ~r.measure.isin(["variance", "average"])),
+    "heuristics": ("image", lambda r: r.exchange.eq("none") & r.measure.eq("variance") & CELL(r),
+                   lambda r: ~r.heuristic.isin(["none", "stripes", "random"])),
     "exchange": ("image", lambda r: r.heuristic.isin(["none", "stripes", "random"]) & r.measure.eq("variance")
-                 & CELL(r)),
-    "lm": ("text", lambda r: r.heuristic.notna()),
-    "ncf": ("rec", lambda r: r.heuristic.notna()),
+                 & CELL(r), lambda r: r.exchange.ne("none")),
+    "lm": ("text", lambda r: r.heuristic.notna(), lambda r: r.heuristic.ne("none")),
+    "ncf": ("rec", lambda r: r.heuristic.notna(), lambda r: r.heuristic.ne("none")),
 }
 
 
@@ -112,13 +117,13 @@ def findings(study: str) -> str:
     """A study's tables as report.py gives them (its warnings, comparisons and answers) from its committed runs."""
     import report
 
-    folder, arms = FINDINGS[study]
+    folder, arms, own = FINDINGS[study]
     if not (FINDINGS_RUNS / folder).is_dir():
         return f"Not run yet: no runs under docs/findings/runs/{folder} (the section's commands start them)."
     runs, _ = report.load_runs(FINDINGS_RUNS / folder)
     mine = runs[arms(runs)].reset_index(drop=True)
-    if mine.empty or (mine.heuristic != "none").sum() == 0:
-        return f"Not run yet: docs/findings/runs/{folder} holds none of this study's arms."
+    if not own(mine).any():
+        return f"Not run yet: docs/findings/runs/{folder} holds none of this study's own arms."
     return report.answer_section(mine)
 
 

@@ -15,7 +15,8 @@ import pytest
 from runs import ENV, REPO
 
 TRAINS = "python dpt.py "  # such a command gets --preflight 1: the run's checks without its minutes of training
-ELSEWHERE = {"bench.py": "gpu-check.sh --smoke runs it (tests/test_gpucheck.py)"}
+ELSEWHERE = {"bench.py": "gpu-check.sh --smoke runs it (tests/test_gpucheck.py)",
+             "runlog.py": "its LOG.json is a finished run's log: tests/test_same_rows.py reads real ones"}
 
 
 def first_command(path: Path) -> str | None:
@@ -41,6 +42,7 @@ for module, command in json.loads(sys.argv[1]):
     argv = shlex.split(command)
     try:
         if argv[:2] == ['python', '-c']:
+            sys.argv = ['-c', *argv[3:]]
             exec(compile(argv[2], module, 'exec'), {'__name__': '__main__'})
         else:
             script = 'sweep.py' if argv[0] == './run-experiments.sh' else argv[1]

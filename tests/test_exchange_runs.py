@@ -12,9 +12,9 @@ import pytest
 from nbclient import NotebookClient
 import torch
 
-import catalog
 import fakedata
 import report
+import workload
 from runs import REPO, TINY, checkpoint, inprocess, launch, only, only_log, study
 from test_checkpoint import die_at
 
@@ -99,9 +99,10 @@ def exchange_study(tmp_path_factory):
 
 def test_the_exchange_study_goes_through_report_and_notebook(exchange_study, tmp_path, monkeypatch):
     epochs, problems = report.exchange_logs(exchange_study)
-    assert problems == [] and set(epochs.reducer) == set(catalog.REDUCERS) - {"none"}
+    variants = workload.STUDIES["exchange"].variants
+    assert problems == [] and set(epochs.reducer) == {v["reducer"] for v in variants}
     summary = report.exchange_summary(epochs)
-    assert (summary.runs == 2).all() and len(summary) == 8  # every reducer
+    assert (summary.runs == 2).all() and len(summary) == len(variants)  # every arm: a reducer, density, heuristic
     dense = summary.exchange.str.startswith(("exact", "global-topk"))  # global-topk selects after a dense all-reduce
     assert (summary[~dense].traffic_vs_dense < 1).all() and (summary[dense].traffic_vs_dense == 1).all()
     shown = subprocess.run([sys.executable, "report.py", str(exchange_study), "--paper", ""], cwd=REPO,
