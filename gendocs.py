@@ -105,7 +105,7 @@ FINDINGS = {
     "measures": ("image", lambda r: r.exchange.eq("none") & r.heuristic.isin(["none", "stripes", "random"]) & CELL(r),
                  lambda r: ~r.measure.isin(["variance", "average"])),
     "heuristics": ("image", lambda r: r.exchange.eq("none") & r.measure.eq("variance") & CELL(r),
-                   lambda r: ~r.heuristic.isin(["none", "stripes", "random"])),
+                   lambda r: ~r.heuristic.isin(["none", "stripes", "random", "blocks"])),
     "exchange": ("image", lambda r: r.heuristic.isin(["none", "stripes", "random"]) & r.measure.eq("variance")
                  & CELL(r), lambda r: r.exchange.ne("none")),
     "lm": ("text", lambda r: r.heuristic.notna(), lambda r: r.heuristic.ne("none")),
